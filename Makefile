@@ -1,0 +1,38 @@
+# Two commands do everything on a fresh machine with Python 3.11 and pip:
+#   make run    create .venv if missing, install, start the app on the bundled default model
+#   make test   create .venv if missing, install, run the whole suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PORT   ?= 8501
+ADDRESS ?= 127.0.0.1
+
+.PHONY: run test bench install clean-venv browser
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . || $(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT) \
+		--server.headless true --browser.gatherUsageStats false
+
+browser:
+	@bash scripts/ensure_chromium.sh
+
+test: install browser
+	$(PY) -m pytest
+
+bench: install
+	$(PY) -m benchmarks.run_all
+
+clean-venv:
+	rm -rf $(VENV)
