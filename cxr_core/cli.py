@@ -73,3 +73,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+
+
+def _cmd_segmenter_train(args: argparse.Namespace) -> int:
+    from .segmenter_training import train_segmenter
+
+    card = train_segmenter(args.data, args.out, epochs=args.epochs, max_minutes=args.max_minutes,
+                           seed=args.seed)
+    print(f"segmenter written to {args.out}: held-out mean Dice {card['heldout_dice_mean']}, "
+          f"IoU {card['heldout_iou_mean']} on {card['heldout_pairs']} pairs")
+    return 0
+
+
+def _register_segmenter(sub) -> None:
+    p = sub.add_parser("segmenter", help="lung segmenter commands")
+    ssub = p.add_subparsers(dest="segmenter_command", required=True, parser_class=_Parser)
+    t = ssub.add_parser("train", help="train the lung U-Net on image/mask pairs")
+    t.add_argument("--data", required=True, type=Path)
+    t.add_argument("--out", required=True, type=Path)
+    t.add_argument("--epochs", type=int, default=60)
+    t.add_argument("--max-minutes", type=float, default=25.0)
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_cmd_segmenter_train)
+
+
+_EXTRA_COMMANDS.append(_register_segmenter)

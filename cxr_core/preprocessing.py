@@ -1,0 +1,80 @@
+"""The one preprocessing path: grayscale -> 512 px -> [0, 1] -> segment -> post-process -> crop.
+
+Training, batch preprocessing, the CLI and the app all call `preprocess_image`, which returns
+the crop box so heatmaps can be mapped back onto the original X-ray.
+
+Aspect handling: the image is resized to 512 x 512 without padding (PadChest images are close to
+square; the crop box is mapped back by the inverse per-axis scale, so no information is lost).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .image_io import LoadedImage
+from .postprocess import MaskResult, postprocess_mask
+
+WORK_SIZE = 512
+
+
+def resize_to(pixels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize a float image to size x size (or (h, w)); area interpolation when shrinking."""
+    height, width = (size, size) if isinstance(size, int) else size
+    shrinking = pixels.shape[0] > height or pixels.shape[1] > width
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(pixels.astype(np.float32), (width, height), interpolation=interp)
+
+
+@dataclass
+class Preprocessed:
+    """What the classifier and the explanation need from one X-ray."""
+
+    image: np.ndarray  # 512 x 512 float32 [0, 1], the whole X-ray
+    crop: np.ndarray  # WORK_SIZE x WORK_SIZE float32 [0, 1], the lung crop
+    mask: MaskResult  # lung masks and crop box in 512 px coordinates
+    original_size: tuple[int, int]  # (height, width) of the original image
+
+    @property
+    def box_original(self) -> tuple[int, int, int, int]:
+        """Crop box (x0, y0, x1, y1) in the original image's pixel coordinates."""
+        height, width = self.original_size
+        x0, y0, x1, y1 = self.mask.box
+        sx, sy = width / WORK_SIZE, height / WORK_SIZE
+        return (int(round(x0 * sx)), int(round(y0 * sy)), int(round(x1 * sx)), int(round(y1 * sy)))
+
+    @property
+    def fallback(self) -> bool:
+        return self.mask.fallback
+
+
+def crop_to_box(image: np.ndarray, box: tuple[int, int, int, int], size: int = WORK_SIZE) -> np.ndarray:
+    """Cut the box out of a 512 px image and resize it to size x size."""
+    x0, y0, x1, y1 = box
+    return resize_to(image[y0:y1, x0:x1], size)
+
+
+def preprocess_image(image: LoadedImage | np.ndarray, segmenter) -> Preprocessed:
+    """Run the whole front end on one decoded image (see module docstring)."""
+    pixels = image.pixels if isinstance(image, LoadedImage) else np.asarray(image, np.float32)
+    work = np.clip(resize_to(pixels, WORK_SIZE), 0.0, 1.0)
+    probs = segmenter.predict(work)
+    mask = postprocess_mask(probs)
+    return Preprocessed(work, crop_to_box(work, mask.box), mask, tuple(pixels.shape[:2]))
+
+
+def preprocess_batch(images: list[LoadedImage | np.ndarray], segmenter) -> list[Preprocessed]:
+    """Same as `preprocess_image` for many images, with the segmenter run in batches."""
+    works = [np.clip(resize_to(im.pixels if isinstance(im, LoadedImage) else im, WORK_SIZE), 0, 1)
+             for im in images]
+    if not works:
+        return []
+    probs = segmenter.predict(np.stack(works))
+    out = []
+    for im, work, prob in zip(images, works, probs):
+        pixels = im.pixels if isinstance(im, LoadedImage) else im
+        mask = postprocess_mask(prob)
+        out.append(Preprocessed(work, crop_to_box(work, mask.box), mask, tuple(pixels.shape[:2])))
+    return out
