@@ -1,0 +1,110 @@
+"""Random geometric and intensity augmentation of X-ray batches in TensorFlow.
+
+One affine sampler serves the segmenter (small, no flips) and the classifiers (the method's
+heavy augmentation). Everything is tensor ops, so it runs on the accelerator when there is one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Ranges of the random transform (degrees, fractions of the image size)."""
+
+    rotation: float = 45.0
+    zoom: float = 0.1
+    shift: float = 0.1
+    shear: float = 0.1
+    horizontal_flip: bool = True
+    brightness: tuple[float, float] = (0.7, 1.1)
+    channel_shift: float = 0.05
+    gamma: float = 0.0  # log-gamma range; 0 disables
+    contrast: float = 0.0  # contrast factor range around 1; 0 disables
+    noise: float = 0.0  # std of additive Gaussian noise
+    fill_mode: str = "NEAREST"
+
+
+#: The method's classifier augmentation (Keras ImageDataGenerator settings of the paper).
+METHOD_AUGMENT = AugmentConfig()
+#: Gentle augmentation for lung segmentation: keeps the heart on its side.
+SEGMENTER_AUGMENT = AugmentConfig(rotation=10.0, zoom=0.1, shift=0.05, shear=0.0,
+                                  horizontal_flip=False, brightness=(0.92, 1.08),
+                                  channel_shift=0.0, gamma=0.35, contrast=0.3, noise=0.01)
+
+
+def random_affine(batch: int, height, width, cfg: AugmentConfig, seed=None):
+    """(batch, 8) projective transforms mapping output to input pixels, about the image centre."""
+    import tensorflow as tf
+
+    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    angle = tf.random.uniform([batch], -cfg.rotation, cfg.rotation) * (math.pi / 180)
+    zoom = tf.random.uniform([batch], 1 - cfg.zoom, 1 + cfg.zoom)
+    shear = tf.random.uniform([batch], -cfg.shear, cfg.shear)
+    tx = tf.random.uniform([batch], -cfg.shift, cfg.shift) * w
+    ty = tf.random.uniform([batch], -cfg.shift, cfg.shift) * h
+    flip = (tf.cast(tf.random.uniform([batch]) < 0.5, tf.float32) * 2 - 1
+            if cfg.horizontal_flip else tf.ones([batch]))
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    # inverse map: input = R(-a) S(-shear) Z^-1 F (output - centre) + centre - shift
+    a0 = cos / zoom * flip
+    a1 = (-sin + cos * shear) / zoom
+    b0 = sin / zoom * flip
+    b1 = (cos + sin * shear) / zoom
+    cx, cy = w / 2, h / 2
+    a2 = cx - a0 * cx - a1 * cy - tx
+    b2 = cy - b0 * cx - b1 * cy - ty
+    zeros = tf.zeros([batch])
+    return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+
+
+def warp(images, transforms, fill_mode: str = "NEAREST", interpolation: str = "BILINEAR"):
+    """Apply per-image projective transforms to a (N, H, W, C) float batch."""
+    import tensorflow as tf
+
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=tf.shape(images)[1:3],
+        fill_value=0.0, interpolation=interpolation, fill_mode=fill_mode)
+
+
+def intensity(images, cfg: AugmentConfig):
+    """Brightness, channel shift, gamma, contrast and noise on [0, 1] images; clipped."""
+    import tensorflow as tf
+
+    n = tf.shape(images)[0]
+    if cfg.gamma:
+        gamma = tf.exp(tf.random.uniform([n, 1, 1, 1], -cfg.gamma, cfg.gamma))
+        images = tf.clip_by_value(images, 0.0, 1.0) ** gamma
+    if cfg.contrast:
+        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+        factor = tf.random.uniform([n, 1, 1, 1], 1 - cfg.contrast, 1 + cfg.contrast)
+        images = (images - mean) * factor + mean
+    low, high = cfg.brightness
+    images = images * tf.random.uniform([n, 1, 1, 1], low, high)
+    if cfg.channel_shift:
+        images = images + tf.random.uniform([n, 1, 1, 1], -cfg.channel_shift, cfg.channel_shift)
+    if cfg.noise:
+        images = images + tf.random.normal(tf.shape(images), stddev=cfg.noise)
+    return tf.clip_by_value(images, 0.0, 1.0)
+
+
+def augment_images(images, cfg: AugmentConfig = METHOD_AUGMENT):
+    """Augment a (N, H, W, 1) batch of [0, 1] X-rays."""
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    transforms = random_affine(shape[0], shape[1], shape[2], cfg)
+    return intensity(warp(images, transforms, cfg.fill_mode), cfg)
+
+
+def augment_image_and_mask(image, mask, cfg: AugmentConfig = SEGMENTER_AUGMENT):
+    """Augment one (H, W, 1) image with its mask: same geometry, intensity on the image only."""
+    import tensorflow as tf
+
+    stacked = tf.concat([image, mask], axis=-1)[None]
+    shape = tf.shape(stacked)
+    warped = warp(stacked, random_affine(1, shape[1], shape[2], cfg), cfg.fill_mode)[0]
+    new_image = intensity(warped[None, ..., :1], cfg)[0]
+    return new_image, tf.cast(warped[..., 1:] > 0.5, tf.float32)

@@ -1,0 +1,144 @@
+"""Train one member (`train`) or all five (`train-ensemble`) and gather them into a bundle.
+
+Method settings: weighted BCE on logits, Adam 1e-4, batch 32, 224 px, heavy augmentation,
+checkpoint on the best validation loss, early stopping (patience 25, min delta 0.001), at most
+350 epochs; CSV + TensorBoard logs; resumable after interruption (Keras BackupAndRestore).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import cached_paths, make_dataset, read_split
+from .losses import label_weights, make_weighted_bce
+from .model_building import build_classifier
+from .registry import METHOD_ARCHITECTURES, get_arch
+
+log = logging.getLogger(__name__)
+
+BEST_WEIGHTS = "best.weights.h5"
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run (stored with the run and in the bundle)."""
+
+    input_size: int = 224
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    epochs: int = 350
+    patience: int = 25
+    min_delta: float = 0.001
+    weights: str | None = "imagenet"
+    augment: bool = True
+    mixed_precision: bool | None = None  # None: on when a GPU is present
+    xla: bool = False
+    seed: int = 0
+    max_minutes: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_dir: str | Path,
+                 config: TrainConfig | None = None, split_table=None) -> dict:
+    """Train one architecture; returns the run record (also written to `out_dir/run.json`)."""
+    import keras
+    import tensorflow as tf
+
+    from .runtime import configure, distribution_strategy
+
+    config = config or TrainConfig()
+    spec = get_arch(arch)
+    runtime = configure(config.mixed_precision, config.xla)
+    keras.utils.set_random_seed(config.seed)
+    table = split_table or read_split(split_csv)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train, val = table.part("train"), table.part("val")
+    y_train, y_val = table.targets("train"), table.targets("val")
+    w_pos, w_neg = label_weights(y_train)
+    train_ds = make_dataset(cached_paths(cache_dir, train), y_train, config.input_size,
+                            config.batch_size, shuffle=True, seed=config.seed)
+    val_ds = make_dataset(cached_paths(cache_dir, val), y_val, config.input_size,
+                          config.batch_size, shuffle=False)
+    with distribution_strategy().scope():
+        classifier = build_classifier(spec.name, table.labels, config.input_size,
+                                      weights=config.weights, augment=config.augment)
+        model = classifier.model
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                      loss=make_weighted_bce(w_pos, w_neg),
+                      metrics=[keras.metrics.AUC(multi_label=True, from_logits=True, name="auc")],
+                      jit_compile=bool(config.xla))
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(str(out_dir / BEST_WEIGHTS), monitor="val_loss",
+                                        save_best_only=True, save_weights_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
+                                      min_delta=config.min_delta, restore_best_weights=True),
+        keras.callbacks.CSVLogger(str(out_dir / "training_log.csv"), append=True),
+        keras.callbacks.TensorBoard(str(out_dir / "tensorboard"), write_graph=False),
+        keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=True),
+    ]
+    if config.max_minutes:
+        deadline = time.time() + config.max_minutes * 60
+
+        class TimeBudget(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if time.time() > deadline:
+                    self.model.stop_training = True
+
+        callbacks.append(TimeBudget())
+    started = time.perf_counter()
+    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+                        callbacks=callbacks, verbose=2)
+    if (out_dir / BEST_WEIGHTS).is_file():
+        model.load_weights(str(out_dir / BEST_WEIGHTS))
+    record = {
+        "arch": spec.name,
+        "labels": table.labels,
+        "config": asdict(config),
+        "runtime": runtime,
+        "epochs_run": len(history.history.get("loss", [])),
+        "best_val_loss": float(min(history.history.get("val_loss", [np.nan]))),
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "train_images": int(len(train)),
+        "val_images": int(len(val)),
+        "loss_weights": {"w_pos": w_pos.tolist(), "w_neg": w_neg.tolist()},
+    }
+    (out_dir / "run.json").write_text(json.dumps(record, indent=2))
+    record["classifier"] = classifier
+    return record
+
+
+def train_ensemble(cache_dir: str | Path, split_csv: str | Path, out_dir: str | Path,
+                   archs: tuple[str, ...] = METHOD_ARCHITECTURES,
+                   config: TrainConfig | None = None, label_set: str = "specific",
+                   groups: dict[str, list[str]] | None = None,
+                   segmenter_ref: str = "models/segmenter", bundle_id: str | None = None,
+                   data_summary: dict | None = None) -> Path:
+    """Train every architecture, then write `out_dir/bundle` with validation thresholds."""
+    from .bundle import write_bundle
+    from .evaluation import predict_members
+
+    table = read_split(split_csv)
+    out_dir = Path(out_dir)
+    members = []
+    for arch in archs:
+        log.info("training %s", arch)
+        record = train_member(arch, cache_dir, split_csv, out_dir / get_arch(arch).name, config,
+                              split_table=table)
+        members.append(record)
+    classifiers = [m.pop("classifier") for m in members]
+    val = table.part("val")
+    val_probs = predict_members(classifiers, cached_paths(cache_dir, val),
+                                (config or TrainConfig()).input_size)
+    return write_bundle(
+        out_dir / "bundle", classifiers, labels=table.labels, label_set=label_set,
+        groups=groups, val_probs=val_probs, val_targets=table.targets("val"),
+        training={"members": members, "config": asdict(config or TrainConfig())},
+        segmenter_ref=segmenter_ref, bundle_id=bundle_id, data_summary=data_summary,
+    )

@@ -1,0 +1,34 @@
+"""Small shared builders for tests (cached so each architecture is built once per session)."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+LABELS = ["effusion", "nodule", "cardiomegaly", "normal"]
+
+
+@functools.lru_cache(maxsize=None)
+def classifier(arch: str, size: int):
+    import keras
+
+    from cxr_core.model_building import build_classifier
+
+    keras.utils.set_random_seed(0)
+    built = build_classifier(arch, LABELS, size, weights=None)
+    # random heads give many all-zero CAMs; a wider random head makes the test meaningful
+    rng = np.random.default_rng(0)
+    for name in ("head_dense", "logits"):
+        layer = built.model.get_layer(name)
+        kernel, bias = layer.get_weights()
+        layer.set_weights([rng.normal(0, 0.05, kernel.shape).astype("float32"),
+                           rng.normal(0, 0.05, bias.shape).astype("float32")])
+    return built
+
+
+def xray_batch(n: int, size: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    base = 0.5 + 0.3 * np.sin(6 * xx) * np.cos(4 * yy)
+    return np.clip(base[None] + rng.normal(0, 0.05, (n, size, size)), 0, 1).astype("float32")
