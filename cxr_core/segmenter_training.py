@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .augment import augment_image_and_mask
 from .image_io import load_image
 from .preprocessing import WORK_SIZE, resize_to
 from .segmentation import CONFIG_NAME, SEGMENTER_SIZE, WEIGHTS_NAME, LungSegmenter, build_unet
@@ -59,37 +60,6 @@ def load_arrays(pairs: pd.DataFrame, size: int = SEGMENTER_SIZE) -> tuple[np.nda
     return np.stack(images)[..., None], np.stack(masks)[..., None]
 
 
-def augment_pair(image, mask, seed=None):
-    """X-ray-like variation: rotation +-10 deg, scale +-10 %, shift +-5 %, gamma, contrast,
-    brightness, noise. No left-right flip: the heart side must stay where it is."""
-    import tensorflow as tf
-
-    stacked = tf.concat([image, mask], axis=-1)
-    angle = tf.random.uniform([], -10.0, 10.0) * np.pi / 180
-    scale = tf.random.uniform([], 0.9, 1.1)
-    size = tf.cast(tf.shape(image)[0], tf.float32)
-    shift = tf.random.uniform([2], -0.05, 0.05) * size
-    tx, ty = shift[0], shift[1]
-    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
-    centre = size / 2
-    # output->input projective transform about the image centre
-    a0, a1 = cos, -sin
-    b0, b1 = sin, cos
-    a2 = centre - a0 * centre - a1 * centre - tx
-    b2 = centre - b0 * centre - b1 * centre - ty
-    transform = tf.stack([a0, a1, a2, b0, b1, b2, 0.0, 0.0])[None]
-    warped = tf.raw_ops.ImageProjectiveTransformV3(
-        images=stacked[None], transforms=transform, output_shape=tf.shape(image)[:2],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST")[0]
-    image, mask = warped[..., :1], tf.cast(warped[..., 1:] > 0.5, tf.float32)
-    gamma = tf.exp(tf.random.uniform([], -0.35, 0.35))
-    image = tf.clip_by_value(image, 0.0, 1.0) ** gamma
-    mean = tf.reduce_mean(image)
-    image = (image - mean) * tf.random.uniform([], 0.75, 1.3) + mean + tf.random.uniform([], -0.08, 0.08)
-    image = image + tf.random.normal(tf.shape(image), stddev=0.01)
-    return tf.clip_by_value(image, 0.0, 1.0), mask
-
-
 def dice_iou(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """Dice and IoU of two binary masks (1.0 when both are empty)."""
     pred, truth = pred.astype(bool), truth.astype(bool)
@@ -114,7 +84,8 @@ def evaluate_segmenter(segmenter: LungSegmenter, pairs: pd.DataFrame) -> pd.Data
 
 def train_segmenter(data_dir: str | Path, out_dir: str | Path, epochs: int = 60,
                     batch_size: int = 8, base_filters: int = 8, depth: int = 5,
-                    max_minutes: float = 25.0, seed: int = 0) -> dict:
+                    max_minutes: float = 25.0, seed: int = 0, resume: bool = False,
+                    learning_rate: float = 1e-3) -> dict:
     """Train, keep the best validation weights, evaluate held-out pairs, write the model card."""
     import keras
     import tensorflow as tf
@@ -129,7 +100,8 @@ def train_segmenter(data_dir: str | Path, out_dir: str | Path, epochs: int = 60,
     log.info("loaded %d pairs (%d held out) in %.1f s", len(pairs), is_val.sum(),
              time.perf_counter() - t0)
     train_ds = (tf.data.Dataset.from_tensor_slices((images[~is_val], masks[~is_val]))
-                .shuffle(len(images), seed=seed).map(augment_pair, num_parallel_calls=tf.data.AUTOTUNE)
+                .shuffle(len(images), seed=seed)
+                .map(augment_image_and_mask, num_parallel_calls=tf.data.AUTOTUNE)
                 .batch(batch_size).prefetch(tf.data.AUTOTUNE))
     val_ds = tf.data.Dataset.from_tensor_slices((images[is_val], masks[is_val])).batch(batch_size)
 
@@ -142,9 +114,15 @@ def train_segmenter(data_dir: str | Path, out_dir: str | Path, epochs: int = 60,
         return keras.losses.binary_crossentropy(y_true, y_pred) + soft_dice_loss(y_true, y_pred)[:, None, None]
 
     model = build_unet(SEGMENTER_SIZE, base_filters, depth)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss,
-                  metrics=[keras.metrics.BinaryIoU(target_class_ids=[1], name="iou")])
     weights_path = out_dir / WEIGHTS_NAME
+    previous_epochs, previous_seconds = 0, 0.0
+    if resume and weights_path.is_file():
+        model.load_weights(str(weights_path))
+        old = json.loads((out_dir / "model_card.json").read_text()) if (out_dir / "model_card.json").is_file() else {}
+        previous_epochs, previous_seconds = old.get("epochs_run", 0), old.get("train_seconds", 0.0)
+        log.info("resuming from %s (%d epochs so far)", weights_path, previous_epochs)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
+                  metrics=[keras.metrics.BinaryIoU(target_class_ids=[1], name="iou")])
     deadline = time.time() + max_minutes * 60
 
     class TimeBudget(keras.callbacks.Callback):
@@ -178,8 +156,8 @@ def train_segmenter(data_dir: str | Path, out_dir: str | Path, epochs: int = 60,
         "heldout_pairs": int(is_val.sum()),
         "heldout_patients": int(pairs.loc[is_val, "patient_id"].nunique()),
         "heldout_images": sorted(pairs.loc[is_val, "image"].tolist()),
-        "epochs_run": len(history.history["loss"]),
-        "train_seconds": round(train_seconds, 1),
+        "epochs_run": previous_epochs + len(history.history["loss"]),
+        "train_seconds": round(previous_seconds + train_seconds, 1),
         "heldout_dice_mean": round(float(scores["dice"].mean()), 4),
         "heldout_dice_median": round(float(scores["dice"].median()), 4),
         "heldout_dice_min": round(float(scores["dice"].min()), 4),
