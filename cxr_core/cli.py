@@ -106,7 +106,10 @@ def _cmd_train(args) -> int:
 def _cmd_train_ensemble(args) -> int:
     from .training import train_ensemble
 
-    bundle = train_ensemble(args.data, args.split, args.out, tuple(args.arch), _train_config(args),
+    from .registry import METHOD_ARCHITECTURES
+
+    bundle = train_ensemble(args.data, args.split, args.out, tuple(args.arch or METHOD_ARCHITECTURES),
+                            _train_config(args),
                             label_set=args.label_set)
     print(f"bundle written to {bundle}; next: python -m cxr_core evaluate --bundle {bundle} "
           f"--data {args.data} --split {args.split}")
@@ -243,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--epochs", type=int, default=5)
     p.set_defaults(func=_cmd_retrain)
+    _register_build_demo(sub)
     return parser
 
 
@@ -262,3 +266,35 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+
+
+def _cmd_build_demo(args) -> int:
+    from .public_dataset import build_demo_bundle
+    from .training import TrainConfig
+
+    config = TrainConfig(weights=None, learning_rate=args.learning_rate, patience=args.patience,
+                         epochs=args.epochs, seed=args.seed, max_minutes=args.max_minutes,
+                         batch_size=args.batch_size)
+    out = build_demo_bundle(args.data, args.out, args.work, args.segmenter,
+                            tuple(args.arch or args.arch_default),
+                            config, seed=args.seed)
+    print(f"demo bundle written to {out}")
+    return 0
+
+
+def _register_build_demo(sub) -> None:
+    from .public_dataset import DEMO_ARCHITECTURES
+
+    p = sub.add_parser("build-demo", help="train the bundled demo model on cxr-public")
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--work", required=True, type=Path, help="folder for the cache and runs")
+    p.add_argument("--segmenter", type=Path, default=Path("models/segmenter"))
+    p.add_argument("--arch", action="append", default=None)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--patience", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-minutes", type=float, default=8.0, help="per member")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_build_demo, arch_default=DEMO_ARCHITECTURES)

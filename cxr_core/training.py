@@ -45,8 +45,11 @@ class TrainConfig:
 
 
 def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_dir: str | Path,
-                 config: TrainConfig | None = None, split_table=None) -> dict:
-    """Train one architecture; returns the run record (also written to `out_dir/run.json`)."""
+                 config: TrainConfig | None = None, split_table=None,
+                 initial_weights: list | None = None) -> dict:
+    """Train one architecture; returns the run record (also written to `out_dir/run.json`).
+
+    `initial_weights` (a Keras weight list) starts from an existing member: fine-tuning."""
     import keras
     import tensorflow as tf
 
@@ -70,6 +73,8 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
         classifier = build_classifier(spec.name, table.labels, config.input_size,
                                       weights=config.weights, augment=config.augment)
         model = classifier.model
+        if initial_weights is not None:
+            model.set_weights(initial_weights)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                       loss=make_weighted_bce(w_pos, w_neg),
                       metrics=[keras.metrics.AUC(multi_label=True, from_logits=True, name="auc")],
@@ -119,7 +124,8 @@ def train_ensemble(cache_dir: str | Path, split_csv: str | Path, out_dir: str | 
                    config: TrainConfig | None = None, label_set: str = "specific",
                    groups: dict[str, list[str]] | None = None,
                    segmenter_ref: str = "models/segmenter", bundle_id: str | None = None,
-                   data_summary: dict | None = None) -> Path:
+                   data_summary: dict | None = None, initial: list | None = None,
+                   extra_manifest: dict | None = None) -> Path:
     """Train every architecture, then write `out_dir/bundle` with validation thresholds."""
     from .bundle import write_bundle
     from .evaluation import predict_members
@@ -127,10 +133,11 @@ def train_ensemble(cache_dir: str | Path, split_csv: str | Path, out_dir: str | 
     table = read_split(split_csv)
     out_dir = Path(out_dir)
     members = []
-    for arch in archs:
+    for i, arch in enumerate(archs):
         log.info("training %s", arch)
         record = train_member(arch, cache_dir, split_csv, out_dir / get_arch(arch).name, config,
-                              split_table=table)
+                              split_table=table,
+                              initial_weights=initial[i] if initial is not None else None)
         members.append(record)
     classifiers = [m.pop("classifier") for m in members]
     val = table.part("val")
@@ -141,4 +148,5 @@ def train_ensemble(cache_dir: str | Path, split_csv: str | Path, out_dir: str | 
         groups=groups, val_probs=val_probs, val_targets=table.targets("val"),
         training={"members": members, "config": asdict(config or TrainConfig())},
         segmenter_ref=segmenter_ref, bundle_id=bundle_id, data_summary=data_summary,
+        extra=extra_manifest,
     )
