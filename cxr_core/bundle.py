@@ -58,8 +58,8 @@ def _thresholds_for(val_probs: np.ndarray, val_targets: np.ndarray) -> dict:
     mean = val_probs.mean(axis=0)
     return {
         method: {
-            "ensemble": choose_thresholds(val_targets, mean, method).round(6).tolist(),
-            "members": [choose_thresholds(val_targets, p, method).round(6).tolist()
+            "ensemble": choose_thresholds(val_targets, mean, method).tolist(),
+            "members": [choose_thresholds(val_targets, p, method).tolist()
                         for p in val_probs],
         }
         for method in THRESHOLD_METHODS

@@ -81,8 +81,8 @@ class Review:
 
     def title(self, k: int) -> str:
         verdict = "above" if self.findings[k] else "below"
-        return (f"{self.labels[k]}: p={self.probs[k]:.2f}, {self.agreement[k]}/{self.n_members} "
-                f"models, {verdict} threshold {self.thresholds[k]:.2f}")
+        return (f"{self.labels[k]}: p={self.probs[k]:.3f}, {self.agreement[k]}/{self.n_members} "
+                f"models, {verdict} threshold {self.thresholds[k]:.3f}")
 
     def record(self, name: str) -> list[dict]:
         """One row per label for CSV/JSON export."""

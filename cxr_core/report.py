@@ -25,7 +25,10 @@ def _figure(review, include_all: bool = False, extra: int = 3, uncertainty: bool
         panels += [("std", k) for k in order]
     cols = min(4, len(panels))
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4.3 * rows + 0.9), squeeze=False)
+    height, width = review.image.original_size
+    panel_h = 4.0 * min(max(height / width, 0.4), 2.0) + 0.6  # image + two title lines
+    header_h = 0.9
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, panel_h * rows + header_h), squeeze=False)
     image = review.image.pixels
     for ax in axes.ravel():
         ax.axis("off")
@@ -47,7 +50,7 @@ def _figure(review, include_all: bool = False, extra: int = 3, uncertainty: bool
               f"heatmaps: Grad-CAM averaged over {review.n_members} models. Not for clinical use "
               f"without expert review.")
     fig.suptitle(header, fontsize=9.5, x=0.01, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.9 / (4.3 * rows + 0.9)))
+    fig.tight_layout(rect=(0, 0, 1, 1 - header_h / (panel_h * rows + header_h)))
     return fig
 
 

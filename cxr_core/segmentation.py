@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 SEGMENTER_SIZE = 256
 DEFAULT_SEGMENTER_DIR = Path(__file__).resolve().parents[1] / "models" / "segmenter"
-WEIGHTS_NAME = "segmenter.weights.h5"
+WEIGHTS_NAME = "segmenter.weights.npz"  # float16 archive, no optimizer state
 CONFIG_NAME = "segmenter.json"
 
 
@@ -63,9 +63,11 @@ class LungSegmenter:
         if not config_path.is_file() or not weights_path.is_file():
             raise BundleError(f"No lung segmenter found in {directory} (expected {CONFIG_NAME} "
                               f"and {WEIGHTS_NAME}); train one with 'segmenter train'.")
+        from .bundle import load_member_weights
+
         info = json.loads(config_path.read_text())
         model = build_unet(info["size"], info["base_filters"], info["depth"])
-        model.load_weights(str(weights_path))
+        load_member_weights(model, weights_path)
         return cls(model, info["size"], info)
 
     def predict(self, images: np.ndarray, batch_size: int = 8) -> np.ndarray:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from .errors import DataError
 from .augment import augment_image_and_mask
+from .bundle import load_member_weights, save_member_weights
 from .image_io import load_image
 from .preprocessing import WORK_SIZE, resize_to
 from .segmentation import CONFIG_NAME, SEGMENTER_SIZE, WEIGHTS_NAME, LungSegmenter, build_unet
@@ -115,9 +116,10 @@ def train_segmenter(data_dir: str | Path, out_dir: str | Path, epochs: int = 60,
 
     model = build_unet(SEGMENTER_SIZE, base_filters, depth)
     weights_path = out_dir / WEIGHTS_NAME
+    checkpoint = out_dir / "checkpoint.weights.h5"  # full precision, with optimizer; not shipped
     previous_epochs, previous_seconds = 0, 0.0
     if resume and weights_path.is_file():
-        model.load_weights(str(weights_path))
+        load_member_weights(model, weights_path)
         old = json.loads((out_dir / "model_card.json").read_text()) if (out_dir / "model_card.json").is_file() else {}
         previous_epochs, previous_seconds = old.get("epochs_run", 0), old.get("train_seconds", 0.0)
         log.info("resuming from %s (%d epochs so far)", weights_path, previous_epochs)
@@ -134,7 +136,7 @@ def train_segmenter(data_dir: str | Path, out_dir: str | Path, epochs: int = 60,
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=epochs, verbose=2,
         callbacks=[
-            keras.callbacks.ModelCheckpoint(str(weights_path), monitor="val_iou", mode="max",
+            keras.callbacks.ModelCheckpoint(str(checkpoint), monitor="val_iou", mode="max",
                                             save_best_only=True, save_weights_only=True),
             keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=4),
             keras.callbacks.EarlyStopping(monitor="val_iou", mode="max", patience=10),
@@ -145,7 +147,10 @@ def train_segmenter(data_dir: str | Path, out_dir: str | Path, epochs: int = 60,
     info = {"size": SEGMENTER_SIZE, "base_filters": base_filters, "depth": depth,
             "params": int(model.count_params())}
     (out_dir / CONFIG_NAME).write_text(json.dumps(info, indent=2))
-    segmenter = LungSegmenter.load(out_dir)
+    model.load_weights(str(checkpoint))
+    save_member_weights(model, weights_path)
+    checkpoint.unlink()
+    segmenter = LungSegmenter.load(out_dir)  # evaluate exactly what ships (float16 weights)
     scores = evaluate_segmenter(segmenter, pairs[is_val])
     licences = pairs["license"].fillna("not stated").value_counts().to_dict()
     card = {

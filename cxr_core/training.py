@@ -41,7 +41,21 @@ class TrainConfig:
     xla: bool = False
     seed: int = 0
     max_minutes: float | None = None
+    #: BatchNormalization momentum; None keeps the architecture's own (0.99-0.999), which suits
+    #: ImageNet fine-tuning but leaves the moving statistics near their initial values after the
+    #: few hundred steps of a small from-scratch run (inference outputs are then constant).
+    bn_momentum: float | None = None
     extra: dict = field(default_factory=dict)
+
+
+def set_batchnorm_momentum(model, momentum: float) -> int:
+    """Set the moving-average momentum of every BatchNormalization layer; returns how many."""
+    count = 0
+    for layer in model.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            layer.momentum = momentum
+            count += 1
+    return count
 
 
 def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_dir: str | Path,
@@ -75,6 +89,10 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
         model = classifier.model
         if initial_weights is not None:
             model.set_weights(initial_weights)
+        momentum = config.bn_momentum if config.bn_momentum is not None else (
+            0.9 if config.weights is None else None)
+        if momentum is not None:
+            set_batchnorm_momentum(model, momentum)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                       loss=make_weighted_bce(w_pos, w_neg),
                       metrics=[keras.metrics.AUC(multi_label=True, from_logits=True, name="auc")],

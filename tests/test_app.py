@@ -1,0 +1,131 @@
+"""Streamlit AppTest tests of every page, on the bundled demo model."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT = 300  # importing TensorFlow and building the models is slow on 2 cores
+
+
+@pytest.fixture(autouse=True)
+def app_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("CXR_DB_URL", raising=False)
+    monkeypatch.delenv("CXR_BUNDLE", raising=False)
+    monkeypatch.chdir(REPO)
+    return tmp_path
+
+
+def sample_bytes() -> tuple[str, bytes]:
+    samples = sorted((REPO / "assets" / "samples").glob("*.png"))
+    assert samples, "the repository ships sample X-rays in assets/samples"
+    return samples[0].name, samples[0].read_bytes()
+
+
+def run_review(upload: tuple[str, bytes, str]) -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    at.file_uploader[0].set_value(upload)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_upload_shows_findings_heatmaps_and_demo_banner():
+    name, data = sample_bytes()
+    at = run_review((name, data, "image/png"))
+    assert any("not for clinical use" in w.value for w in at.warning)
+    assert len(at.dataframe) >= 1
+    table = at.dataframe[0].value
+    assert {"finding", "probability", "threshold", "agreement", "positive"} <= set(table.columns)
+    assert table["positive"].tolist() == sorted(table["positive"].tolist(), reverse=True)
+    # one overview image plus at least one heatmap (toggle 'all findings' to be sure)
+    at.toggle[0].set_value(True)
+    at.run()
+    assert not at.exception
+    assert len(at.get("imgs")) >= 1 + len(table)
+    assert [b.label for b in at.get("download_button")] == ["Download report (PNG)", "Download report (PDF)"]
+
+
+def test_sample_picker_works_without_upload():
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    at.selectbox[0].select_index(1)
+    at.run()
+    assert not at.exception and len(at.dataframe) >= 1
+
+
+@pytest.mark.parametrize("upload,needle", [
+    (("notes.png", b"this is not an image", "image/png"), "not a PNG, JPEG or DICOM"),
+    (("cut.png", None, "image/png"), "truncated"),
+    (("flat.png", "flat", "image/png"), "blank"),
+])
+def test_bad_upload_shows_one_clear_message(upload, needle):
+    name, content, mime = upload
+    if content is None:
+        content = sample_bytes()[1][:2000]
+    elif content == "flat":
+        content = cv2.imencode(".png", np.full((256, 256), 9, np.uint8))[1].tobytes()
+    at = run_review((name, content, mime))
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and needle in errors[0], errors
+    assert "Traceback" not in errors[0]
+
+
+def test_feedback_is_stored_and_revisions_versioned(app_env):
+    name, data = sample_bytes()
+    at = run_review((name, data, "image/png"))
+    at.toggle[0].set_value(True)  # all findings shown, so each has a decision
+    at.run()
+    at.text_input[0].input("<script>alert(1)</script>Dr Test")
+    at.text_area[0].input("looks right")
+    at.button[0].click()
+    at.run()
+    assert not at.exception
+    assert any("version 1" in s.value for s in at.success)
+    at.button[0].click()
+    at.run()
+    assert any("version 2" in s.value for s in at.success)
+    from cxr_core.config import settings
+    from cxr_core.feedback import FeedbackStore
+
+    frame = FeedbackStore(settings().db_url).reviews_frame()
+    assert frame["version"].tolist() == [1, 2]
+    assert frame["reviewer"].iloc[0] == "<script>alert(1)</script>Dr Test"
+
+
+def test_feedback_without_reviewer_is_refused():
+    name, data = sample_bytes()
+    at = run_review((name, data, "image/png"))
+    at.button[0].click()
+    at.run()
+    assert any("reviewer" in e.value for e in at.error)
+
+
+def test_metrics_page_renders_for_the_bundle():
+    at = AppTest.from_file(str(REPO / "pages" / "1_Metrics.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    assert [m.label for m in at.metric][:2] == ["AUC (macro, CTP)", "F1 macro (CTP)"]
+    assert len(at.get("plotly_chart")) >= 3
+    table = at.dataframe[0].value
+    assert {"best_member", "ensembles_beating_all_members", "CTP"} <= set(table.columns)
+
+
+def test_feedback_and_models_pages_render():
+    at = AppTest.from_file(str(REPO / "pages" / "2_Feedback.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception and any("No reviews yet" in i.value for i in at.info)
+    at = AppTest.from_file(str(REPO / "pages" / "3_Models.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    assert at.metric[0].label == "Findings"
+    assert any("not for clinical use" in w.value for w in at.warning)
