@@ -84,7 +84,9 @@ def comparison_table(tables: dict[str, pd.DataFrame], archs: list[str], metric: 
     frame.insert(0, "images", tables[archs[0]]["positives"].to_numpy())
     frame.insert(0, "label", tables[archs[0]]["label"].to_numpy())
     member_values = frame[archs]
-    frame["best_member"] = member_values.idxmax(axis=1, skipna=True).where(member_values.notna().any(axis=1), "")
+    frame["best_member"] = [
+        "" if row.isna().all() else str(row.astype(float).idxmax())  # no AUC: nothing to mark
+        for _, row in member_values.iterrows()]
     best = member_values.max(axis=1)
     frame["ensembles_beating_all_members"] = [
         ", ".join(e for e in ENSEMBLES if pd.notna(row[e]) and pd.notna(b) and row[e] > b)
