@@ -249,6 +249,27 @@ class Bundle:
             return {k: data[k] for k in data.files}
 
 
+def publish_bundle(source: str | Path, out_dir: str | Path, split_csv: str | Path,
+                   updates: dict) -> Path:
+    """Copy a freshly written bundle to its final folder with its `split.csv`, apply manifest
+    updates (demo flag, segmenter reference, lineage...) and re-checksum."""
+    import shutil
+
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    shutil.copytree(source, out_dir)
+    (out_dir / "split.csv").write_bytes(Path(split_csv).read_bytes())
+    bundle = Bundle.load(out_dir)
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(bundle.manifest.get(key), dict):
+            bundle.manifest[key].update(value)
+        else:
+            bundle.manifest[key] = value
+    write_manifest(out_dir, bundle.manifest)
+    return out_dir
+
+
 def find_bundles(models_dir: str | Path) -> list[Path]:
     """Bundle folders (those holding a manifest.json) directly under or one level below."""
     models_dir = Path(models_dir)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ log = logging.getLogger(__name__)
 
 PERMISSIVE_LICENCES = ("CC BY 3.0", "CC BY 4.0", "CC BY", "CC BY-SA", "CC BY-SA 4.0",
                        "listed as authorized for everyone")
-DEMO_ARCHITECTURES = ("MobileNetV3Small", "MobileNetV2", "EfficientNetB0")
+DEMO_ARCHITECTURES = ("MobileNetV3Small", "MobileNetV2", "MobileNet")
 
 
 def read_metadata(data_dir: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -93,8 +92,9 @@ def build_demo_bundle(data_dir: Path, out_dir: Path, work_dir: Path, segmenter_d
                       seed: int = 0) -> Path:
     """Split -> preprocess (segment + crop) -> train members -> bundle -> evaluate on test."""
     from .batch_preprocess import preprocess_split
-    from .bundle import Bundle, write_manifest
+    from .bundle import Bundle, publish_bundle
     from .evaluation import evaluate_bundle
+    from .model_card import write_model_card
     from .segmentation import LungSegmenter
     from .training import TrainConfig, train_ensemble
 
@@ -109,15 +109,9 @@ def build_demo_bundle(data_dir: Path, out_dir: Path, work_dir: Path, segmenter_d
     bundle_dir = train_ensemble(cache, split_csv, work_dir / "runs", archs, config,
                                 label_set="cxr-public", groups=summary["groups"],
                                 bundle_id=f"cxr-public-demo-v1-seed{seed}", data_summary=summary)
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    shutil.copytree(bundle_dir, out_dir)
-    (out_dir / "split.csv").write_bytes(split_csv.read_bytes())
-    bundle = Bundle.load(out_dir)
-    bundle.manifest["demo"] = True
-    bundle.manifest["preprocessing"]["segmenter"] = "models/segmenter"
-    write_manifest(out_dir, bundle.manifest)
+    out_dir = publish_bundle(bundle_dir, out_dir, split_csv,
+                             {"demo": True, "preprocessing": {"segmenter": "models/segmenter"}})
     evaluate_bundle(out_dir, cache, split_csv)
+    write_model_card(out_dir)
     Bundle.load(out_dir)  # verify what we ship
     return out_dir

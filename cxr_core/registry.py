@@ -42,6 +42,8 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         ArchSpec("MobileNetV2", "MobileNetV2", "tf", 224, 32, "out_relu",
                  "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5",
                  (("alpha", 0.35),), compact=True),
+        ArchSpec("MobileNet", "MobileNet", "tf", 224, 32, "conv_pw_13_relu",
+                 "mobilenet_2_5_224_tf_no_top.h5", (("alpha", 0.25),), compact=True),
     )
 }
 

@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 
 from .batch_preprocess import list_images, preprocess_split
-from .bundle import Bundle
+from .bundle import Bundle, publish_bundle, write_manifest
 from .datasets import read_split
 from .errors import CxrError, DataError
 from .feedback import FeedbackStore, latest_reviews
+from .model_card import write_model_card
 
 log = logging.getLogger(__name__)
 
@@ -129,21 +130,14 @@ def retrain(bundle_dir: str | Path, feedback_url: str, images_dir: str | Path, o
                                 bundle_id=f"{parent.bundle_id}-ft{len(used)}",
                                 data_summary=parent.manifest.get("data", {}), initial=initial,
                                 extra_manifest={"demo": parent.is_demo})
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    shutil.copytree(run_bundle, out_dir)
-    (out_dir / "split.csv").write_bytes(merged_split.read_bytes())
-    child = Bundle.load(out_dir)
-    child.manifest["lineage"] = lineage
-    child.manifest["preprocessing"]["segmenter"] = parent.manifest["preprocessing"]["segmenter"]
-    from .bundle import write_manifest
-
-    write_manifest(out_dir, child.manifest)
+    out_dir = publish_bundle(run_bundle, out_dir, merged_split, {
+        "lineage": lineage,
+        "preprocessing": {"segmenter": parent.manifest["preprocessing"]["segmenter"]}})
     metrics = evaluate_bundle(out_dir, cache, merged_split)
     child = Bundle.load(out_dir)
     child.manifest["lineage"]["after"] = metrics["overall"]
     write_manifest(out_dir, child.manifest)
+    write_model_card(out_dir)
     summary = {**{k: v for k, v in lineage.items() if k != "before"},
                "bundle": str(out_dir),
                "test_auc_ctp_before": lineage["before"].get("CTP", {}).get("auc_macro"),

@@ -137,6 +137,21 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
     return record
 
 
+def load_finished_member(member_dir: Path, labels: list[str]) -> dict | None:
+    """The record of a member whose run finished (run.json + best weights), with its model."""
+    run_file, weights = Path(member_dir) / "run.json", Path(member_dir) / BEST_WEIGHTS
+    if not run_file.is_file() or not weights.is_file():
+        return None
+    record = json.loads(run_file.read_text())
+    if record.get("labels") != labels:
+        return None
+    classifier = build_classifier(record["arch"], labels, record["config"]["input_size"],
+                                  weights=None, augment=record["config"].get("augment", True))
+    classifier.model.load_weights(str(weights))
+    record["classifier"] = classifier
+    return record
+
+
 def train_ensemble(cache_dir: str | Path, split_csv: str | Path, out_dir: str | Path,
                    archs: tuple[str, ...] = METHOD_ARCHITECTURES,
                    config: TrainConfig | None = None, label_set: str = "specific",
@@ -152,10 +167,14 @@ def train_ensemble(cache_dir: str | Path, split_csv: str | Path, out_dir: str | 
     out_dir = Path(out_dir)
     members = []
     for i, arch in enumerate(archs):
-        log.info("training %s", arch)
-        record = train_member(arch, cache_dir, split_csv, out_dir / get_arch(arch).name, config,
-                              split_table=table,
-                              initial_weights=initial[i] if initial is not None else None)
+        member_dir = out_dir / get_arch(arch).name
+        record = load_finished_member(member_dir, table.labels)
+        if record is not None:  # an interrupted ensemble run does not redo finished members
+            log.info("%s already trained in %s; reusing it", arch, member_dir)
+        else:
+            log.info("training %s", arch)
+            record = train_member(arch, cache_dir, split_csv, member_dir, config, split_table=table,
+                                  initial_weights=initial[i] if initial is not None else None)
         members.append(record)
     classifiers = [m.pop("classifier") for m in members]
     val = table.part("val")

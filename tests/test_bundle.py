@@ -88,3 +88,16 @@ def test_bundle_explanations_equal_naive_gradcam(small_bundle):
     for k in range(len(LABELS)):
         ref = normalise_maps(naive_gradcam(member, x, k))
         assert np.abs(ref - normalise_maps(cams[..., k])).max() < 1e-4
+
+
+def test_model_card_written_and_checksummed(small_bundle, tmp_path):
+    import shutil
+
+    from cxr_core.model_card import write_model_card
+
+    copy = tmp_path / "card"
+    shutil.copytree(small_bundle[0], copy)
+    path = write_model_card(copy)
+    text = path.read_text()
+    assert text.startswith("# Model card: toy-1") and "MobileNetV2 (64 px)" in text
+    assert "MODEL_CARD.md" in Bundle.load(copy).manifest["files"]

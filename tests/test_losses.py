@@ -21,3 +21,4 @@ def test_weighted_bce_matches_hand_computation():
     assert float(np.asarray(loss(y, z))[0]) == pytest.approx(expected, rel=1e-5)
     # stable for extreme logits
     assert np.isfinite(np.asarray(loss(np.array([[1.0, 0.0]]), np.array([[-1e4, 1e4]])))).all()
+

@@ -69,3 +69,21 @@ def test_train_bundle_evaluate_end_to_end(tiny_data):
     assert (bundle_dir / "metrics" / "f1_macro_by_label.md").read_text().startswith("| label |")
     run = json.loads((tiny_data / "run" / "MobileNetV2" / "run.json").read_text())
     assert run["config"]["learning_rate"] == 1e-3 and len(run["loss_weights"]["w_pos"]) == 2
+    # a re-run (e.g. after an interruption) reuses finished members instead of training again
+    log_before = (tiny_data / "run" / "MobileNetV2" / "training_log.csv").read_text()
+    again = train_ensemble(tiny_data / "cache", tiny_data / "split.csv", tiny_data / "run",
+                           ("MobileNetV3Small", "MobileNetV2"), config, label_set="tiny")
+    assert (tiny_data / "run" / "MobileNetV2" / "training_log.csv").read_text() == log_before
+    assert Bundle.load(again).thresholds()[0].shape == (2,)
+
+
+def test_batchnorm_momentum_is_set_on_every_bn_layer():
+    from cxr_core.training import set_batchnorm_momentum
+
+    from .helpers import classifier
+
+    model = classifier("MobileNetV2", 64).model
+    count = set_batchnorm_momentum(model, 0.9)
+    bns = [l for l in model.layers if type(l).__name__ == "BatchNormalization"]
+    assert count == len(bns) > 0 and all(l.momentum == 0.9 for l in bns)
+    set_batchnorm_momentum(model, 0.999)

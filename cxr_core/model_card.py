@@ -1,0 +1,78 @@
+"""Render a bundle's manifest as a human-readable MODEL_CARD.md (data, licences, labels, metrics)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def render_model_card(manifest: dict) -> str:
+    """Markdown text of the model card for one bundle manifest."""
+    data = manifest.get("data", {})
+    metrics = manifest.get("metrics", {})
+    lines = [f"# Model card: {manifest['bundle_id']}", ""]
+    if manifest.get("demo"):
+        lines += ["**Demonstration model: not for clinical use.** Trained from scratch on CPU on a few "
+                  "hundred public X-rays; it shows how the tool works, not what a PadChest-scale "
+                  "model achieves.", ""]
+    members = ", ".join(f"{m['arch']} ({m['input_size']} px)" for m in manifest["members"])
+    lines += [f"- Label set: `{manifest['label_set']}`; {len(manifest['labels'])} findings",
+              f"- Members: {members}",
+              f"- Thresholds: `{manifest['threshold_method']}` per label, chosen on the validation split",
+              f"- Preprocessing: {manifest['preprocessing']}", ""]
+    if data:
+        lines += ["## Data", ""]
+        for key in ("source", "images", "views", "patients_per_split", "images_per_split",
+                    "label_rule", "worst_share_deviation"):
+            if key in data:
+                lines.append(f"- {key.replace('_', ' ')}: {data[key]}")
+        if data.get("labels_not_kept"):
+            lines.append(f"- labels not kept (positives): {data['labels_not_kept']}")
+        if data.get("licences"):
+            lines += ["", "Image licences (as stated by the source, per image):", "",
+                      "| licence | images |", "|---|---|"]
+            lines += [f"| {k.strip() or 'empty'} | {v} |" for k, v in data["licences"].items()]
+        lines.append("")
+    if data.get("labels"):
+        lines += ["## Label counts", "", "| label | group | train | val | test |", "|---|---|---|---|---|"]
+        groups = {e["name"]: ", ".join(e["groups"]) for e in manifest["labels"]}
+        for label, counts in data["labels"].items():
+            lines.append(f"| {label} | {groups.get(label, label)} | {counts.get('train')} | "
+                         f"{counts.get('val')} | {counts.get('test')} |")
+        lines.append("")
+    if metrics.get("overall"):
+        lines += [f"## Test metrics ({metrics.get('images')} images)", "",
+                  "| model | AUC (macro) | F1 macro (both classes) | F1 positive | Hamming loss |",
+                  "|---|---|---|---|---|"]
+        for name, row in metrics["overall"].items():
+            lines.append(f"| {name} | {_fmt(row.get('auc_macro'))} | {_fmt(row.get('f1_macro'))} | "
+                         f"{_fmt(row.get('f1_positive_macro'))} | {_fmt(row.get('hamming_loss'))} |")
+        ctp = metrics.get("per_label", {}).get("CTP", [])
+        if ctp:
+            lines += ["", "Per label (CTP ensemble):", "",
+                      "| label | test positives | AUC | F1 macro | F1 positive | note |", "|---|---|---|---|---|---|"]
+            lines += [f"| {r['label']} | {r['positives']} | {_fmt(r['auc'])} | {_fmt(r['f1_macro'])} | "
+                      f"{_fmt(r['f1_positive'])} | {r.get('note', '')} |" for r in ctp]
+        lines.append("")
+    if manifest.get("lineage"):
+        lineage = {k: v for k, v in manifest["lineage"].items() if k not in ("before", "after")}
+        lines += ["## Lineage", "", f"{lineage}", ""]
+    return "\n".join(lines)
+
+
+def write_model_card(bundle_dir: str | Path) -> Path:
+    """Write MODEL_CARD.md into a bundle and refresh the manifest's checksums."""
+    from .bundle import Bundle, write_manifest
+
+    bundle = Bundle.load(bundle_dir)
+    path = Path(bundle_dir) / "MODEL_CARD.md"
+    path.write_text(render_model_card(bundle.manifest))
+    write_manifest(Path(bundle_dir), bundle.manifest)
+    return path

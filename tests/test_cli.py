@@ -1,0 +1,33 @@
+import pytest
+
+from cxr_core.cli import build_parser, main
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--arch", "ResNet9000", "--data", "d", "--split", "s", "--out", "o"],
+    ["prepare", "--csv", "a", "--term-tree", "b", "--out", "c", "--min-count", "0"],
+    ["nonsense"],
+    [],
+])
+def test_bad_arguments_exit_2_with_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:")
+
+
+def test_every_documented_command_exists():
+    text = build_parser().format_help()
+    for command in ("prepare", "segmenter", "segment", "preprocess", "train", "train-ensemble",
+                    "evaluate", "explain", "retrain", "build-demo"):
+        assert command in text
+
+
+def test_missing_inputs_are_one_sentence_exit_2(tmp_path, capsys):
+    assert main(["segment", str(tmp_path / "nope"), str(tmp_path / "out")]) == 2
+    assert main(["evaluate", "--bundle", str(tmp_path), "--data", str(tmp_path),
+                 "--split", str(tmp_path / "s.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "Input folder not found" in err and "manifest.json is missing" in err
+    assert "Traceback" not in err
