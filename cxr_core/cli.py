@@ -90,7 +90,8 @@ def _train_config(args):
                        learning_rate=args.learning_rate, epochs=args.epochs,
                        patience=args.patience, weights=None if args.weights == "none" else args.weights,
                        mixed_precision={"auto": None, "on": True, "off": False}[args.mixed_precision],
-                       xla=args.xla, seed=args.seed, max_minutes=args.max_minutes)
+                       xla=args.xla, seed=args.seed, max_minutes=args.max_minutes,
+                       monitor=args.monitor)
 
 
 def _cmd_train(args) -> int:
@@ -162,6 +163,8 @@ def _training_arguments(p) -> None:
     p.add_argument("--xla", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time")
+    p.add_argument("--monitor", default="val_loss", choices=["val_loss", "val_auc"],
+                   help="checkpoint and early-stopping criterion (the method: val_loss)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -274,7 +277,7 @@ def _cmd_build_demo(args) -> int:
 
     config = TrainConfig(weights=None, learning_rate=args.learning_rate, patience=args.patience,
                          epochs=args.epochs, seed=args.seed, max_minutes=args.max_minutes,
-                         batch_size=args.batch_size)
+                         batch_size=args.batch_size, monitor=args.monitor)
     out = build_demo_bundle(args.data, args.out, args.work, args.segmenter,
                             tuple(args.arch or args.arch_default),
                             config, seed=args.seed)
@@ -296,5 +299,7 @@ def _register_build_demo(sub) -> None:
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-minutes", type=float, default=8.0, help="per member")
+    p.add_argument("--monitor", default="val_auc", choices=["val_loss", "val_auc"],
+                   help="checkpoint/early-stopping criterion (val_auc suits the tiny val split)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_build_demo, arch_default=DEMO_ARCHITECTURES)

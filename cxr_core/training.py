@@ -45,6 +45,9 @@ class TrainConfig:
     #: ImageNet fine-tuning but leaves the moving statistics near their initial values after the
     #: few hundred steps of a small from-scratch run (inference outputs are then constant).
     bn_momentum: float | None = None
+    #: What checkpointing and early stopping watch: the method's "val_loss", or "val_auc"
+    #: (macro AUC over labels) for tiny validation sets where the loss favours constant models.
+    monitor: str = "val_loss"
     extra: dict = field(default_factory=dict)
 
 
@@ -97,10 +100,11 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
                       loss=make_weighted_bce(w_pos, w_neg),
                       metrics=[keras.metrics.AUC(multi_label=True, from_logits=True, name="auc")],
                       jit_compile=bool(config.xla))
+    mode = "max" if "auc" in config.monitor else "min"
     callbacks = [
-        keras.callbacks.ModelCheckpoint(str(out_dir / BEST_WEIGHTS), monitor="val_loss",
-                                        save_best_only=True, save_weights_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
+        keras.callbacks.ModelCheckpoint(str(out_dir / BEST_WEIGHTS), monitor=config.monitor,
+                                        mode=mode, save_best_only=True, save_weights_only=True),
+        keras.callbacks.EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience,
                                       min_delta=config.min_delta, restore_best_weights=True),
         keras.callbacks.CSVLogger(str(out_dir / "training_log.csv"), append=True),
         keras.callbacks.TensorBoard(str(out_dir / "tensorboard"), write_graph=False),
@@ -127,6 +131,7 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
         "runtime": runtime,
         "epochs_run": len(history.history.get("loss", [])),
         "best_val_loss": float(min(history.history.get("val_loss", [np.nan]))),
+        "best_monitored": float((max if mode == "max" else min)(history.history.get(config.monitor, [np.nan]))),
         "train_seconds": round(time.perf_counter() - started, 1),
         "train_images": int(len(train)),
         "val_images": int(len(val)),

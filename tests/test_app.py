@@ -51,7 +51,7 @@ def test_upload_shows_findings_heatmaps_and_demo_banner():
     at.toggle[0].set_value(True)
     at.run()
     assert not at.exception
-    assert len(at.get("imgs")) >= 1 + len(table)
+    assert len(at.get("image")) >= 1 + len(table)
     assert [b.label for b in at.get("download_button")] == ["Download report (PNG)", "Download report (PDF)"]
 
 
