@@ -143,7 +143,8 @@ def _cmd_explain(args) -> int:
 def _cmd_retrain(args) -> int:
     from .retrain import retrain
 
-    result = retrain(args.bundle, args.feedback, args.images, args.out, epochs=args.epochs)
+    result = retrain(args.bundle, args.feedback, args.images, args.out, epochs=args.epochs,
+                     data_root=args.data_root)
     print(json.dumps(result["summary"], indent=2))
     return 0
 
@@ -248,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True, type=Path, help="folder with the reviewed images")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="the bundle's original images (default: as recorded in its manifest)")
     p.set_defaults(func=_cmd_retrain)
     _register_build_demo(sub)
     return parser

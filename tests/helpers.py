@@ -9,6 +9,12 @@ import numpy as np
 LABELS = ["effusion", "nodule", "cardiomegaly", "normal"]
 
 
+def input_size_for(arch: str) -> int:
+    """One input size per architecture for all tests (each model is then built only once):
+    large enough for a feature map of at least 3 x 3."""
+    return 139 if arch in ("InceptionV3", "InceptionResNetV2", "Xception") else 96
+
+
 @functools.lru_cache(maxsize=None)
 def classifier(arch: str, size: int):
     import keras

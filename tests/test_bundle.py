@@ -11,7 +11,7 @@ from .helpers import LABELS, classifier, xray_batch
 
 @pytest.fixture(scope="module")
 def small_bundle(tmp_path_factory):
-    members = [classifier("MobileNetV2", 64), classifier("MobileNetV3Small", 64)]
+    members = [classifier("MobileNetV2", 96), classifier("MobileNetV3Small", 96)]
     rng = np.random.default_rng(0)
     val_targets = rng.integers(0, 2, (30, len(LABELS)))
     val_probs = np.clip(val_targets[None] * 0.3 + rng.random((2, 30, len(LABELS))) * 0.7, 0, 1)
@@ -99,5 +99,5 @@ def test_model_card_written_and_checksummed(small_bundle, tmp_path):
     shutil.copytree(small_bundle[0], copy)
     path = write_model_card(copy)
     text = path.read_text()
-    assert text.startswith("# Model card: toy-1") and "MobileNetV2 (64 px)" in text
+    assert text.startswith("# Model card: toy-1") and "MobileNetV2 (96 px)" in text
     assert "MODEL_CARD.md" in Bundle.load(copy).manifest["files"]

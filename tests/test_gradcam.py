@@ -2,14 +2,14 @@ import numpy as np
 import pytest
 
 from cxr_core.gradcam import all_label_cams, gradcam_weights, naive_gradcam, normalise_maps
-from cxr_core.registry import ARCHITECTURES, get_arch
+from cxr_core.registry import ARCHITECTURES
 
-from .helpers import LABELS, classifier, xray_batch
+from .helpers import LABELS, classifier, input_size_for, xray_batch
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_all_label_gradcam_equals_naive_per_label(arch):
-    size = max(get_arch(arch).min_size, 96) if arch not in ("InceptionV3", "InceptionResNetV2", "Xception") else 139
+    size = input_size_for(arch)
     built = classifier(arch, size)
     x = xray_batch(2, size, seed=1)[..., None]
     probs, cams = all_label_cams(built, x)

@@ -5,13 +5,14 @@ from cxr_core.errors import WeightsUnavailableError
 from cxr_core.model_building import build_classifier, feature_layer_name
 from cxr_core.registry import ARCHITECTURES, METHOD_ARCHITECTURES, UnknownArchitectureError, get_arch
 
-from .helpers import LABELS, classifier, xray_batch
+from .helpers import LABELS, classifier, input_size_for, xray_batch
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_every_architecture_builds_flat_at_min_size_and_runs(arch):
     spec = get_arch(arch)
-    size = max(spec.min_size, 75)
+    size = input_size_for(arch)
+    assert size >= spec.min_size
     built = classifier(arch, size)
     logits = np.asarray(built.model(xray_batch(2, size)[..., None]))
     assert logits.shape == (2, len(LABELS)) and np.isfinite(logits).all()
@@ -25,7 +26,7 @@ def test_every_architecture_builds_flat_at_min_size_and_runs(arch):
 
 
 def test_first_ten_percent_of_convs_frozen():
-    built = classifier("EfficientNetB0", 75)
+    built = classifier("EfficientNetB0", input_size_for("EfficientNetB0"))
     convs = [l for l in built.model.layers
              if type(l).__name__ in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")]
     frozen = [l for l in convs if not l.trainable]
@@ -58,7 +59,7 @@ def test_imagenet_weights_offline_fail_with_clear_message(monkeypatch, tmp_path)
 def test_save_and_load_keeps_feature_layer(tmp_path):
     import keras
 
-    built = classifier("MobileNetV2", 96)
+    built = classifier("MobileNetV2", input_size_for("MobileNetV2"))
     path = tmp_path / "m.keras"
     built.model.save(path)
     loaded = keras.models.load_model(path, compile=False)

@@ -45,7 +45,7 @@ def test_retrain_end_to_end_on_default_bundle(tmp_path, cxr_public):
             probabilities=[0.5] * k, thresholds=[0.5] * k, model_positive=[True] * k,
             agreement=[1] * k, decisions={parent.labels[0]: "disagree"}))
     result = retrain(parent_dir, url, images, tmp_path / "child", epochs=1,
-                     work_dir=tmp_path / "work")
+                     data_root=cxr_public, work_dir=tmp_path / "work")
     child = Bundle.load(tmp_path / "child")
     lineage = child.manifest["lineage"]
     assert lineage["parent_bundle_id"] == parent.bundle_id

@@ -82,7 +82,7 @@ def test_batchnorm_momentum_is_set_on_every_bn_layer():
 
     from .helpers import classifier
 
-    model = classifier("MobileNetV2", 64).model
+    model = classifier("MobileNetV2", 96).model
     count = set_batchnorm_momentum(model, 0.9)
     bns = [l for l in model.layers if type(l).__name__ == "BatchNormalization"]
     assert count == len(bns) > 0 and all(l.momentum == 0.9 for l in bns)
