@@ -15,8 +15,7 @@ from tqdm import tqdm
 from .datasets import cache_path, read_split
 from .errors import CxrError
 from .image_io import SUPPORTED_EXTENSIONS, load_image
-from .postprocess import postprocess_mask
-from .preprocessing import WORK_SIZE, crop_to_box, resize_to
+from .preprocessing import crop_to_box, segment_works, to_work
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ def _load_work(path: str) -> tuple[np.ndarray | None, tuple[int, int] | None, st
     """Worker: decode and resize to 512 px; errors come back as text, never raised."""
     try:
         image = load_image(path)
-        return np.clip(resize_to(image.pixels, WORK_SIZE), 0, 1), image.original_size, ""
+        return to_work(image), image.original_size, ""
     except CxrError as exc:
         return None, None, str(exc)
     except Exception as exc:  # a worker must never take the whole batch down
@@ -64,9 +63,8 @@ def segment_folder(in_dir: Path, out_dir: Path, segmenter, lungs_only: bool = Fa
                 good = [(p, w, s) for p, (w, s, e) in zip(chunk, loaded) if w is not None]
                 failures += [(p.name, e) for p, (w, s, e) in zip(chunk, loaded) if w is None]
                 if good:
-                    probs = segmenter.predict(np.stack([w for _, w, _ in good]))
-                    for (path, _, size), prob in zip(good, probs):
-                        result = postprocess_mask(prob)
+                    results = segment_works(np.stack([w for _, w, _ in good]), segmenter)
+                    for (path, _, size), result in zip(good, results):
                         mask = result.lungs if lungs_only else result.full
                         full = cv2.resize(mask.astype(np.uint8) * 255, (size[1], size[0]),
                                           interpolation=cv2.INTER_NEAREST)
@@ -115,9 +113,8 @@ def preprocess_split(images_dir: Path, split_csv: Path, out_dir: Path, segmenter
                         summary["failures"].append((image_id, err))
                         writer.writerow([image_id, "failed", "", err, "", "", "", ""])
                 if good:
-                    probs = segmenter.predict(np.stack([w for _, w in good]))
-                    for (image_id, work), prob in zip(good, probs):
-                        result = postprocess_mask(prob)
+                    results = segment_works(np.stack([w for _, w in good]), segmenter)
+                    for (image_id, work), result in zip(good, results):
                         crop = crop_to_box(work, result.box)
                         target = cache_path(out_dir, image_id)
                         tmp = target.with_suffix(".tmp.png")

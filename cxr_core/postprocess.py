@@ -24,6 +24,21 @@ class MaskResult:
     reason: str = ""
 
 
+def resize_result(result: MaskResult, shape: tuple[int, int]) -> MaskResult:
+    """The same masks and box in another resolution (masks interpolated, then thresholded)."""
+    height, width = shape
+    sy, sx = height / result.lungs.shape[0], width / result.lungs.shape[1]
+
+    def scale(mask: np.ndarray) -> np.ndarray:
+        grown = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+        return (grown >= 0.5).astype(np.uint8)
+
+    x0, y0, x1, y1 = result.box
+    box = (int(np.floor(x0 * sx)), int(np.floor(y0 * sy)),
+           min(width, int(np.ceil(x1 * sx))), min(height, int(np.ceil(y1 * sy))))
+    return MaskResult(scale(result.lungs), scale(result.full), box, result.fallback, result.reason)
+
+
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """Fill enclosed holes: flood the background from a padded border; the rest is foreground."""
     padded = np.pad(mask.astype(np.uint8), 1)
