@@ -37,7 +37,7 @@ def predict_arrays(classifiers: list, crops: np.ndarray, batch_size: int = 16) -
     out = []
     for classifier in classifiers:
         x = _resize_batch(crops, classifier.input_size)
-        logits = np.concatenate([np.asarray(classifier.model(x[i:i + batch_size], training=False))
+        logits = np.concatenate([classifier.features_and_logits(x[i:i + batch_size])[1]
                                  for i in range(0, len(x), batch_size)])
         out.append(_sigmoid(logits))
     return np.stack(out)
@@ -49,7 +49,7 @@ def predict_members(classifiers: list, paths: list[str], size: int, batch_size: 
     for classifier in classifiers:
         ds = make_dataset(paths, np.zeros((len(paths), 1)), classifier.input_size, batch_size,
                           shuffle=False)
-        logits = [np.asarray(classifier.model(x, training=False)) for x, _ in ds]
+        logits = [classifier.features_and_logits(x)[1] for x, _ in ds]
         out.append(_sigmoid(np.concatenate(logits)) if logits else np.zeros((0, 0)))
     return np.stack(out)
 

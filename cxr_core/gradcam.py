@@ -46,27 +46,39 @@ def gradcam_weights(classifier, features: np.ndarray) -> np.ndarray:
 
 def all_label_cams(classifier, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities (N, K), raw Grad-CAM maps (N, h, w, K) at feature resolution)."""
-    features, logits = classifier.explainer(x, training=False)
-    features = np.asarray(features, np.float32)
-    logits = np.asarray(logits, np.float32)
+    features, logits = classifier.features_and_logits(x)
     cams = np.einsum("nhwc,nck->nhwk", features, gradcam_weights(classifier, features))
     probs = 1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))
     return probs, np.maximum(cams, 0.0)
 
 
+_NAIVE_GRAPHS: dict = {}
+
+
 def naive_gradcam(classifier, x: np.ndarray, label: int,
                   return_weights: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Textbook Grad-CAM for one label with a GradientTape (reference for tests/benchmarks)."""
+    """Textbook Grad-CAM for one label: a forward and a backward pass through a GradientTape
+    (compiled once per model, the label passed as a tensor) - the reference for tests and the
+    baseline of the benchmark."""
     import tensorflow as tf
 
-    x = tf.convert_to_tensor(x)
-    with tf.GradientTape() as tape:
-        features, logits = classifier.explainer(x, training=False)
-        target = logits[:, label]
-    grads = tape.gradient(target, features)
-    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-    cam = np.maximum(np.asarray(tf.reduce_sum(weights * features, axis=-1)), 0.0)
-    return (cam, np.asarray(weights)[:, 0, 0, :]) if return_weights else cam
+    key = id(classifier.explainer)
+    if key not in _NAIVE_GRAPHS:
+        explainer = classifier.explainer
+
+        @tf.function(reduce_retracing=True)
+        def one_label(images, k):
+            with tf.GradientTape() as tape:
+                features, logits = explainer(images, training=False)
+                target = tf.gather(logits, k, axis=1)
+            grads = tape.gradient(target, features)
+            weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+            return tf.reduce_sum(weights * features, axis=-1), weights[:, 0, 0, :]
+
+        _NAIVE_GRAPHS[key] = one_label
+    cam, weights = _NAIVE_GRAPHS[key](tf.convert_to_tensor(x, tf.float32), tf.constant(label))
+    cam = np.maximum(np.asarray(cam), 0.0)
+    return (cam, np.asarray(weights)) if return_weights else cam
 
 
 def upsample(maps: np.ndarray, size: int) -> np.ndarray:

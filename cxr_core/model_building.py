@@ -112,6 +112,20 @@ class Classifier:
     explainer: object  # keras.Model: (N, S, S, 1) -> [(N, h, w, C) features, (N, K) logits]
     input_size: int
     labels: list[str]
+    _compiled: object = None
+
+    def features_and_logits(self, x):
+        """Inference through a compiled graph (eager Keras calls cost seconds per image for
+        the large backbones): returns numpy (features, logits)."""
+        import numpy as np
+        import tensorflow as tf
+
+        if self._compiled is None:
+            explainer = self.explainer
+            self._compiled = tf.function(lambda t: explainer(t, training=False),
+                                         reduce_retracing=True)
+        features, logits = self._compiled(tf.convert_to_tensor(x, tf.float32))
+        return np.asarray(features, np.float32), np.asarray(logits, np.float32)
 
 
 def _backbone(spec: ArchSpec, tensor, weights: str | None):
