@@ -110,7 +110,7 @@ for k in order:
         panels.append(("uncertainty (std)", review.heatmap_original(k, "std")))
     if show_members:
         panels += [(arch, review.heatmap_original(k, member=m)) for m, arch in enumerate(review.archs)]
-    columns = st.columns(min(len(panels), 4))
+    columns = st.columns(3)  # at most three panels a row, so one map never fills the page
     for i, (caption, heat) in enumerate(panels):
         with columns[i % len(columns)]:
             st.image(overlay(review.image.pixels, heat, alpha), caption=caption,

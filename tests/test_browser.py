@@ -93,6 +93,8 @@ def test_upload_review_feedback_in_a_real_browser(server):
             for name in ("Metrics", "Feedback", "Models"):
                 page.goto(f"{url}/{name}", wait_until="domcontentloaded")
                 page.locator("h1").first.wait_for(timeout=120_000)
+                if name == "Metrics":
+                    page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
                 page.wait_for_timeout(3000)
                 _shot(page, name.lower(), tmp_path)
         finally:
