@@ -25,7 +25,6 @@ def main() -> int:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
-    import tensorflow as tf
 
     from cxr_core.gradcam import all_label_cams, naive_gradcam
     from cxr_core.model_building import build_classifier

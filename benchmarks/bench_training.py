@@ -28,7 +28,6 @@ def main() -> int:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
-    import tensorflow as tf
 
     from cxr_core.datasets import make_dataset
     from cxr_core.losses import label_weights, make_weighted_bce

@@ -14,8 +14,6 @@ from .split import split_quality, stratified_patient_split
 
 log = logging.getLogger(__name__)
 
-PERMISSIVE_LICENCES = ("CC BY 3.0", "CC BY 4.0", "CC BY", "CC BY-SA", "CC BY-SA 4.0",
-                       "listed as authorized for everyone")
 DEMO_ARCHITECTURES = ("MobileNetV3Small", "MobileNetV2", "MobileNet")
 
 

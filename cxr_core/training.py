@@ -68,7 +68,6 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
 
     `initial_weights` (a Keras weight list) starts from an existing member: fine-tuning."""
     import keras
-    import tensorflow as tf
 
     from .runtime import configure, distribution_strategy
 

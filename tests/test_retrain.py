@@ -4,7 +4,6 @@ import hashlib
 import shutil
 
 import pandas as pd
-import pytest
 
 from cxr_core.bundle import Bundle
 from cxr_core.config import settings
