@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .bundle import Bundle
-from .ensemble import agreement, binarize
+from .ensemble import combine
 from .gradcam import explain_arrays
 from .image_io import DEFAULT_MAX_PIXELS, LoadedImage, load_image
 from .overlay import to_original
@@ -125,15 +125,13 @@ class Reviewer:
         expl = explain_arrays(self.bundle.classifiers, crops, self.map_size)
         timings["ensemble_and_maps_s"] = time.perf_counter() - t1
         ens_t, mem_t = self.bundle.thresholds(method)
-        member_binary = binarize(expl.member_probs, mem_t[:, None, :])
-        votes = agreement(member_binary)
-        probs = expl.member_probs.mean(axis=0)
+        ensemble = combine(expl.member_probs, ens_t, mem_t)
         reviews = []
         for i, (image, pre) in enumerate(zip(images, pres)):
             reviews.append(Review(
                 image=image, pre=pre, labels=self.bundle.labels, groups=self.bundle.groups,
-                archs=self.bundle.archs, probs=probs[i], member_probs=expl.member_probs[:, i],
-                thresholds=ens_t, findings=binarize(probs[i], ens_t), agreement=votes[i],
+                archs=self.bundle.archs, probs=ensemble.probs[i], member_probs=expl.member_probs[:, i],
+                thresholds=ens_t, findings=ensemble.findings[i], agreement=ensemble.agreement[i],
                 mean_maps=expl.mean_maps[i], std_maps=expl.std_maps[i],
                 member_maps=expl.member_maps[:, i], bundle_id=self.bundle.bundle_id,
                 label_set=self.bundle.manifest["label_set"],
