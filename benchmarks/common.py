@@ -45,6 +45,22 @@ def timed(fn, repeat: int = 5, warmup: int = 1) -> dict:
     return {"median_s": statistics.median(times), "min_s": min(times), "runs": repeat}
 
 
+def timed_interleaved(fns: dict, repeat: int = 9, warmup: int = 1) -> dict:
+    """Median/min wall time of each named function, run in alternating rounds so that a noisy
+    machine slows all of them alike (the ratios between them are what we report)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: {"median_s": statistics.median(t), "min_s": min(t), "runs": repeat}
+            for name, t in times.items()}
+
+
 def write_result(name: str, result: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -6,13 +6,17 @@ d logit_k / d p_c for every position: the weights are the head's Jacobian with r
 pooled features, divided by h*w. For Dense(512, ReLU) -> Dropout (identity at inference) ->
 Dense(K), that Jacobian is  W1 diag(1[z > 0]) W2  with z the hidden pre-activation: a closed
 form for all K labels at once, about the cost of the forward pass.
+
+Everything after the forward pass (weights, maps, resize, normalisation, ensemble mean and
+standard deviation) runs inside compiled TensorFlow graphs: mixing NumPy BLAS calls between
+TensorFlow calls made the two thread pools fight over the cores and cost ~40% on 2 cores.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 EPS = 1e-8
@@ -21,42 +25,59 @@ EPS = 1e-8
 def normalise_maps(maps: np.ndarray) -> np.ndarray:
     """Scale each map (over its two spatial axes 1 and 2) to max 1; all-zero maps stay zero.
 
-    The one normalisation used everywhere (members, ensembles, naive reference)."""
+    The one normalisation used everywhere (members, ensembles, naive reference); the graph
+    version `_normalise` below computes the same thing on tensors."""
     maps = np.asarray(maps, dtype=np.float32)
     peak = maps.max(axis=(1, 2), keepdims=True)
     scale = np.where(peak > EPS, 1.0 / np.maximum(peak, EPS), 0.0).astype(np.float32)
     return maps * scale
 
 
-def _head_weights(classifier):
+def _normalise(maps, axes=(1, 2)):
+    """Tensor twin of `normalise_maps`: per-map peak scaled to 1, all-zero maps stay zero."""
+    import tensorflow as tf
+
+    peak = tf.reduce_max(maps, axis=axes, keepdims=True)
+    return tf.where(peak > EPS, maps / tf.maximum(peak, EPS), tf.zeros_like(maps))
+
+
+def _member_graph(classifier):
+    """Compiled images -> (probabilities (N, K), raw ReLU'd Grad-CAM maps (N, h, w, K), channel
+    weights (N, C, K)) from one forward pass; cached on the classifier."""
+    if "member" in classifier.graphs:
+        return classifier.graphs["member"]
+    import tensorflow as tf
+
+    explainer = classifier.explainer
     dense = classifier.model.get_layer("head_dense")
     out = classifier.model.get_layer("logits")
-    w1, b1 = (np.asarray(v, np.float32) for v in dense.get_weights())
-    w2, _ = (np.asarray(v, np.float32) for v in out.get_weights())
-    return w1, b1, w2
+
+    spec = tf.TensorSpec((None, classifier.input_size, classifier.input_size, 1), tf.float32)
+
+    @tf.function(input_signature=[spec])  # one trace for every batch size
+    def run(images):
+        features, logits = explainer(images, training=False)
+        features = tf.cast(features, tf.float32)
+        w1, b1 = tf.cast(dense.kernel, tf.float32), tf.cast(dense.bias, tf.float32)
+        w2 = tf.cast(out.kernel, tf.float32)
+        active = tf.cast(tf.matmul(tf.reduce_mean(features, axis=(1, 2)), w1) + b1 > 0, tf.float32)
+        hw = tf.cast(tf.shape(features)[1] * tf.shape(features)[2], tf.float32)
+        weights = tf.einsum("cu,nu,uk->nck", w1, active, w2) / hw  # (N, C, K)
+        maps = tf.nn.relu(tf.einsum("nhwc,nck->nhwk", features, weights))
+        return tf.sigmoid(tf.cast(logits, tf.float32)), maps, weights
+
+    classifier.graphs["member"] = run
+    return run
 
 
-def gradcam_weights(classifier, features: np.ndarray) -> np.ndarray:
-    """Grad-CAM channel weights (N, C, K) of every label, in closed form (module docstring)."""
-    w1, b1, w2 = _head_weights(classifier)
-    pooled = features.mean(axis=(1, 2))  # (N, C)
-    active = ((pooled @ w1 + b1) > 0).astype(np.float32)  # (N, 512)
-    h, w = features.shape[1:3]
-    # (W1 * active_n) @ W2 per image: two BLAS matmuls instead of a three-operand einsum
-    return np.stack([(w1 * a) @ w2 for a in active]) / (h * w)
+def all_label_cams(classifier, x: np.ndarray, return_weights: bool = False):
+    """(probabilities (N, K), raw Grad-CAM maps (N, h, w, K) at feature resolution[, channel
+    weights (N, C, K)]) from one forward pass."""
+    import tensorflow as tf
 
-
-def all_label_cams(classifier, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities (N, K), raw Grad-CAM maps (N, h, w, K) at feature resolution)."""
-    features, logits = classifier.features_and_logits(x)
-    weights = gradcam_weights(classifier, features)
-    cams = np.matmul(features.reshape(features.shape[0], -1, features.shape[-1]), weights)
-    cams = cams.reshape(*features.shape[:3], weights.shape[-1])
-    probs = 1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))
-    return probs, np.maximum(cams, 0.0)
-
-
-_NAIVE_GRAPHS: dict = {}
+    probs, cams, weights = _member_graph(classifier)(tf.convert_to_tensor(x, tf.float32))
+    result = (np.asarray(probs), np.asarray(cams))
+    return (*result, np.asarray(weights)) if return_weights else result
 
 
 def naive_gradcam(classifier, x: np.ndarray, label: int,
@@ -66,8 +87,7 @@ def naive_gradcam(classifier, x: np.ndarray, label: int,
     baseline of the benchmark."""
     import tensorflow as tf
 
-    key = id(classifier.explainer)
-    if key not in _NAIVE_GRAPHS:
+    if "naive" not in classifier.graphs:
         explainer = classifier.explainer
 
         @tf.function(reduce_retracing=True)
@@ -79,22 +99,62 @@ def naive_gradcam(classifier, x: np.ndarray, label: int,
             weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
             return tf.reduce_sum(weights * features, axis=-1), weights[:, 0, 0, :]
 
-        _NAIVE_GRAPHS[key] = one_label
-    cam, weights = _NAIVE_GRAPHS[key](tf.convert_to_tensor(x, tf.float32), tf.constant(label))
+        classifier.graphs["naive"] = one_label
+    cam, weights = classifier.graphs["naive"](tf.convert_to_tensor(x, tf.float32), tf.constant(label))
     cam = np.maximum(np.asarray(cam), 0.0)
     return (cam, np.asarray(weights)) if return_weights else cam
 
 
-def upsample(maps: np.ndarray, size: int) -> np.ndarray:
-    """(N, h, w, K) -> (N, K, size, size) bilinear, then normalised per map."""
-    n, _, _, k = maps.shape
-    out = np.empty((n, k, size, size), np.float32)
-    for i in range(n):
-        for start in range(0, k, 256):  # OpenCV resizes up to 512 channels in one call
-            chunk = np.ascontiguousarray(maps[i, :, :, start:start + 256], dtype=np.float32)
-            resized = cv2.resize(chunk, (size, size), interpolation=cv2.INTER_LINEAR)
-            out[i, start:start + 256] = (resized[..., None] if resized.ndim == 2 else resized).transpose(2, 0, 1)
-    return normalise_maps(out.reshape(n * k, size, size)).reshape(n, k, size, size)
+@functools.lru_cache(maxsize=64)
+def interpolation_matrix(src: int, dst: int) -> np.ndarray:
+    """(dst, src) matrix of bilinear resizing along one axis (half-pixel centres, edges clamped,
+    as OpenCV's INTER_LINEAR and tf.image.resize): resizing a map is  R_y @ map @ R_x^T."""
+    centres = np.clip((np.arange(dst) + 0.5) * src / dst - 0.5, 0, src - 1)
+    low = np.floor(centres).astype(int)
+    high = np.minimum(low + 1, src - 1)
+    frac = (centres - low).astype(np.float32)
+    matrix = np.zeros((dst, src), np.float32)
+    np.add.at(matrix, (np.arange(dst), low), 1.0 - frac)
+    np.add.at(matrix, (np.arange(dst), high), frac)
+    matrix.setflags(write=False)
+    return matrix
+
+
+def resize_maps(raw: np.ndarray, size: int) -> np.ndarray:
+    """Raw maps (..., h, w) -> (..., size, size) resized bilinearly and normalised: the same
+    numbers the ensemble graph computes, for one member's map on demand."""
+    raw = np.asarray(raw, np.float32)
+    ry = interpolation_matrix(raw.shape[-2], size)
+    rx = interpolation_matrix(raw.shape[-1], size)
+    resized = ry @ raw @ rx.T
+    flat = resized.reshape(-1, size, size)
+    return normalise_maps(flat).reshape(resized.shape)
+
+
+def _ensemble_graph(classifiers: list, size: int):
+    """Compiled raw member maps -> (mean, std) of the resized, normalised member maps, each
+    (N, K, size, size). One XLA-fused graph: the member maps are never written out whole."""
+    key = ("ensemble", size, tuple(id(c) for c in classifiers))
+    cache = classifiers[0].graphs
+    if key in cache:
+        return cache[key]
+    import tensorflow as tf
+
+    @tf.function(jit_compile=True, reduce_retracing=True)
+    def run(raws):
+        total = squares = None
+        for raw in raws:  # (N, h, w, K) per member
+            ry = tf.constant(interpolation_matrix(raw.shape[1], size))
+            rx = tf.constant(interpolation_matrix(raw.shape[2], size))
+            resized = _normalise(tf.einsum("sh,nhwk,tw->nkst", ry, raw, rx), axes=(2, 3))
+            total = resized if total is None else total + resized
+            squares = tf.square(resized) if squares is None else squares + tf.square(resized)
+        mean = total / len(raws)
+        # one-pass variance, clipped at 0 against rounding
+        return mean, tf.sqrt(tf.maximum(squares / len(raws) - tf.square(mean), 0.0))
+
+    cache[key] = run
+    return run
 
 
 @dataclass
@@ -102,26 +162,30 @@ class Explanation:
     """Ensemble output with one heatmap per label, for N images."""
 
     member_probs: np.ndarray  # (M, N, K)
-    member_maps: np.ndarray  # (M, N, K, S, S), each normalised to [0, 1]
-    mean_maps: np.ndarray  # (N, K, S, S): mean of the member maps
+    member_cams: list[np.ndarray]  # M raw maps (N, h_m, w_m, K) at feature resolution
+    mean_maps: np.ndarray  # (N, K, S, S): mean of the resized, normalised member maps
     std_maps: np.ndarray  # (N, K, S, S): standard deviation across members (uncertainty)
+
+    def member_maps(self, n: int, k: int) -> np.ndarray:
+        """(M, S, S) resized, normalised member maps of label k for image n (computed on demand:
+        only the ensemble maps are needed for every label)."""
+        size = self.mean_maps.shape[-1]
+        return np.stack([resize_maps(cams[n, :, :, k], size) for cams in self.member_cams])
 
 
 def explain_arrays(classifiers: list, crops: np.ndarray, size: int) -> Explanation:
-    """Probabilities and all-label maps of every member; maps resized to `size` and combined."""
+    """Probabilities and all-label maps of every member, resized to `size`, normalised and
+    combined into the ensemble mean and the across-member standard deviation."""
+    import tensorflow as tf
+
     from .evaluation import _resize_batch
 
-    probs, member_maps = [], None
-    for m, classifier in enumerate(classifiers):
-        x = _resize_batch(crops, classifier.input_size)
-        p, cams = all_label_cams(classifier, x)
+    probs, cams = [], []
+    for classifier in classifiers:
+        x = tf.convert_to_tensor(_resize_batch(crops, classifier.input_size), tf.float32)
+        p, raw, _ = _member_graph(classifier)(x)
         probs.append(p)
-        maps = upsample(cams, size)
-        if member_maps is None:  # filled in place: no stacking copies of the largest array
-            member_maps = np.empty((len(classifiers), *maps.shape), np.float32)
-        member_maps[m] = maps
-    mean = member_maps.mean(axis=0, dtype=np.float32)
-    # one-pass variance in float32 (E[x^2] - E[x]^2), clipped at 0 against rounding
-    second = np.square(member_maps).mean(axis=0, dtype=np.float32)
-    std = np.sqrt(np.maximum(second - np.square(mean), 0.0, dtype=np.float32))
-    return Explanation(np.stack(probs), member_maps, mean, std)
+        cams.append(raw)
+    mean, std = _ensemble_graph(classifiers, int(size))(tuple(cams))
+    return Explanation(np.stack([np.asarray(p) for p in probs]), [np.asarray(c) for c in cams],
+                       np.asarray(mean), np.asarray(std))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import WeightsUnavailableError
@@ -113,6 +113,8 @@ class Classifier:
     input_size: int
     labels: list[str]
     _compiled: object = None
+    # compiled explanation graphs (gradcam.py), kept with the model they close over
+    graphs: dict = field(default_factory=dict, repr=False)
 
     def features_and_logits(self, x):
         """Inference through a compiled graph (eager Keras calls cost seconds per image for

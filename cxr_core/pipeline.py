@@ -17,7 +17,7 @@ import pandas as pd
 
 from .bundle import Bundle
 from .ensemble import combine
-from .gradcam import explain_arrays
+from .gradcam import explain_arrays, resize_maps
 from .image_io import DEFAULT_MAX_PIXELS, LoadedImage, load_image
 from .overlay import to_original
 from .preprocessing import Preprocessed, preprocess_batch
@@ -42,7 +42,7 @@ class Review:
     agreement: np.ndarray  # (K,) members voting positive (each with its own threshold)
     mean_maps: np.ndarray  # (K, S, S) crop-space ensemble maps in [0, 1]
     std_maps: np.ndarray  # (K, S, S) crop-space uncertainty maps
-    member_maps: np.ndarray  # (M, K, S, S)
+    member_cams: list[np.ndarray]  # M raw member maps (h_m, w_m, K), resized on demand
     bundle_id: str
     label_set: str
     threshold_method: str
@@ -74,7 +74,7 @@ class Review:
     def heatmap_original(self, k: int, kind: str = "mean", member: int | None = None) -> np.ndarray:
         """Heatmap of label k ('mean', 'std' or a member's) in the original image frame."""
         if member is not None:
-            crop_map = self.member_maps[member, k]
+            crop_map = resize_maps(self.member_cams[member][:, :, k], self.mean_maps.shape[-1])
         else:
             crop_map = self.std_maps[k] if kind == "std" else self.mean_maps[k]
         return to_original(crop_map, self.pre.box_original, self.image.original_size)
@@ -133,7 +133,7 @@ class Reviewer:
                 archs=self.bundle.archs, probs=ensemble.probs[i], member_probs=expl.member_probs[:, i],
                 thresholds=ens_t, findings=ensemble.findings[i], agreement=ensemble.agreement[i],
                 mean_maps=expl.mean_maps[i], std_maps=expl.std_maps[i],
-                member_maps=expl.member_maps[:, i], bundle_id=self.bundle.bundle_id,
+                member_cams=[cams[i] for cams in expl.member_cams], bundle_id=self.bundle.bundle_id,
                 label_set=self.bundle.manifest["label_set"],
                 threshold_method=method or self.bundle.manifest["threshold_method"],
                 timings={k: v / len(images) for k, v in timings.items()},
