@@ -54,6 +54,24 @@ def test_upload_shows_findings_heatmaps_and_demo_banner():
     assert [b.label for b in at.get("download_button")] == ["Download report (PNG)", "Download report (PDF)"]
 
 
+def test_uncertainty_and_member_toggles_add_panels():
+    name, data = sample_bytes()
+    at = run_review((name, data, "image/png"))
+    at.toggle[0].set_value(True)  # every finding has a panel row
+    at.run()
+    base = len(at.get("image"))
+    labels = len(at.dataframe[0].value)
+    at.toggle[1].set_value(True)  # uncertainty: one more panel per finding
+    at.toggle[2].set_value(True)  # each model's map: one more per member
+    at.run()
+    assert not at.exception, at.exception
+    members = int(at.dataframe[0].value["agreement"][0].split("/")[1])
+    assert len(at.get("image")) == base + labels * (1 + members)
+    captions = [item.caption for img in at.get("image") for item in img.proto.imgs]
+    assert captions.count("uncertainty (std)") == labels
+    assert captions.count("ensemble mean") == labels
+
+
 def test_sample_picker_works_without_upload():
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
     at.run()
