@@ -23,7 +23,7 @@ def get_reviewer(bundle_path: str) -> Reviewer:
     """One Reviewer (bundle + segmenter, models built) per bundle and process."""
     cfg = settings()
     reviewer = Reviewer.from_paths(bundle_path, max_pixels=cfg.max_pixels)
-    _ = reviewer.bundle.classifiers  # build members now, not on the first upload
+    reviewer.warm_up()  # compile the graphs now, while the user picks a file
     return reviewer
 
 

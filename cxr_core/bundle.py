@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +135,7 @@ class Bundle:
     path: Path
     manifest: dict
     _classifiers: list | None = None
+    _engines: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, path: str | Path, verify: bool = True) -> "Bundle":
@@ -176,8 +177,9 @@ class Bundle:
             if sha256_file(file) != digest:
                 raise BundleError(f"Bundle {self.path} is corrupted: {rel} does not match its checksum.")
         for member in self.manifest["members"]:
-            if member["weights"] not in self.manifest.get("files", {}):
-                raise BundleError(f"Bundle {self.path} has no checksum for {member['weights']}.")
+            for rel in (member["weights"], member.get("lite")):
+                if rel and rel not in self.manifest.get("files", {}):
+                    raise BundleError(f"Bundle {self.path} has no checksum for {rel}.")
 
     # --- facts -----------------------------------------------------------------------------
     @property
@@ -224,6 +226,26 @@ class Bundle:
             self._classifiers = built
         return self._classifiers
 
+    @property
+    def has_lite(self) -> bool:
+        """Whether every member has a TensorFlow Lite export (`compile_bundle`)."""
+        return all(m.get("lite") for m in self.manifest["members"])
+
+    def engines(self, kind: str | None = None) -> list:
+        """Inference engines of the members: 'lite', 'tensorflow' or 'auto' (default: the
+        CXR_ENGINE setting); built once per kind and reused."""
+        from .config import settings
+        from .engines import KerasEngine, LiteEngine, resolve_engine
+
+        kind = resolve_engine(kind or settings().engine, self.has_lite)
+        if kind not in self._engines:
+            if kind == "lite":
+                self._engines[kind] = [LiteEngine(self.path / m["lite"], m["arch"], m["input_size"])
+                                       for m in self.manifest["members"]]
+            else:
+                self._engines[kind] = [KerasEngine(c) for c in self.classifiers]
+        return self._engines[kind]
+
     def predict(self, crops: np.ndarray, method: str | None = None) -> EnsemblePrediction:
         """Member and ensemble probabilities, findings and agreement for (N, H, W) crops."""
         from .evaluation import predict_arrays
@@ -247,6 +269,20 @@ class Bundle:
             return None
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
+
+
+def compile_bundle(bundle_dir: str | Path) -> "Bundle":
+    """Add a checked TensorFlow Lite export of every member (`engines.export_lite`) to a bundle,
+    so that it opens in about a second instead of building and tracing each Keras model."""
+    from .engines import export_lite
+
+    bundle = Bundle.load(bundle_dir)
+    for member, classifier in zip(bundle.manifest["members"], bundle.classifiers):
+        rel = f"members/{member['arch']}.tflite"
+        export_lite(classifier, bundle.path / rel)
+        member["lite"] = rel
+    write_manifest(bundle.path, bundle.manifest)
+    return Bundle.load(bundle.path)
 
 
 def publish_bundle(source: str | Path, out_dir: str | Path, split_csv: str | Path,

@@ -113,7 +113,7 @@ def _cmd_train_ensemble(args) -> int:
                             _train_config(args),
                             label_set=args.label_set)
     print(f"bundle written to {bundle}; next: python -m cxr_core evaluate --bundle {bundle} "
-          f"--data {args.data} --split {args.split}")
+          f"--data {args.data} --split {args.split}, then python -m cxr_core compile-bundle {bundle}")
     return 0
 
 
@@ -133,11 +133,21 @@ def _cmd_explain(args) -> int:
 
     failures = explain_paths(args.inputs, args.bundle or _default_bundle(), args.out,
                              all_labels=args.all_labels, uncertainty=args.uncertainty,
-                             batch_size=args.batch_size)
+                             batch_size=args.batch_size, engine=args.engine)
     for name, error in failures:
         sys.stderr.write(f"skipped {name}: {error}\n")
     print(f"reports and predictions written to {args.out}; {len(failures)} file(s) failed")
     return 1 if failures else 0
+
+
+def _cmd_compile_bundle(args) -> int:
+    from .bundle import compile_bundle
+
+    bundle = compile_bundle(args.bundle)
+    sizes = {m["arch"]: (bundle.path / m["lite"]).stat().st_size / 1e6 for m in bundle.manifest["members"]}
+    print(f"{bundle.bundle_id}: TensorFlow Lite members added ("
+          + ", ".join(f"{a} {mb:.1f} MB" for a, mb in sizes.items()) + ")")
+    return 0
 
 
 def _cmd_retrain(args) -> int:
@@ -241,7 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-labels", action="store_true", help="a panel for every label")
     p.add_argument("--uncertainty", action="store_true", help="add uncertainty maps")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--engine", choices=["auto", "lite", "tensorflow"], default=None,
+                   help="inference engine (default: CXR_ENGINE or auto)")
     p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("compile-bundle", help="add TensorFlow Lite members to a bundle (fast start)")
+    p.add_argument("bundle", type=Path)
+    p.set_defaults(func=_cmd_compile_bundle)
 
     p = sub.add_parser("retrain", help="fine-tune a bundle with expert feedback")
     p.add_argument("--bundle", required=True, type=Path)

@@ -19,6 +19,7 @@ class Settings:
     max_pixels: int
     store_images: bool
     default_bundle: str
+    engine: str  # inference engine: auto | lite | tensorflow (see cxr_core.engines)
 
     @property
     def default_bundle_path(self) -> Path:
@@ -39,4 +40,5 @@ def settings() -> Settings:
         max_pixels=int(os.environ.get("CXR_MAX_PIXELS", "50000000")),
         store_images=os.environ.get("CXR_STORE_IMAGES", "0").lower() in ("1", "true", "yes"),
         default_bundle=os.environ.get("CXR_BUNDLE", DEFAULT_BUNDLE_NAME),
+        engine=os.environ.get("CXR_ENGINE", "auto").strip().lower(),
     )

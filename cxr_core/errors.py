@@ -49,3 +49,7 @@ class WeightsUnavailableError(CxrError):
 
 class FeedbackError(CxrError):
     """A feedback submission is invalid or the store cannot be reached."""
+
+
+class EngineError(CxrError):
+    """An inference engine cannot be chosen, opened or exported."""

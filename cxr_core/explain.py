@@ -28,9 +28,9 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
 
 def explain_paths(inputs: list[Path], bundle_dir: Path, out_dir: Path, all_labels: bool = False,
                   uncertainty: bool = False, batch_size: int = 8,
-                  reviewer: Reviewer | None = None) -> list[tuple[str, str]]:
+                  reviewer: Reviewer | None = None, engine: str | None = None) -> list[tuple[str, str]]:
     """Write `<stem>_report.png/.pdf` per image and `predictions.csv/json`; returns failures."""
-    reviewer = reviewer or Reviewer.from_paths(bundle_dir)
+    reviewer = reviewer or Reviewer.from_paths(bundle_dir, engine=engine)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = expand_inputs(inputs)

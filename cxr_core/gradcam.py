@@ -41,9 +41,25 @@ def _normalise(maps, axes=(1, 2)):
     return tf.where(peak > EPS, maps / tf.maximum(peak, EPS), tf.zeros_like(maps))
 
 
-def _member_graph(classifier):
-    """Compiled images -> (probabilities (N, K), raw ReLU'd Grad-CAM maps (N, h, w, K), channel
-    weights (N, C, K)) from one forward pass; cached on the classifier."""
+def closed_form_maps(features, logits, w1, b1, w2):
+    """Tensors -> (probabilities (N, K), raw ReLU'd Grad-CAM maps (N, h, w, K), channel weights
+    (N, C, K)) from the last feature map and the head's kernels (module docstring). The one
+    implementation, used by the TensorFlow graph and by the exported TensorFlow Lite model."""
+    import tensorflow as tf
+
+    features = tf.cast(features, tf.float32)
+    w1, b1, w2 = (tf.cast(v, tf.float32) for v in (w1, b1, w2))
+    h, w, c = features.shape[1:]
+    active = tf.cast(tf.matmul(tf.reduce_mean(features, axis=(1, 2)), w1) + b1 > 0, tf.float32)
+    gated = active[:, None, :] * w1[None]  # (N, C, 512): W1 diag(1[z > 0]) per image
+    weights = tf.matmul(gated, w2[None]) / float(h * w)  # (N, C, K)
+    maps = tf.nn.relu(tf.matmul(tf.reshape(features, (-1, h * w, c)), weights))
+    return tf.sigmoid(tf.cast(logits, tf.float32)), tf.reshape(maps, (-1, h, w, w2.shape[-1])), weights
+
+
+def member_graph(classifier):
+    """Compiled images (N, S, S, 1) -> `closed_form_maps` outputs from one forward pass of a
+    Keras member; cached on the classifier (one trace serves every batch size)."""
     if "member" in classifier.graphs:
         return classifier.graphs["member"]
     import tensorflow as tf
@@ -51,20 +67,13 @@ def _member_graph(classifier):
     explainer = classifier.explainer
     dense = classifier.model.get_layer("head_dense")
     out = classifier.model.get_layer("logits")
+    spec = tf.TensorSpec((None, classifier.input_size, classifier.input_size, 1), tf.float32,
+                         name="image")
 
-    spec = tf.TensorSpec((None, classifier.input_size, classifier.input_size, 1), tf.float32)
-
-    @tf.function(input_signature=[spec])  # one trace for every batch size
+    @tf.function(input_signature=[spec])
     def run(images):
         features, logits = explainer(images, training=False)
-        features = tf.cast(features, tf.float32)
-        w1, b1 = tf.cast(dense.kernel, tf.float32), tf.cast(dense.bias, tf.float32)
-        w2 = tf.cast(out.kernel, tf.float32)
-        active = tf.cast(tf.matmul(tf.reduce_mean(features, axis=(1, 2)), w1) + b1 > 0, tf.float32)
-        hw = tf.cast(tf.shape(features)[1] * tf.shape(features)[2], tf.float32)
-        weights = tf.einsum("cu,nu,uk->nck", w1, active, w2) / hw  # (N, C, K)
-        maps = tf.nn.relu(tf.einsum("nhwc,nck->nhwk", features, weights))
-        return tf.sigmoid(tf.cast(logits, tf.float32)), maps, weights
+        return closed_form_maps(features, logits, dense.kernel, dense.bias, out.kernel)
 
     classifier.graphs["member"] = run
     return run
@@ -75,7 +84,7 @@ def all_label_cams(classifier, x: np.ndarray, return_weights: bool = False):
     weights (N, C, K)]) from one forward pass."""
     import tensorflow as tf
 
-    probs, cams, weights = _member_graph(classifier)(tf.convert_to_tensor(x, tf.float32))
+    probs, cams, weights = member_graph(classifier)(tf.convert_to_tensor(x, tf.float32))
     result = (np.asarray(probs), np.asarray(cams))
     return (*result, np.asarray(weights)) if return_weights else result
 
@@ -131,13 +140,14 @@ def resize_maps(raw: np.ndarray, size: int) -> np.ndarray:
     return normalise_maps(flat).reshape(resized.shape)
 
 
-def _ensemble_graph(classifiers: list, size: int):
+_ENSEMBLE_GRAPHS: dict = {}
+
+
+def _ensemble_graph(size: int):
     """Compiled raw member maps -> (mean, std) of the resized, normalised member maps, each
     (N, K, size, size). One XLA-fused graph: the member maps are never written out whole."""
-    key = ("ensemble", size, tuple(id(c) for c in classifiers))
-    cache = classifiers[0].graphs
-    if key in cache:
-        return cache[key]
+    if size in _ENSEMBLE_GRAPHS:
+        return _ENSEMBLE_GRAPHS[size]
     import tensorflow as tf
 
     @tf.function(jit_compile=True, reduce_retracing=True)
@@ -153,7 +163,7 @@ def _ensemble_graph(classifiers: list, size: int):
         # one-pass variance, clipped at 0 against rounding
         return mean, tf.sqrt(tf.maximum(squares / len(raws) - tf.square(mean), 0.0))
 
-    cache[key] = run
+    _ENSEMBLE_GRAPHS[size] = run
     return run
 
 
@@ -173,19 +183,20 @@ class Explanation:
         return np.stack([resize_maps(cams[n, :, :, k], size) for cams in self.member_cams])
 
 
-def explain_arrays(classifiers: list, crops: np.ndarray, size: int) -> Explanation:
-    """Probabilities and all-label maps of every member, resized to `size`, normalised and
-    combined into the ensemble mean and the across-member standard deviation."""
+def explain_arrays(members: list, crops: np.ndarray, size: int) -> Explanation:
+    """Probabilities and all-label maps of every member (Keras classifiers or engines from
+    `cxr_core.engines`), resized to `size`, normalised and combined into the ensemble mean and
+    the across-member standard deviation."""
     import tensorflow as tf
 
+    from .engines import as_engine
     from .evaluation import _resize_batch
 
     probs, cams = [], []
-    for classifier in classifiers:
-        x = tf.convert_to_tensor(_resize_batch(crops, classifier.input_size), tf.float32)
-        p, raw, _ = _member_graph(classifier)(x)
-        probs.append(p)
-        cams.append(raw)
-    mean, std = _ensemble_graph(classifiers, int(size))(tuple(cams))
-    return Explanation(np.stack([np.asarray(p) for p in probs]), [np.asarray(c) for c in cams],
-                       np.asarray(mean), np.asarray(std))
+    for member in members:
+        engine = as_engine(member)
+        p, raw = engine.explain(_resize_batch(crops, engine.input_size))
+        probs.append(np.asarray(p))
+        cams.append(tf.convert_to_tensor(raw, tf.float32))
+    mean, std = _ensemble_graph(int(size))(tuple(cams))
+    return Explanation(np.stack(probs), [np.asarray(c) for c in cams], np.asarray(mean), np.asarray(std))

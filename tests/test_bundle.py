@@ -101,3 +101,39 @@ def test_model_card_written_and_checksummed(small_bundle, tmp_path):
     text = path.read_text()
     assert text.startswith("# Model card: toy-1") and "MobileNetV2 (96 px)" in text
     assert "MODEL_CARD.md" in Bundle.load(copy).manifest["files"]
+
+
+def test_compiled_bundle_runs_lite_members_with_the_same_results(small_bundle, tmp_path, monkeypatch):
+    import shutil
+
+    from cxr_core.bundle import compile_bundle
+    from cxr_core.engines import KerasEngine, LiteEngine
+    from cxr_core.gradcam import explain_arrays
+
+    monkeypatch.setenv("CXR_ENGINE", "auto")
+    monkeypatch.setattr("cxr_core.engines.gpu_available", lambda: False)
+    path, _ = small_bundle
+    copy = tmp_path / "compiled"
+    shutil.copytree(path, copy)
+    assert not Bundle.load(copy).has_lite
+    bundle = compile_bundle(copy)
+    assert bundle.has_lite
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for member in manifest["members"]:
+        assert member["lite"] in manifest["files"] and (copy / member["lite"]).is_file()
+    lite, keras_engines = bundle.engines(), bundle.engines("tensorflow")
+    assert all(isinstance(e, LiteEngine) for e in lite)
+    assert all(isinstance(e, KerasEngine) for e in keras_engines)
+    assert bundle.engines() is lite  # opened once, reused
+    crops = xray_batch(2, 128, seed=4)
+    a, b = explain_arrays(lite, crops, 96), explain_arrays(keras_engines, crops, 96)
+    assert np.abs(a.member_probs - b.member_probs).max() < 1e-5
+    assert np.abs(a.mean_maps - b.mean_maps).max() < 1e-4
+    assert np.abs(a.std_maps - b.std_maps).max() < 1e-3
+    # a tampered Lite file is refused like tampered weights
+    lite_file = copy / manifest["members"][0]["lite"]
+    data = bytearray(lite_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    lite_file.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="corrupted"):
+        Bundle.load(copy)
