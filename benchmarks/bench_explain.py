@@ -3,13 +3,14 @@ architectures, 224 px, weights=None, K = 35 and 54); end-to-end review latency a
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
 
 import numpy as np
 
-from benchmarks.common import timed, timed_interleaved, write_result
+from benchmarks.common import REPO, timed, timed_interleaved, write_result
 
 NAIVE_LABELS_MEASURED = 4  # naive cost is linear in K: measured on 4 labels, scaled to K
 
@@ -20,9 +21,65 @@ def _compiled_forward(model):
     return tf.function(lambda t: model(t, training=False))
 
 
-def main() -> int:
-    import os
+def _lite_forward_only(classifier, path):
+    """The member's logits-only graph as TensorFlow Lite: the Lite engine's forward baseline."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+    model, size = classifier.model, classifier.input_size
+    spec = tf.TensorSpec((None, size, size, 1), tf.float32)
+    fn = tf.function(lambda t: tf.sigmoid(model(t, training=False)), input_signature=[spec])
+    frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
+    path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([frozen]).convert())
+    from cxr_core.engines import _interpreter_class
+
+    interpreter = _interpreter_class()(model_path=str(path), num_threads=os.cpu_count())
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+
+    def run(x):
+        interpreter.set_tensor(inp, x)
+        interpreter.invoke()
+        return interpreter.get_tensor(out).copy()
+
+    return run
+
+
+def lite_ratios(members, x: np.ndarray, naive_total: float) -> dict:
+    """The same ratios for the Lite engine (exports of the same members)."""
+    import tempfile
+    from pathlib import Path
+
+    from cxr_core.engines import LiteEngine, export_lite
+    from cxr_core.gradcam import explain_arrays
+
+    with tempfile.TemporaryDirectory() as tmp:
+        forward_only, engines = [], []
+        start = time.perf_counter()
+        for m in members:
+            path = export_lite(m, Path(tmp) / f"{m.arch.name}.tflite")
+            engines.append(LiteEngine(path, m.arch.name, m.input_size))
+        export_s = time.perf_counter() - start
+        for m in members:
+            forward_only.append(_lite_forward_only(m, Path(tmp) / f"{m.arch.name}_forward.tflite"))
+        runs = timed_interleaved({
+            "forward": lambda: [f(x) for f in forward_only],
+            "maps": lambda: [e.explain(x) for e in engines],
+            "full": lambda: explain_arrays(engines, x[..., 0], 224),
+        }, repeat=9)
+    forward, maps, full = (runs[n]["median_s"] for n in ("forward", "maps", "full"))
+    return {
+        "export_all_members_s": round(export_s, 1),
+        "ensemble_forward_s": round(forward, 3),
+        "ensemble_probs_and_all_maps_s": round(maps, 3),
+        "ratio_maps_over_forward": round(maps / forward, 3),
+        "ensemble_explanation_224px_s": round(full, 3),
+        "ratio_explanation_over_forward": round(full / forward, 3),
+        "speedup_vs_naive_tensorflow": round(naive_total / maps, 1),
+    }
+
+
+def main() -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
@@ -52,6 +109,7 @@ def main() -> int:
             naive_per_member[m.arch.name] = stats["median_s"] / NAIVE_LABELS_MEASURED * k
         naive_total = sum(naive_per_member.values())
         result[f"K={k}"] = {
+            "engine": "tensorflow",
             "ensemble_forward_s": round(forward["median_s"], 3),
             "ensemble_probs_and_all_maps_s": round(maps["median_s"], 3),
             "ratio_maps_over_forward": round(maps["median_s"] / forward["median_s"], 3),
@@ -62,6 +120,7 @@ def main() -> int:
             "naive_per_member_s": {a: round(v, 1) for a, v in naive_per_member.items()},
             "speedup_vs_naive": round(naive_total / maps["median_s"], 1),
         }
+        result[f"K={k} lite"] = lite_ratios(members, x, naive_total)
         keras.backend.clear_session()
     result["end_to_end"] = end_to_end()
     result["cold_start_five_architectures"] = cold_start()
@@ -69,38 +128,69 @@ def main() -> int:
     return 0
 
 
+def _first_result_in_fresh_process(bundle, engine: str) -> dict:
+    """Start a new Python process, review one X-ray with `bundle`, review it again; seconds
+    from the process start (imports included) to the first result, split by stage."""
+    import json
+    import subprocess
+
+    start = time.time()
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_explain", "--first-result",
+                          str(bundle), engine], capture_output=True, text=True, check=True,
+                         cwd=str(REPO), env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    child = json.loads(out.stdout.strip().splitlines()[-1])
+    child["first_result_s"] = round(child.pop("first_result_at") - start, 2)
+    return child
+
+
+def _first_result_child(bundle: str, engine: str) -> None:
+    t0 = time.perf_counter()
+    from cxr_core.pipeline import Reviewer
+    from benchmarks.bench_preprocess import synthetic_xray
+
+    t1 = time.perf_counter()
+    reviewer = Reviewer.from_paths(bundle, engine=engine)
+    t2 = time.perf_counter()
+    data = synthetic_xray(1024)
+    reviewer.review_one(data, filename="x.png")
+    first_at, t3 = time.time(), time.perf_counter()
+    reviewer.review_one(data, filename="x.png")
+    t4 = time.perf_counter()
+    import json
+
+    print(json.dumps({"engine": reviewer.engines[0].kind, "import_s": round(t1 - t0, 2),
+                      "open_bundle_s": round(t2 - t1, 2), "first_review_s": round(t3 - t2, 2),
+                      "next_review_s": round(t4 - t3, 2), "first_result_at": first_at}))
+
+
 def cold_start(k: int = 54) -> dict:
-    """Seconds from loading a five-architecture bundle (random weights, 224 px) to the first
-    complete review (the app's first result after start), then a second review."""
+    """A five-architecture bundle (random weights, 224 px): seconds from a fresh process start
+    to the first complete review, with the TensorFlow engine and after `compile_bundle` with
+    the Lite engine (the app's first result after start)."""
     import tempfile
     from pathlib import Path
 
     import keras
 
-    from cxr_core.bundle import write_bundle
+    from cxr_core.bundle import compile_bundle, write_bundle
     from cxr_core.model_building import build_classifier
-    from cxr_core.pipeline import Reviewer
     from cxr_core.registry import METHOD_ARCHITECTURES
-    from benchmarks.bench_preprocess import synthetic_xray
 
     labels = [f"l{i}" for i in range(k)]
     with tempfile.TemporaryDirectory() as tmp:
         members = [build_classifier(a, labels, 224, weights=None, augment=False) for a in METHOD_ARCHITECTURES]
         rng = np.random.default_rng(0)
-        write_bundle(Path(tmp) / "five", members, labels, "bench", rng.random((5, 40, k)),
-                     rng.integers(0, 2, (40, k)), training={})
+        path = write_bundle(Path(tmp) / "five", members, labels, "bench", rng.random((5, 40, k)),
+                            rng.integers(0, 2, (40, k)), training={})
         del members
         keras.backend.clear_session()
-        data = synthetic_xray(1024)
+        tensorflow = _first_result_in_fresh_process(path, "tensorflow")
         start = time.perf_counter()
-        reviewer = Reviewer.from_paths(Path(tmp) / "five")
-        reviewer.review_one(data, filename="x.png")
-        first = time.perf_counter() - start
-        start = time.perf_counter()
-        reviewer.review_one(data, filename="x.png")
-        second = time.perf_counter() - start
-    return {"labels": k, "first_result_s": round(first, 2), "next_result_s": round(second, 2),
-            "target_first_s": 30}
+        compile_bundle(path)
+        compile_s = time.perf_counter() - start
+        lite = _first_result_in_fresh_process(path, "lite")
+    return {"labels": k, "target_first_s": 30, "tensorflow_engine": tensorflow,
+            "compile_bundle_s": round(compile_s, 1), "lite_engine": lite}
 
 
 def end_to_end() -> dict:
@@ -139,4 +229,7 @@ def end_to_end() -> dict:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--first-result":
+        _first_result_child(sys.argv[2], sys.argv[3])
+        sys.exit(0)
     sys.exit(main())

@@ -22,7 +22,9 @@ from .errors import EngineError
 log = logging.getLogger(__name__)
 
 ENGINE_CHOICES = ("auto", "lite", "tensorflow")
-EXPORT_TOLERANCE = 1e-4  # probabilities and peak-relative maps, Lite vs TensorFlow
+# Lite vs TensorFlow on the export check: float32 both, but XNNPACK sums in another order, which
+# shows in the peak-normalised maps of deep random-weight models at ~2e-4
+EXPORT_TOLERANCE = {"probabilities": 1e-4, "maps": 1e-3}
 
 
 class KerasEngine:
@@ -123,7 +125,7 @@ def export_lite(classifier, path: str | Path, check_seed: int = 0) -> Path:
     prob_error = float(np.abs(probs - ref_probs).max())
     map_error = float(np.abs(normalise_maps(maps[0].transpose(2, 0, 1))
                              - normalise_maps(ref_maps[0].transpose(2, 0, 1))).max())
-    if prob_error > EXPORT_TOLERANCE or map_error > EXPORT_TOLERANCE:
+    if prob_error > EXPORT_TOLERANCE["probabilities"] or map_error > EXPORT_TOLERANCE["maps"]:
         tmp.unlink()
         raise EngineError(f"The TensorFlow Lite export of {classifier.arch.name} differs from the "
                           f"model (probabilities {prob_error:.1e}, maps {map_error:.1e}).")

@@ -35,7 +35,8 @@ c2.metric("Models", len(bundle.archs))
 c3.metric("Input size", f"{bundle.input_size} px")
 c4.metric("Thresholds", m["threshold_method"])
 st.markdown(f"**Label set:** {m['label_set']} | **Created:** {m['created']} | "
-            f"**Members:** {', '.join(bundle.archs)}")
+            f"**Members:** {', '.join(bundle.archs)} | **TensorFlow Lite members:** "
+            f"{'yes (fast start)' if bundle.has_lite else 'no (python -m cxr_core compile-bundle adds them)'}")
 if m.get("lineage"):
     st.markdown("**Lineage:** " + ", ".join(f"{k}: {v}" for k, v in m["lineage"].items()
                                             if not isinstance(v, dict)))
