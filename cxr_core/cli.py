@@ -34,6 +34,14 @@ def _load_segmenter(path: Path | None):
     return LungSegmenter.load(path or DEFAULT_SEGMENTER_DIR)
 
 
+def _report_failures(failures: list[tuple[str, str]], done: str) -> int:
+    """List skipped files on stderr, summarise, and return the exit code (1 if any failed)."""
+    for name, error in failures:
+        sys.stderr.write(f"skipped {name}: {error}\n")
+    print(f"{done}; {len(failures)} file(s) failed")
+    return 1 if failures else 0
+
+
 # --- commands --------------------------------------------------------------------------------
 def _cmd_prepare(args) -> int:
     from .prepare import format_summary, prepare
@@ -62,10 +70,7 @@ def _cmd_segment(args) -> int:
         raise CxrError(f"Input folder not found: {args.in_dir}")
     failures = segment_folder(args.in_dir, args.out_dir, _load_segmenter(args.segmenter),
                               lungs_only=args.lungs_only, workers=args.workers)
-    for name, error in failures:
-        sys.stderr.write(f"skipped {name}: {error}\n")
-    print(f"masks written to {args.out_dir}; {len(failures)} file(s) failed")
-    return 1 if failures else 0
+    return _report_failures(failures, f"masks written to {args.out_dir}")
 
 
 def _cmd_preprocess(args) -> int:
@@ -134,10 +139,7 @@ def _cmd_explain(args) -> int:
     failures = explain_paths(args.inputs, args.bundle or _default_bundle(), args.out,
                              all_labels=args.all_labels, uncertainty=args.uncertainty,
                              batch_size=args.batch_size, engine=args.engine)
-    for name, error in failures:
-        sys.stderr.write(f"skipped {name}: {error}\n")
-    print(f"reports and predictions written to {args.out}; {len(failures)} file(s) failed")
-    return 1 if failures else 0
+    return _report_failures(failures, f"reports and predictions written to {args.out}")
 
 
 def _cmd_compile_bundle(args) -> int:
