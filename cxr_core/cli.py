@@ -117,8 +117,12 @@ def _cmd_train_ensemble(args) -> int:
     bundle = train_ensemble(args.data, args.split, args.out, tuple(args.arch or METHOD_ARCHITECTURES),
                             _train_config(args),
                             label_set=args.label_set)
+    if not args.no_lite:
+        from .bundle import compile_bundle
+
+        compile_bundle(bundle)
     print(f"bundle written to {bundle}; next: python -m cxr_core evaluate --bundle {bundle} "
-          f"--data {args.data} --split {args.split}, then python -m cxr_core compile-bundle {bundle}")
+          f"--data {args.data} --split {args.split}")
     return 0
 
 
@@ -235,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", action="append", choices=list(ARCHITECTURES),
                    help=f"repeatable; default: {', '.join(METHOD_ARCHITECTURES)}")
     p.add_argument("--label-set", default="specific")
+    p.add_argument("--no-lite", action="store_true",
+                   help="skip the TensorFlow Lite members (compile-bundle adds them later)")
     _training_arguments(p)
     p.set_defaults(func=_cmd_train_ensemble)
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .batch_preprocess import list_images, preprocess_split
-from .bundle import Bundle, publish_bundle, write_manifest
+from .bundle import Bundle, compile_bundle, publish_bundle, write_manifest
 from .datasets import read_split
 from .errors import CxrError, DataError
 from .feedback import FeedbackStore, latest_reviews
@@ -138,6 +138,8 @@ def retrain(bundle_dir: str | Path, feedback_url: str, images_dir: str | Path, o
     child.manifest["lineage"]["after"] = metrics["overall"]
     write_manifest(out_dir, child.manifest)
     write_model_card(out_dir)
+    if parent.has_lite:  # keep the parent's fast start
+        compile_bundle(out_dir)
     summary = {**{k: v for k, v in lineage.items() if k != "before"},
                "bundle": str(out_dir),
                "test_auc_ctp_before": lineage["before"].get("CTP", {}).get("auc_macro"),

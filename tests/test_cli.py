@@ -20,7 +20,7 @@ def test_bad_arguments_exit_2_with_one_line(argv, capsys):
 def test_every_documented_command_exists():
     text = build_parser().format_help()
     for command in ("prepare", "segmenter", "segment", "preprocess", "train", "train-ensemble",
-                    "evaluate", "explain", "retrain", "build-demo"):
+                    "evaluate", "explain", "compile-bundle", "retrain", "build-demo"):
         assert command in text
 
 

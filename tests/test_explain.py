@@ -40,3 +40,24 @@ def test_explain_cli_bad_bundle_is_one_sentence(tmp_path, capsys):
     code = main(["explain", str(SAMPLES[0]), "--bundle", str(tmp_path), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "manifest.json is missing" in err and "Traceback" not in err
+
+
+def test_compile_bundle_then_explain_with_lite_gives_the_same_predictions(tmp_path, capsys):
+    """`compile-bundle` on a copy of the default bundle, then `explain --engine lite` and
+    `--engine tensorflow` on the same X-rays agree."""
+    bundle = tmp_path / "compiled"
+    shutil.copytree(settings().default_bundle_path, bundle)
+    assert main(["compile-bundle", str(bundle)]) == 0
+    assert "TensorFlow Lite members added" in capsys.readouterr().out
+    frames = {}
+    for engine in ("lite", "tensorflow"):
+        out = tmp_path / engine
+        assert main(["explain", *map(str, SAMPLES[:2]), "--bundle", str(bundle), "--out", str(out),
+                     "--engine", engine]) == 0
+        frames[engine] = pd.read_csv(out / "predictions.csv")
+    lite, tf_frame = frames["lite"], frames["tensorflow"]
+    assert len(lite) == len(tf_frame) > 0
+    assert (lite["probability"] - tf_frame["probability"]).abs().max() < 1e-4
+    assert (lite["positive"] == tf_frame["positive"]).mean() > 0.99
+    assert main(["explain", str(SAMPLES[0]), "--out", str(tmp_path / "x"), "--engine", "lite"]) == 2
+    assert "no TensorFlow Lite members" in capsys.readouterr().err  # the default bundle has none
