@@ -146,3 +146,33 @@ def test_feedback_and_models_pages_render():
     assert not at.exception
     assert at.metric[0].label == "Findings"
     assert any("not for clinical use" in w.value for w in at.warning)
+
+
+def test_review_page_runs_a_compiled_bundle_on_the_lite_engine(tmp_path, monkeypatch):
+    """A bundle with TensorFlow Lite members (compile-bundle) is reviewed through them, and
+    the Models page says so."""
+    import shutil
+
+    from cxr_core.bundle import compile_bundle
+    from cxr_core.config import settings
+
+    models = tmp_path / "models"
+    shutil.copytree(settings().default_bundle_path, models / "compiled")
+    compile_bundle(models / "compiled")
+    monkeypatch.setenv("CXR_MODELS_DIR", str(models))
+    monkeypatch.setenv("CXR_BUNDLE", "compiled")
+    monkeypatch.setenv("CXR_ENGINE", "auto")
+    name, data = sample_bytes()
+    at = run_review((name, data, "image/png"))
+    assert len(at.dataframe) >= 1
+    at.toggle[0].set_value(True)
+    at.run()
+    assert not at.exception
+    assert len(at.get("image")) >= 1 + len(at.dataframe[0].value)
+    from ui_common import get_reviewer
+
+    assert [e.kind for e in get_reviewer(str(models / "compiled")).engines] == ["lite"] * 3
+    page = AppTest.from_file(str(REPO / "pages" / "3_Models.py"), default_timeout=TIMEOUT)
+    page.run()
+    assert not page.exception
+    assert any("yes (fast start)" in md.value for md in page.markdown)
