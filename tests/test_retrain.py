@@ -5,7 +5,7 @@ import shutil
 
 import pandas as pd
 
-from cxr_core.bundle import Bundle
+from cxr_core.bundle import Bundle, compile_bundle
 from cxr_core.config import settings
 from cxr_core.feedback import FeedbackStore, Submission, latest_reviews
 from cxr_core.retrain import consensus_labels, retrain
@@ -26,8 +26,10 @@ def test_consensus_policy_majority_tie_counts_present():
 
 
 def test_retrain_end_to_end_on_default_bundle(tmp_path, cxr_public):
-    parent_dir = settings().default_bundle_path
-    parent = Bundle.load(parent_dir)
+    # a compiled copy of the default bundle: the child must keep the Lite members
+    parent_dir = tmp_path / "parent"
+    shutil.copytree(settings().default_bundle_path, parent_dir)
+    parent = compile_bundle(parent_dir)
     split = pd.read_csv(parent_dir / "split.csv")
     images = tmp_path / "reviewed"
     images.mkdir()
@@ -56,3 +58,4 @@ def test_retrain_end_to_end_on_default_bundle(tmp_path, cxr_public):
     for image_id in picks[picks["split"] == "train"]["ImageID"]:
         assert relabelled.loc[image_id, parent.labels[0]] == 0  # the expert said absent
     assert result["summary"]["test_auc_ctp_after"] is not None
+    assert child.has_lite  # verified by Bundle.load above, checksums included
