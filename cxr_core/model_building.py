@@ -112,8 +112,7 @@ class Classifier:
     explainer: object  # keras.Model: (N, S, S, 1) -> [(N, h, w, C) features, (N, K) logits]
     input_size: int
     labels: list[str]
-    _compiled: object = None
-    # compiled explanation graphs (gradcam.py), kept with the model they close over
+    # compiled graphs (here and in gradcam.py), kept with the model they close over
     graphs: dict = field(default_factory=dict, repr=False)
 
     def features_and_logits(self, x):
@@ -122,11 +121,11 @@ class Classifier:
         import numpy as np
         import tensorflow as tf
 
-        if self._compiled is None:
+        if "features" not in self.graphs:
             explainer = self.explainer
-            self._compiled = tf.function(lambda t: explainer(t, training=False),
-                                         reduce_retracing=True)
-        features, logits = self._compiled(tf.convert_to_tensor(x, tf.float32))
+            self.graphs["features"] = tf.function(lambda t: explainer(t, training=False),
+                                                  reduce_retracing=True)
+        features, logits = self.graphs["features"](tf.convert_to_tensor(x, tf.float32))
         return np.asarray(features, np.float32), np.asarray(logits, np.float32)
 
 
