@@ -281,8 +281,8 @@ def compile_bundle(bundle_dir: str | Path) -> "Bundle":
         rel = f"members/{member['arch']}.tflite"
         export_lite(classifier, bundle.path / rel)
         member["lite"] = rel
-    write_manifest(bundle.path, bundle.manifest)
-    return Bundle.load(bundle.path)
+    write_manifest(bundle.path, bundle.manifest)  # checksums the new files into the manifest
+    return bundle
 
 
 def publish_bundle(source: str | Path, out_dir: str | Path, split_csv: str | Path,

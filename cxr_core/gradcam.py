@@ -172,15 +172,9 @@ class Explanation:
     """Ensemble output with one heatmap per label, for N images."""
 
     member_probs: np.ndarray  # (M, N, K)
-    member_cams: list[np.ndarray]  # M raw maps (N, h_m, w_m, K) at feature resolution
+    member_cams: list[np.ndarray]  # M raw maps (N, h_m, w_m, K); `resize_maps` gives one on demand
     mean_maps: np.ndarray  # (N, K, S, S): mean of the resized, normalised member maps
     std_maps: np.ndarray  # (N, K, S, S): standard deviation across members (uncertainty)
-
-    def member_maps(self, n: int, k: int) -> np.ndarray:
-        """(M, S, S) resized, normalised member maps of label k for image n (computed on demand:
-        only the ensemble maps are needed for every label)."""
-        size = self.mean_maps.shape[-1]
-        return np.stack([resize_maps(cams[n, :, :, k], size) for cams in self.member_cams])
 
 
 def explain_arrays(members: list, crops: np.ndarray, size: int) -> Explanation:
