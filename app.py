@@ -59,7 +59,11 @@ if len(data) > cfg.max_upload_mb * 1024 * 1024:
     st.error(f"The file is {len(data) / 1e6:.1f} MB; the limit is {cfg.max_upload_mb} MB.")
     st.stop()
 
-reviewer = get_reviewer(str(bundle.path))
+try:
+    reviewer = get_reviewer(str(bundle.path))
+except CxrError as exc:  # e.g. an unknown CXR_ENGINE or a damaged TensorFlow Lite member
+    st.error(f"The models could not be loaded: {exc}")
+    st.stop()
 key = (bundle.bundle_id, filename, len(data), hash(data))
 if st.session_state.get("review_key") != key:
     try:

@@ -176,3 +176,17 @@ def test_review_page_runs_a_compiled_bundle_on_the_lite_engine(tmp_path, monkeyp
     page.run()
     assert not page.exception
     assert any("yes (fast start)" in md.value for md in page.markdown)
+
+
+def test_unknown_engine_setting_is_an_in_page_error(monkeypatch):
+    from ui_common import get_reviewer
+
+    get_reviewer.clear()  # the models are cached per process: load them again with the setting
+    monkeypatch.setenv("CXR_ENGINE", "onnx")
+    name, data = sample_bytes()
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    at.file_uploader[0].set_value((name, data, "image/png"))
+    at.run()
+    assert not at.exception
+    assert any("Unknown inference engine" in e.value for e in at.error)
