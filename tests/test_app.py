@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import cv2
@@ -19,6 +20,9 @@ def app_env(tmp_path, monkeypatch):
     monkeypatch.delenv("CXR_DB_URL", raising=False)
     monkeypatch.delenv("CXR_BUNDLE", raising=False)
     monkeypatch.chdir(REPO)
+    # AppTest installs the page as sys.modules["__main__"] and leaves it there; restore it, or
+    # later tests that spawn processes (which re-import __main__) would run a page instead
+    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
     return tmp_path
 
 
