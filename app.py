@@ -11,12 +11,18 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from cxr_core.config import REPO_ROOT, settings
-from cxr_core.errors import CxrError
-from cxr_core.feedback import Submission
-from cxr_core.overlay import DEFAULT_ALPHA, mask_outline, overlay
-from cxr_core.report import report_pdf, report_png
-from ui_common import current_user_name, demo_banner, feedback_store, get_reviewer, load_bundle_or_stop
+from cxr_core.base.config import REPO_ROOT, settings
+from cxr_core.base.errors import CxrError
+from cxr_core.explain.overlay import DEFAULT_ALPHA, mask_outline, overlay
+from cxr_core.explain.report import report_pdf, report_png
+from cxr_core.review.feedback import Submission
+from ui_common import (
+    current_user_name,
+    demo_banner,
+    feedback_store,
+    get_reviewer,
+    load_bundle_or_stop,
+)
 
 log = logging.getLogger("cxr_app")
 SAMPLES_DIR = REPO_ROOT / "assets" / "samples"

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from cxr_core.bundle import Bundle, find_bundles
-from cxr_core.config import settings
-from cxr_core.errors import CxrError
-from cxr_core.feedback import FeedbackStore
-from cxr_core.pipeline import Reviewer
+from cxr_core.base.config import settings
+from cxr_core.base.errors import CxrError
+from cxr_core.modeling.bundle import Bundle, find_bundles
+from cxr_core.review.feedback import FeedbackStore
+from cxr_core.review.pipeline import Reviewer
 
 log = logging.getLogger("cxr_app")
 DEMO_BANNER = ("Demonstration model trained on a few hundred public X-rays: not for clinical use. "

@@ -24,16 +24,18 @@ def _compiled_forward(model):
 def _lite_forward_only(classifier, path):
     """The member's logits-only graph as TensorFlow Lite: the Lite engine's forward baseline."""
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
 
     model, size = classifier.model, classifier.input_size
     spec = tf.TensorSpec((None, size, size, 1), tf.float32)
     fn = tf.function(lambda t: tf.sigmoid(model(t, training=False)), input_signature=[spec])
     frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
     path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([frozen]).convert())
-    from cxr_core.engines import _interpreter_class
+    from cxr_core.explain.engines import interpreter_class
 
-    interpreter = _interpreter_class()(model_path=str(path), num_threads=os.cpu_count())
+    interpreter = interpreter_class()(model_path=str(path), num_threads=os.cpu_count())
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
 
@@ -50,8 +52,8 @@ def lite_ratios(members, x: np.ndarray, naive_total: float) -> dict:
     import tempfile
     from pathlib import Path
 
-    from cxr_core.engines import LiteEngine, export_lite
-    from cxr_core.gradcam import explain_arrays
+    from cxr_core.explain.engines import LiteEngine, export_lite
+    from cxr_core.explain.ensemble_maps import explain_arrays
 
     with tempfile.TemporaryDirectory() as tmp:
         forward_only, engines = [], []
@@ -83,9 +85,10 @@ def main() -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from cxr_core.gradcam import all_label_cams, explain_arrays, naive_gradcam
-    from cxr_core.model_building import build_classifier
-    from cxr_core.registry import METHOD_ARCHITECTURES
+    from cxr_core.explain.ensemble_maps import explain_arrays
+    from cxr_core.explain.gradcam import all_label_cams, naive_gradcam
+    from cxr_core.modeling.model_building import build_classifier
+    from cxr_core.modeling.registry import METHOD_ARCHITECTURES
 
     x = np.random.default_rng(0).random((1, 224, 224, 1)).astype("float32")
     result: dict = {"naive_labels_measured": NAIVE_LABELS_MEASURED}
@@ -145,8 +148,8 @@ def _first_result_in_fresh_process(bundle, engine: str) -> dict:
 
 def _first_result_child(bundle: str, engine: str) -> None:
     t0 = time.perf_counter()
-    from cxr_core.pipeline import Reviewer
     from benchmarks.bench_preprocess import synthetic_xray
+    from cxr_core.review.pipeline import Reviewer
 
     t1 = time.perf_counter()
     reviewer = Reviewer.from_paths(bundle, engine=engine)
@@ -172,9 +175,10 @@ def cold_start(k: int = 54) -> dict:
 
     import keras
 
-    from cxr_core.bundle import compile_bundle, write_bundle
-    from cxr_core.model_building import build_classifier
-    from cxr_core.registry import METHOD_ARCHITECTURES
+    from cxr_core.explain.engines import compile_bundle
+    from cxr_core.modeling.bundle import write_bundle
+    from cxr_core.modeling.model_building import build_classifier
+    from cxr_core.modeling.registry import METHOD_ARCHITECTURES
 
     labels = [f"l{i}" for i in range(k)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -195,11 +199,11 @@ def cold_start(k: int = 54) -> dict:
 
 def end_to_end() -> dict:
     """Median latency of one review with the shipped default bundle, split by stage."""
-    from cxr_core.config import settings
-    from cxr_core.image_io import load_image
-    from cxr_core.overlay import overlay
-    from cxr_core.pipeline import Reviewer
     from benchmarks.bench_preprocess import synthetic_xray
+    from cxr_core.base.config import settings
+    from cxr_core.explain.overlay import overlay
+    from cxr_core.imaging.image_io import load_image
+    from cxr_core.review.pipeline import Reviewer
 
     bundle_path = settings().default_bundle_path
     if not (bundle_path / "manifest.json").is_file():

@@ -17,11 +17,11 @@ def main() -> int:
         return 0
     import numpy as np
 
-    from cxr_core.label_sets import build_label_set
-    from cxr_core.padchest import filter_rows, read_padchest_csv
-    from cxr_core.prepare import prepare
-    from cxr_core.split import split_quality, stratified_patient_split
-    from cxr_core.term_tree import load_term_tree
+    from cxr_core.data.label_sets import build_label_set
+    from cxr_core.data.padchest import filter_rows, read_padchest_csv
+    from cxr_core.data.prepare import prepare
+    from cxr_core.data.split import split_quality, stratified_patient_split
+    from cxr_core.data.term_tree import load_term_tree
 
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()

@@ -25,9 +25,10 @@ def main() -> int:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from cxr_core.image_io import load_image
-    from cxr_core.preprocessing import WORK_SIZE, preprocess_image, resize_to
-    from cxr_core.segmentation import LungSegmenter
+    from cxr_core.imaging.image_io import load_image
+    from cxr_core.imaging.preprocessing import WORK_SIZE, preprocess_image
+    from cxr_core.imaging.resize import resize_to
+    from cxr_core.imaging.segmentation import LungSegmenter
 
     data = synthetic_xray()
     segmenter = LungSegmenter.load()

@@ -29,10 +29,10 @@ def main() -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from cxr_core.datasets import make_dataset
-    from cxr_core.losses import label_weights, make_weighted_bce
-    from cxr_core.model_building import build_classifier
-    from cxr_core.registry import METHOD_ARCHITECTURES
+    from cxr_core.modeling.datasets import make_dataset
+    from cxr_core.modeling.losses import label_weights, make_weighted_bce
+    from cxr_core.modeling.model_building import build_classifier
+    from cxr_core.modeling.registry import METHOD_ARCHITECTURES
 
     result: dict = {}
     with tempfile.TemporaryDirectory() as tmp:

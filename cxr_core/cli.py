@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import CxrError
+from .base.errors import CxrError
 
 log = logging.getLogger("cxr_core")
 
@@ -23,13 +23,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _default_bundle() -> Path:
-    from .config import settings
+    from .base.config import settings
 
     return settings().default_bundle_path
 
 
 def _load_segmenter(path: Path | None):
-    from .segmentation import DEFAULT_SEGMENTER_DIR, LungSegmenter
+    from .imaging.segmentation import DEFAULT_SEGMENTER_DIR, LungSegmenter
 
     return LungSegmenter.load(path or DEFAULT_SEGMENTER_DIR)
 
@@ -44,7 +44,7 @@ def _report_failures(failures: list[tuple[str, str]], done: str) -> int:
 
 # --- commands --------------------------------------------------------------------------------
 def _cmd_prepare(args) -> int:
-    from .prepare import format_summary, prepare
+    from .data.prepare import format_summary, prepare
 
     summaries = prepare(args.csv, args.term_tree, args.out, min_count=args.min_count,
                         seed=args.seed, projections=tuple(args.projection or ["PA"]),
@@ -54,7 +54,7 @@ def _cmd_prepare(args) -> int:
 
 
 def _cmd_segmenter_train(args) -> int:
-    from .segmenter_training import train_segmenter
+    from .imaging.segmenter_training import train_segmenter
 
     card = train_segmenter(args.data, args.out, epochs=args.epochs, max_minutes=args.max_minutes,
                            seed=args.seed, resume=args.resume, learning_rate=args.learning_rate)
@@ -64,7 +64,7 @@ def _cmd_segmenter_train(args) -> int:
 
 
 def _cmd_segment(args) -> int:
-    from .batch_preprocess import segment_folder
+    from .imaging.batch_preprocess import segment_folder
 
     if not args.in_dir.is_dir():
         raise CxrError(f"Input folder not found: {args.in_dir}")
@@ -74,7 +74,7 @@ def _cmd_segment(args) -> int:
 
 
 def _cmd_preprocess(args) -> int:
-    from .batch_preprocess import preprocess_split
+    from .imaging.batch_preprocess import preprocess_split
 
     if not args.images.is_dir():
         raise CxrError(f"Image folder not found: {args.images}")
@@ -89,7 +89,7 @@ def _cmd_preprocess(args) -> int:
 
 
 def _train_config(args):
-    from .training import TrainConfig
+    from .modeling.training import TrainConfig
 
     return TrainConfig(input_size=args.input_size, batch_size=args.batch_size,
                        learning_rate=args.learning_rate, epochs=args.epochs,
@@ -100,7 +100,7 @@ def _train_config(args):
 
 
 def _cmd_train(args) -> int:
-    from .training import train_member
+    from .modeling.training import train_member
 
     record = train_member(args.arch, args.data, args.split, args.out, _train_config(args))
     record.pop("classifier", None)
@@ -110,15 +110,14 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_train_ensemble(args) -> int:
-    from .training import train_ensemble
-
-    from .registry import METHOD_ARCHITECTURES
+    from .modeling.registry import METHOD_ARCHITECTURES
+    from .modeling.training import train_ensemble
 
     bundle = train_ensemble(args.data, args.split, args.out, tuple(args.arch or METHOD_ARCHITECTURES),
                             _train_config(args),
                             label_set=args.label_set)
     if not args.no_lite:
-        from .bundle import compile_bundle
+        from .explain.engines import compile_bundle
 
         compile_bundle(bundle)
     print(f"bundle written to {bundle}; next: python -m cxr_core evaluate --bundle {bundle} "
@@ -127,7 +126,7 @@ def _cmd_train_ensemble(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .evaluation import evaluate_bundle
+    from .modeling.evaluation import evaluate_bundle
 
     metrics = evaluate_bundle(args.bundle, args.data, args.split, refit_thresholds=args.refit_thresholds)
     for name, row in metrics["overall"].items():
@@ -138,7 +137,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_explain(args) -> int:
-    from .explain import explain_paths
+    from .review.batch_explain import explain_paths
 
     failures = explain_paths(args.inputs, args.bundle or _default_bundle(), args.out,
                              all_labels=args.all_labels, uncertainty=args.uncertainty,
@@ -147,7 +146,7 @@ def _cmd_explain(args) -> int:
 
 
 def _cmd_compile_bundle(args) -> int:
-    from .bundle import compile_bundle
+    from .explain.engines import compile_bundle
 
     bundle = compile_bundle(args.bundle)
     sizes = {m["arch"]: (bundle.path / m["lite"]).stat().st_size / 1e6 for m in bundle.manifest["members"]}
@@ -157,7 +156,7 @@ def _cmd_compile_bundle(args) -> int:
 
 
 def _cmd_retrain(args) -> int:
-    from .retrain import retrain
+    from .review.retrain import retrain
 
     result = retrain(args.bundle, args.feedback, args.images, args.out, epochs=args.epochs,
                      data_root=args.data_root)
@@ -186,7 +185,7 @@ def _training_arguments(p) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
-    from .registry import ARCHITECTURES, METHOD_ARCHITECTURES
+    from .modeling.registry import ARCHITECTURES, METHOD_ARCHITECTURES
 
     parser = _Parser(prog="python -m cxr_core", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -299,8 +298,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_build_demo(args) -> int:
-    from .public_dataset import build_demo_bundle
-    from .training import TrainConfig
+    from .modeling.demo import build_demo_bundle
+    from .modeling.training import TrainConfig
 
     config = TrainConfig(weights=None, learning_rate=args.learning_rate, patience=args.patience,
                          epochs=args.epochs, seed=args.seed, max_minutes=args.max_minutes,
@@ -313,7 +312,7 @@ def _cmd_build_demo(args) -> int:
 
 
 def _register_build_demo(sub) -> None:
-    from .public_dataset import DEMO_ARCHITECTURES
+    from .modeling.demo import DEMO_ARCHITECTURES
 
     p = sub.add_parser("build-demo", help="train the bundled demo model on cxr-public")
     p.add_argument("--data", required=True, type=Path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cxr_core.plots import MetricsDisplay
+from cxr_core.modeling.plots import MetricsDisplay
 from ui_common import demo_banner, load_bundle_or_stop
 
 st.set_page_config(page_title="CXR Review: metrics", page_icon="📊", layout="wide")
@@ -15,7 +15,7 @@ demo_banner(bundle)
 
 @st.cache_data(show_spinner=False)
 def display_for(path: str, bundle_id: str, method: str) -> MetricsDisplay | None:
-    from cxr_core.bundle import Bundle
+    from cxr_core.modeling.bundle import Bundle
 
     return MetricsDisplay.from_bundle(Bundle.load(path, verify=False), method)
 

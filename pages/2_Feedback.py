@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cxr_core.errors import CxrError
-from cxr_core.feedback import agreement_stats
+from cxr_core.base.errors import CxrError
+from cxr_core.review.feedback import agreement_stats
 from ui_common import feedback_store, load_bundle_or_stop
 
 st.set_page_config(page_title="CXR Review: feedback", page_icon="📝", layout="wide")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from cxr_core.config import settings
-from cxr_core.errors import CxrError
+from cxr_core.base.config import settings
+from cxr_core.base.errors import CxrError
 from ui_common import available_bundles, demo_banner, get_bundle, load_bundle_or_stop
 
 st.set_page_config(page_title="CXR Review: models", page_icon="🧠", layout="wide")

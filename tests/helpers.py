@@ -19,7 +19,7 @@ def input_size_for(arch: str) -> int:
 def classifier(arch: str, size: int):
     import keras
 
-    from cxr_core.model_building import build_classifier
+    from cxr_core.modeling.model_building import build_classifier
 
     keras.utils.set_random_seed(0)
     built = build_classifier(arch, LABELS, size, weights=None)

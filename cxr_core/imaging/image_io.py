@@ -1,0 +1,223 @@
+"""One entry point for every image the tool reads: PNG (8/16-bit), JPEG and DICOM.
+
+Returns float32 pixels in [0, 1] plus the metadata the pipeline needs; never patient tags.
+Every bad input raises a specific `ImageError` subclass with one clear sentence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..base.errors import (
+    CorruptImageError,
+    DegenerateImageError,
+    DicomError,
+    EmptyImageError,
+    ImageTooLargeError,
+    UnsupportedFormatError,
+)
+
+log = logging.getLogger(__name__)
+
+#: Default decompression-bomb guard: 50 megapixels (a 7000 x 7000 detector image fits).
+DEFAULT_MAX_PIXELS = 50_000_000
+MIN_SIDE = 32
+MAX_ASPECT = 10.0
+SUPPORTED_EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".dcm": "dicom",
+                        ".dicom": "dicom", "": None}
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded grayscale image and the non-identifying facts the pipeline needs."""
+
+    pixels: np.ndarray  # float32, H x W, in [0, 1]
+    original_size: tuple[int, int]  # (height, width)
+    source_format: str  # "png", "jpeg" or "dicom"
+    bit_depth: int
+    photometric: str  # "MONOCHROME2" for ordinary grayscale; DICOM's own value otherwise
+    sha256: str  # of the raw bytes; used to key feedback, never the file name
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Detect the format from magic bytes (not from the file name)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return "dicom"
+    return None
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise CorruptImageError("The PNG file is truncated before its header ends.")
+    width, height = struct.unpack(">II", data[16:24])
+    return height, width
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """Read the frame size from the first SOF marker without decoding."""
+    pos = 2
+    while pos + 9 < len(data):
+        if data[pos] != 0xFF:
+            pos += 1
+            continue
+        marker = data[pos + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            pos += 1 if marker == 0xFF else 2
+            continue
+        length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
+            return height, width
+        pos += 2 + length
+    raise CorruptImageError("The JPEG file is truncated before its frame header.")
+
+
+def _check_size(height: int, width: int, max_pixels: int) -> None:
+    if height * width > max_pixels:
+        raise ImageTooLargeError(
+            f"The image is {width} x {height} pixels, more than the limit of {max_pixels:,}."
+        )
+    if min(height, width) < MIN_SIDE or max(height, width) / max(min(height, width), 1) > MAX_ASPECT:
+        raise DegenerateImageError(
+            f"The image is {width} x {height} pixels: too small or too elongated for a chest X-ray."
+        )
+
+
+def _to_unit_range(pixels: np.ndarray) -> np.ndarray:
+    """Min-max scale to [0, 1]; a constant image is refused (it holds no X-ray)."""
+    pixels = pixels.astype(np.float32)
+    low, high = float(np.min(pixels)), float(np.max(pixels))
+    if not np.isfinite(low) or not np.isfinite(high) or high - low < 1e-6:
+        raise DegenerateImageError("The image is blank: every pixel has the same value.")
+    return (pixels - low) / (high - low)
+
+
+def _to_gray(pixels: np.ndarray) -> np.ndarray:
+    if pixels.ndim == 2:
+        return pixels
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        return pixels[:, :, 0]
+    if pixels.ndim == 3 and pixels.shape[2] == 4:
+        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2GRAY)
+    if pixels.ndim == 3 and pixels.shape[2] == 3:
+        return cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
+    raise UnsupportedFormatError(f"Images with shape {pixels.shape} are not supported.")
+
+
+def _decode_raster(data: bytes, fmt: str, max_pixels: int) -> tuple[np.ndarray, int]:
+    height, width = _png_size(data) if fmt == "png" else _jpeg_size(data)
+    _check_size(height, width, max_pixels)
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise CorruptImageError(f"The {fmt.upper()} file is truncated or damaged.")
+    if fmt == "png" and not data.rstrip(b"\x00").endswith(b"IEND\xaeB`\x82"):
+        raise CorruptImageError("The PNG file is truncated: its end marker is missing.")
+    bit_depth = 16 if pixels.dtype == np.uint16 else 8
+    return _to_gray(pixels), bit_depth
+
+
+def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, int, str]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+    except (InvalidDicomError, EOFError, OSError, ValueError, struct.error) as exc:
+        raise CorruptImageError("The DICOM file is truncated or damaged.") from exc
+    if "PixelData" not in ds:
+        raise DicomError("The DICOM file has no pixel data (it may be a report or structured document).")
+    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    _check_size(rows, cols, max_pixels)
+    try:
+        pixels = ds.pixel_array
+    except (NotImplementedError, RuntimeError) as exc:
+        syntax = getattr(ds.file_meta, "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", str(syntax))
+        raise DicomError(
+            f"The DICOM image is compressed ({name}) and no decoder for it is installed; "
+            "install pylibjpeg with its plugins or export it uncompressed."
+        ) from exc
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise CorruptImageError(f"The DICOM pixel data could not be decoded: {exc}") from exc
+    if pixels.ndim == 3 and int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        pixels = pixels[0]
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric.startswith("MONOCHROME"):
+        pixels = apply_modality_lut(pixels, ds)
+        pixels = apply_voi_lut(pixels, ds)
+    else:
+        pixels = _to_gray(np.asarray(pixels)[..., ::-1] if pixels.ndim == 3 else pixels)
+    bit_depth = int(ds.get("BitsStored", 8) or 8)
+    return np.asarray(pixels), bit_depth, photometric
+
+
+def load_image(
+    source: bytes | str | Path,
+    filename: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> LoadedImage:
+    """Decode a file path or raw bytes into a grayscale float32 image in [0, 1].
+
+    The format is taken from the content; a file name whose extension is not an image
+    extension is refused. MONOCHROME1 DICOM is inverted so that bone is bright.
+    """
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        filename = filename or path.name
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise EmptyImageError(f"The file {path} does not exist.") from exc
+        except OSError as exc:
+            raise EmptyImageError(f"The file {path} could not be read: {exc.strerror}.") from exc
+    else:
+        data = bytes(source)
+    if filename is not None:
+        ext = Path(filename).suffix.lower()
+        if ext not in SUPPORTED_EXTENSIONS:
+            raise UnsupportedFormatError(
+                f"'{ext}' files are not supported; upload a PNG, JPEG or DICOM (.dcm) image."
+            )
+    if not data:
+        raise EmptyImageError("The file is empty.")
+    fmt = sniff_format(data)
+    if fmt is None and filename and Path(filename).suffix.lower() in (".dcm", ".dicom", ""):
+        fmt = "dicom" if _looks_like_raw_dicom(data) else None
+    if fmt is None:
+        raise UnsupportedFormatError("The file is not a PNG, JPEG or DICOM image.")
+    if filename and SUPPORTED_EXTENSIONS.get(Path(filename).suffix.lower()) not in (None, fmt):
+        log.warning("file extension does not match its content (%s); using the content", fmt)
+    photometric = "MONOCHROME2"
+    if fmt == "dicom":
+        raw, bit_depth, photometric = _decode_dicom(data, max_pixels)
+    else:
+        raw, bit_depth = _decode_raster(data, fmt, max_pixels)
+    pixels = _to_unit_range(raw)
+    if photometric == "MONOCHROME1":
+        pixels = 1.0 - pixels
+    return LoadedImage(
+        pixels=np.ascontiguousarray(pixels, dtype=np.float32),
+        original_size=(int(raw.shape[0]), int(raw.shape[1])),
+        source_format=fmt,
+        bit_depth=bit_depth,
+        photometric=photometric,
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def _looks_like_raw_dicom(data: bytes) -> bool:
+    """DICOM without the 128-byte preamble starts with a group 0x0008 or 0x0002 tag."""
+    return len(data) > 8 and data[:2] in (b"\x08\x00", b"\x02\x00")

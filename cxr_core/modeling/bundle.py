@@ -1,0 +1,250 @@
+"""Model bundles: the unit the app and the CLI load.
+
+A folder with `manifest.json` (schema version, id, label set, labels with their general group,
+architectures, input size, preprocessing and segmenter reference, thresholds, training
+configuration, data summary, metrics, sha256 of every file), one float16 weight archive per
+member, and the stored test-split predictions. Loading verifies every checksum.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..base.errors import BundleError
+from ..base.weights_io import load_member_weights, save_member_weights, sha256_file
+from .ensemble import EnsemblePrediction, combine
+from .thresholds import threshold_table
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+TEST_PREDICTIONS = "test_predictions.npz"
+
+
+def write_bundle(out_dir: str | Path, classifiers: list, labels: list[str], label_set: str,
+                 val_probs: np.ndarray, val_targets: np.ndarray, training: dict,
+                 groups: dict[str, list[str]] | None = None, segmenter_ref: str = "models/segmenter",
+                 bundle_id: str | None = None, data_summary: dict | None = None,
+                 threshold_method: str = "f1", extra: dict | None = None) -> Path:
+    """Write member weights, thresholds and the manifest; returns the bundle folder."""
+    out_dir = Path(out_dir)
+    (out_dir / "members").mkdir(parents=True, exist_ok=True)
+    members = []
+    for classifier in classifiers:
+        rel = f"members/{classifier.arch.name}.npz"
+        save_member_weights(classifier.model, out_dir / rel)
+        members.append({"arch": classifier.arch.name, "weights": rel,
+                        "input_size": classifier.input_size})
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "bundle_id": bundle_id or f"{label_set}-{time.strftime('%Y%m%d')}-{uuid.uuid4().hex[:8]}",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "label_set": label_set,
+        "labels": [{"name": lab, "groups": (groups or {}).get(lab, [lab])} for lab in labels],
+        "members": members,
+        "input_size": int(classifiers[0].input_size),
+        "preprocessing": {"work_size": 512, "crop": "lung segmentation + below-lung area",
+                          "segmenter": segmenter_ref, "weights_dtype": "float16"},
+        "threshold_method": threshold_method,
+        "thresholds": threshold_table(np.asarray(val_probs), np.asarray(val_targets)),
+        "training": training,
+        "data": data_summary or {},
+        "metrics": {},
+        "lineage": {},
+        "demo": False,
+    }
+    manifest.update(extra or {})
+    write_manifest(out_dir, manifest)
+    return out_dir
+
+
+def write_manifest(bundle_dir: Path, manifest: dict) -> None:
+    """(Re)compute checksums of every file but the manifest and write it."""
+    files = sorted(p for p in bundle_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
+    manifest["files"] = {str(p.relative_to(bundle_dir)): sha256_file(p) for p in files}
+    text = json.dumps(to_jsonable(manifest), indent=2, allow_nan=False)
+    (bundle_dir / MANIFEST).write_text(text)
+
+
+def to_jsonable(value):
+    """Plain JSON types: numpy scalars/arrays converted, NaN and infinities become null."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, (float, np.floating)):
+        return None if not np.isfinite(value) else float(value)
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
+
+
+@dataclass
+class Bundle:
+    """A verified bundle; members are built lazily on the first prediction."""
+
+    path: Path
+    manifest: dict
+    _classifiers: list | None = None
+    cache: dict = field(default_factory=dict, repr=False)  # objects built from it (engines)
+
+    @classmethod
+    def load(cls, path: str | Path, verify: bool = True) -> "Bundle":
+        """Open a bundle folder, refusing a broken, tampered or inconsistent one."""
+        path = Path(path)
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            raise BundleError(f"No model bundle at {path} (manifest.json is missing).")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"The manifest of bundle {path} is not valid JSON.") from exc
+        if manifest.get("schema_version") != SCHEMA_VERSION:
+            raise BundleError(f"Bundle {path} has schema version {manifest.get('schema_version')}, "
+                              f"this version of CXR Review reads {SCHEMA_VERSION}.")
+        bundle = cls(path, manifest)
+        bundle._check_consistency()
+        if verify:
+            bundle.verify()
+        return bundle
+
+    def _check_consistency(self) -> None:
+        m = self.manifest
+        k = len(m.get("labels", []))
+        if not k or not m.get("members"):
+            raise BundleError(f"Bundle {self.path} lists no labels or no members.")
+        method = m.get("threshold_method")
+        thresholds = m.get("thresholds", {}).get(method)
+        if not thresholds or len(thresholds["ensemble"]) != k or len(thresholds["members"]) != len(m["members"]) \
+                or any(len(t) != k for t in thresholds["members"]):
+            raise BundleError(f"Bundle {self.path} has thresholds that do not match its labels and members.")
+
+    def verify(self) -> None:
+        """Check that every listed file exists with its recorded sha256."""
+        for rel, digest in self.manifest.get("files", {}).items():
+            file = self.path / rel
+            if not file.is_file():
+                raise BundleError(f"Bundle {self.path} is incomplete: {rel} is missing.")
+            if sha256_file(file) != digest:
+                raise BundleError(f"Bundle {self.path} is corrupted: {rel} does not match its checksum.")
+        for member in self.manifest["members"]:
+            for rel in (member["weights"], member.get("lite")):
+                if rel and rel not in self.manifest.get("files", {}):
+                    raise BundleError(f"Bundle {self.path} has no checksum for {rel}.")
+
+    # --- facts -----------------------------------------------------------------------------
+    @property
+    def bundle_id(self) -> str:
+        return self.manifest["bundle_id"]
+
+    @property
+    def labels(self) -> list[str]:
+        return [entry["name"] for entry in self.manifest["labels"]]
+
+    @property
+    def groups(self) -> dict[str, list[str]]:
+        return {entry["name"]: entry["groups"] for entry in self.manifest["labels"]}
+
+    @property
+    def archs(self) -> list[str]:
+        return [m["arch"] for m in self.manifest["members"]]
+
+    @property
+    def input_size(self) -> int:
+        return int(self.manifest["input_size"])
+
+    @property
+    def is_demo(self) -> bool:
+        return bool(self.manifest.get("demo"))
+
+    def thresholds(self, method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ensemble thresholds (K,), member thresholds (M, K)) for a method (default: stored)."""
+        entry = self.manifest["thresholds"][method or self.manifest["threshold_method"]]
+        return np.asarray(entry["ensemble"]), np.asarray(entry["members"])
+
+    # --- models ----------------------------------------------------------------------------
+    @property
+    def classifiers(self) -> list:
+        if self._classifiers is None:
+            from .model_building import build_classifier
+
+            built = []
+            for member in self.manifest["members"]:
+                classifier = build_classifier(member["arch"], self.labels, member["input_size"],
+                                              weights=None, augment=False)
+                load_member_weights(classifier.model, self.path / member["weights"])
+                built.append(classifier)
+            self._classifiers = built
+        return self._classifiers
+
+    @property
+    def has_lite(self) -> bool:
+        """Whether every member has a TensorFlow Lite export (`explain.engines.compile_bundle`)."""
+        return all(m.get("lite") for m in self.manifest["members"])
+
+    def predict(self, crops: np.ndarray, method: str | None = None) -> EnsemblePrediction:
+        """Member and ensemble probabilities, findings and agreement for (N, H, W) crops."""
+        from .inference import predict_arrays
+
+        member_probs = predict_arrays(self.classifiers, crops)
+        ens_t, mem_t = self.thresholds(method)
+        return combine(member_probs, ens_t, mem_t)
+
+    # --- stored predictions ---------------------------------------------------------------
+    def store_test_predictions(self, image_ids: list[str], targets: np.ndarray,
+                               member_probs: np.ndarray, metrics: dict) -> None:
+        np.savez_compressed(self.path / TEST_PREDICTIONS, image_ids=np.asarray(image_ids),
+                            targets=np.asarray(targets, np.uint8),
+                            member_probs=np.asarray(member_probs, np.float32))
+        self.manifest["metrics"] = metrics
+        write_manifest(self.path, self.manifest)
+
+    def test_predictions(self) -> dict | None:
+        path = self.path / TEST_PREDICTIONS
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+
+def publish_bundle(source: str | Path, out_dir: str | Path, split_csv: str | Path,
+                   updates: dict) -> Path:
+    """Copy a freshly written bundle to its final folder with its `split.csv`, apply manifest
+    updates (demo flag, segmenter reference, lineage...) and re-checksum."""
+    import shutil
+
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    shutil.copytree(source, out_dir)
+    (out_dir / "split.csv").write_bytes(Path(split_csv).read_bytes())
+    bundle = Bundle.load(out_dir)
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(bundle.manifest.get(key), dict):
+            bundle.manifest[key].update(value)
+        else:
+            bundle.manifest[key] = value
+    write_manifest(out_dir, bundle.manifest)
+    return out_dir
+
+
+def find_bundles(models_dir: str | Path) -> list[Path]:
+    """Bundle folders (those holding a manifest.json) directly under or one level below."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return []
+    found = [p.parent for p in models_dir.glob("*/manifest.json")]
+    found += [p.parent for p in models_dir.glob("*/*/manifest.json")]
+    return sorted(set(found))

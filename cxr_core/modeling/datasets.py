@@ -1,0 +1,35 @@
+"""Training/evaluation data: the split table and a tf.data pipeline over the preprocessed cache."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+def decode_cached(path, size: int):
+    """Read one cached crop PNG (8 or 16 bit) as (size, size, 1) float32 in [0, 1]."""
+    import tensorflow as tf
+
+    raw = tf.io.read_file(path)
+    image = tf.io.decode_png(raw, channels=1, dtype=tf.uint16)
+    image = tf.cast(image, tf.float32) / 65535.0
+    return tf.image.resize(image, (size, size), method="area", antialias=True)
+
+
+def make_dataset(paths: list[str], targets: np.ndarray, size: int, batch_size: int,
+                 shuffle: bool, seed: int = 0, augment: bool = False):
+    """Parallel decode, optional shuffle and CPU-side augmentation, batch, prefetch."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((paths, targets.astype(np.float32)))
+    if shuffle:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda p, y: (decode_cached(p, size), y), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size)
+    if augment:
+        from ..imaging.augment import augment_images
+
+        ds = ds.map(lambda x, y: (augment_images(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,51 @@
+"""Per-label and overall metrics: AUC, F1 of the positive class, macro F1 over both classes
+(what the method reports as F1), precision, recall and Hamming loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    f1_score,
+    hamming_loss,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+
+def label_metrics(y_true: np.ndarray, probs: np.ndarray, predicted: np.ndarray,
+                  labels: list[str]) -> pd.DataFrame:
+    """One row per label. AUC is NaN (and `note` says why) when a label has one class only."""
+    y_true = np.asarray(y_true).astype(int)
+    predicted = np.asarray(predicted).astype(int)
+    rows = []
+    for k, label in enumerate(labels):
+        y, p, b = y_true[:, k], np.asarray(probs)[:, k], predicted[:, k]
+        single_class = y.min() == y.max()
+        rows.append({
+            "label": label,
+            "positives": int(y.sum()),
+            "images": int(len(y)),
+            "auc": float("nan") if single_class else float(roc_auc_score(y, p)),
+            "f1_positive": float(f1_score(y, b, zero_division=0)),
+            "f1_macro": float(f1_score(y, b, average="macro", labels=[0, 1], zero_division=0)),
+            "precision": float(precision_score(y, b, zero_division=0)),
+            "recall": float(recall_score(y, b, zero_division=0)),
+            "note": "no positives in this split" if y.sum() == 0 else (
+                "no negatives in this split" if single_class else ""),
+        })
+    return pd.DataFrame(rows)
+
+
+def overall_metrics(y_true: np.ndarray, probs: np.ndarray, predicted: np.ndarray) -> dict:
+    """Macro AUC over labels with both classes, mean per-label F1s, Hamming loss."""
+    table = label_metrics(y_true, probs, predicted, [str(k) for k in range(np.shape(y_true)[1])])
+    return {
+        "auc_macro": float(table["auc"].mean(skipna=True)) if table["auc"].notna().any() else float("nan"),
+        "f1_positive_macro": float(table["f1_positive"].mean()),
+        "f1_macro": float(table["f1_macro"].mean()),
+        "hamming_loss": float(hamming_loss(np.asarray(y_true).astype(int),
+                                           np.asarray(predicted).astype(int))),
+        "labels_without_auc": int(table["auc"].isna().sum()),
+    }

@@ -1,0 +1,62 @@
+"""`explain`: reports and per-label predictions for many X-ray files, in batches."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from ..base.errors import CxrError
+from ..explain.report import write_report
+from ..imaging.batch_preprocess import list_images
+from .pipeline import Reviewer
+
+log = logging.getLogger(__name__)
+
+
+def expand_inputs(inputs: list[Path]) -> list[Path]:
+    """Files as given plus the image files inside given folders."""
+    files: list[Path] = []
+    for item in inputs:
+        item = Path(item)
+        files += list_images(item) if item.is_dir() else [item]
+    return files
+
+
+def explain_paths(inputs: list[Path], bundle_dir: Path, out_dir: Path, all_labels: bool = False,
+                  uncertainty: bool = False, batch_size: int = 8,
+                  reviewer: Reviewer | None = None, engine: str | None = None) -> list[tuple[str, str]]:
+    """Write `<stem>_report.png/.pdf` per image and `predictions.csv/json`; returns failures."""
+    reviewer = reviewer or Reviewer.from_paths(bundle_dir, engine=engine)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = expand_inputs(inputs)
+    failures: list[tuple[str, str]] = []
+    records: list[dict] = []
+    with tqdm(total=len(files), desc="explain", unit="img", disable=None) as bar:
+        for start in range(0, len(files), batch_size):
+            chunk = files[start:start + batch_size]
+            loaded, names = [], []
+            for path in chunk:
+                try:
+                    loaded.append(reviewer.load(path))
+                    names.append(path)
+                except CxrError as exc:
+                    failures.append((path.name, str(exc)))
+            if loaded:
+                for path, review in zip(names, reviewer.review(loaded)):
+                    write_report(review, out_dir, path.stem, include_all=all_labels,
+                                 uncertainty=uncertainty)
+                    records += review.record(path.name)
+            bar.update(len(chunk))
+    frame = pd.DataFrame(records)
+    frame.to_csv(out_dir / "predictions.csv", index=False)
+    (out_dir / "predictions.json").write_text(json.dumps({
+        "bundle_id": reviewer.bundle.bundle_id, "label_set": reviewer.bundle.manifest["label_set"],
+        "threshold_method": reviewer.bundle.manifest["threshold_method"],
+        "predictions": records, "failures": [{"file": n, "error": e} for n, e in failures],
+    }, indent=2))
+    return failures

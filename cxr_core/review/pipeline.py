@@ -1,0 +1,169 @@
+"""The review pipeline: one X-ray (or many) in, findings with heatmaps out.
+
+decode -> preprocess (segment, post-process, crop) -> every member's probabilities and all-label
+Grad-CAM maps -> ensemble findings, agreement, mean and uncertainty maps.
+Used by the app, the `explain` CLI and the benchmarks alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..explain.engines import bundle_engines
+from ..explain.ensemble_maps import explain_arrays, resize_maps
+from ..explain.overlay import to_original
+from ..imaging.image_io import DEFAULT_MAX_PIXELS, LoadedImage, load_image
+from ..imaging.preprocessing import Preprocessed, preprocess_batch
+from ..imaging.segmentation import LungSegmenter
+from ..modeling.bundle import Bundle
+from ..modeling.ensemble import combine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Review:
+    """Everything the app and the report show for one X-ray."""
+
+    image: LoadedImage
+    pre: Preprocessed
+    labels: list[str]
+    groups: dict[str, list[str]]
+    archs: list[str]
+    probs: np.ndarray  # (K,) ensemble (CTP) probability
+    member_probs: np.ndarray  # (M, K)
+    thresholds: np.ndarray  # (K,)
+    findings: np.ndarray  # (K,) bool
+    agreement: np.ndarray  # (K,) members voting positive (each with its own threshold)
+    mean_maps: np.ndarray  # (K, S, S) crop-space ensemble maps in [0, 1]
+    std_maps: np.ndarray  # (K, S, S) crop-space uncertainty maps
+    member_cams: list[np.ndarray]  # M raw member maps (h_m, w_m, K), resized on demand
+    bundle_id: str
+    label_set: str
+    threshold_method: str
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def n_members(self) -> int:
+        return len(self.archs)
+
+    def table(self) -> pd.DataFrame:
+        """Findings table: positives first, then by probability."""
+        frame = pd.DataFrame({
+            "finding": self.labels,
+            "group": [", ".join(self.groups.get(lab, [lab])) for lab in self.labels],
+            "probability": self.probs.round(4),
+            "threshold": self.thresholds.round(4),
+            "agreement": [f"{a}/{self.n_members}" for a in self.agreement],
+            "positive": self.findings.astype(bool),
+        })
+        return frame.sort_values(["positive", "probability"], ascending=[False, False]).reset_index(drop=True)
+
+    def order(self, include_all: bool = False, extra: int = 0) -> list[int]:
+        """Label indices to show: positives by probability, then `extra` next likely (or all)."""
+        ranked = list(np.argsort(-self.probs))
+        positives = [k for k in ranked if self.findings[k]]
+        rest = [k for k in ranked if not self.findings[k]]
+        return positives + (rest if include_all else rest[:extra])
+
+    def heatmap_original(self, k: int, kind: str = "mean", member: int | None = None) -> np.ndarray:
+        """Heatmap of label k ('mean', 'std' or a member's) in the original image frame."""
+        if member is not None:
+            crop_map = resize_maps(self.member_cams[member][:, :, k], self.mean_maps.shape[-1])
+        else:
+            crop_map = self.std_maps[k] if kind == "std" else self.mean_maps[k]
+        return to_original(crop_map, self.pre.box_original, self.image.original_size)
+
+    def title(self, k: int) -> str:
+        verdict = "above" if self.findings[k] else "below"
+        return (f"{self.labels[k]}: p={self.probs[k]:.3f}, {self.agreement[k]}/{self.n_members} "
+                f"models, {verdict} threshold {self.thresholds[k]:.3f}")
+
+    def record(self, name: str) -> list[dict]:
+        """One row per label for CSV/JSON export."""
+        return [{
+            "image": name, "sha256": self.image.sha256, "label": lab,
+            "probability": float(self.probs[k]), "threshold": float(self.thresholds[k]),
+            "positive": bool(self.findings[k]), "agreement": int(self.agreement[k]),
+            "members": int(self.n_members), "segmentation_fallback": bool(self.pre.fallback),
+            **{f"p_{arch}": float(self.member_probs[m, k]) for m, arch in enumerate(self.archs)},
+        } for k, lab in enumerate(self.labels)]
+
+
+class Reviewer:
+    """Holds the bundle and segmenter once per process and reviews images with them."""
+
+    def __init__(self, bundle: Bundle, segmenter: LungSegmenter, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 map_size: int | None = None, engine: str | None = None):
+        self.bundle = bundle
+        self.engines = bundle_engines(bundle, engine)  # opened now: the first review pays no set-up
+        self.segmenter = segmenter
+        self.max_pixels = max_pixels
+        self.map_size = map_size or bundle.input_size
+
+    @classmethod
+    def from_paths(cls, bundle_dir: str | Path, segmenter_dir: str | Path | None = None, **kwargs) -> "Reviewer":
+        bundle = Bundle.load(bundle_dir)
+        seg_dir = segmenter_dir or resolve_segmenter(bundle)
+        return cls(bundle, LungSegmenter.load(seg_dir), **kwargs)
+
+    def load(self, source, filename: str | None = None) -> LoadedImage:
+        return load_image(source, filename=filename, max_pixels=self.max_pixels)
+
+    def review(self, images: list[LoadedImage], method: str | None = None) -> list[Review]:
+        """Review decoded images in one batch."""
+        timings = {}
+        t0 = time.perf_counter()
+        pres = preprocess_batch(images, self.segmenter)
+        timings["preprocess_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        crops = np.stack([p.crop for p in pres])
+        expl = explain_arrays(self.engines, crops, self.map_size)
+        timings["ensemble_and_maps_s"] = time.perf_counter() - t1
+        ens_t, mem_t = self.bundle.thresholds(method)
+        ensemble = combine(expl.member_probs, ens_t, mem_t)
+        reviews = []
+        for i, (image, pre) in enumerate(zip(images, pres)):
+            reviews.append(Review(
+                image=image, pre=pre, labels=self.bundle.labels, groups=self.bundle.groups,
+                archs=self.bundle.archs, probs=ensemble.probs[i], member_probs=expl.member_probs[:, i],
+                thresholds=ens_t, findings=ensemble.findings[i], agreement=ensemble.agreement[i],
+                mean_maps=expl.mean_maps[i], std_maps=expl.std_maps[i],
+                member_cams=[cams[i] for cams in expl.member_cams], bundle_id=self.bundle.bundle_id,
+                label_set=self.bundle.manifest["label_set"],
+                threshold_method=method or self.bundle.manifest["threshold_method"],
+                timings={k: v / len(images) for k, v in timings.items()},
+            ))
+        return reviews
+
+    def warm_up(self) -> float:
+        """Run one synthetic image through the whole pipeline so that graph compilation is done
+        before the first real X-ray; returns the seconds it took."""
+        start = time.perf_counter()
+        yy, xx = np.mgrid[0:256, 0:256] / 256.0
+        pixels = (0.5 + 0.3 * np.sin(6 * xx) * np.cos(4 * yy)).astype(np.float32)
+        self.review([LoadedImage(pixels, pixels.shape, "png", 8, "MONOCHROME2", "warm-up")])
+        seconds = time.perf_counter() - start
+        log.info("pipeline warmed up in %.1f s", seconds)
+        return seconds
+
+    def review_one(self, source, filename: str | None = None) -> Review:
+        return self.review([self.load(source, filename)])[0]
+
+
+def resolve_segmenter(bundle: Bundle) -> Path:
+    """The segmenter folder a bundle refers to: inside the bundle, beside it, or the shipped one."""
+    from ..base.config import REPO_ROOT
+    from ..imaging.segmentation import DEFAULT_SEGMENTER_DIR
+
+    ref = bundle.manifest.get("preprocessing", {}).get("segmenter", "models/segmenter")
+    for candidate in (bundle.path / "segmenter", bundle.path / ref, REPO_ROOT / ref):
+        if (candidate / "segmenter.json").is_file():
+            return candidate
+    return DEFAULT_SEGMENTER_DIR

@@ -1,0 +1,148 @@
+"""`retrain`: fine-tune a bundle's members with the experts' final labels.
+
+Policy for the labels of an image: each reviewer's latest version counts once; per label, the
+majority of those reviewers decides, and a tie counts as present (an expert saw it). Reviewed
+images that belong to the bundle's test split (same sha256) are never trained on, so the
+before/after comparison on the untouched test split stays fair. A reviewed image that is also an
+original training image takes the experts' labels instead of the original ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..base.errors import CxrError, DataError
+from ..data.split_table import read_split
+from ..explain.engines import compile_bundle
+from ..imaging.batch_preprocess import list_images, preprocess_split
+from ..modeling.bundle import Bundle, publish_bundle, write_manifest
+from ..modeling.model_card import write_model_card
+from .feedback import FeedbackStore, latest_reviews
+
+log = logging.getLogger(__name__)
+
+
+def consensus_labels(frame: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """One row per image sha256: 0/1 per label by the policy in the module docstring."""
+    latest = latest_reviews(frame)
+    rows = []
+    for sha, group in latest.groupby("image_sha256"):
+        votes = np.array([[lab in final for lab in labels] for final in group["expert_labels"]])
+        rows.append({"image_sha256": sha, "reviewers": len(group),
+                     **{lab: int(2 * votes[:, k].sum() >= len(group)) for k, lab in enumerate(labels)}})
+    return pd.DataFrame(rows, columns=["image_sha256", "reviewers", *labels])
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _original_path(root: Path, image_id: str, image_dir) -> Path:
+    nested = root / str(image_dir) / image_id if isinstance(image_dir, str) and image_dir else None
+    return nested if nested is not None and nested.is_file() else root / image_id
+
+
+def retrain(bundle_dir: str | Path, feedback_url: str, images_dir: str | Path, out_dir: str | Path,
+            epochs: int = 5, data_root: str | Path | None = None, learning_rate: float = 1e-4,
+            work_dir: str | Path | None = None) -> dict:
+    """Merge feedback into the training data, fine-tune, re-evaluate, write a new bundle."""
+    from ..imaging.segmentation import LungSegmenter
+    from ..modeling.evaluation import evaluate_bundle
+    from ..modeling.training import TrainConfig, train_ensemble
+    from .pipeline import resolve_segmenter
+
+    parent = Bundle.load(bundle_dir)
+    split_path = Path(bundle_dir) / "split.csv"
+    if not split_path.is_file():
+        raise DataError(f"Bundle {bundle_dir} has no split.csv, so its training data is unknown.")
+    table = read_split(split_path)
+    if table.labels != parent.labels:
+        raise DataError("The bundle's split.csv does not match its labels.")
+    root = Path(data_root or parent.manifest.get("data", {}).get("images_root", ""))
+    if not root.is_dir():
+        raise DataError(f"The bundle's original images are not at {root}; pass data_root.")
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise DataError(f"Image folder not found: {images_dir}")
+
+    store = FeedbackStore(feedback_url)
+    reviews = store.reviews_frame()
+    reviews = reviews[reviews["label_set"] == parent.manifest["label_set"]] if not reviews.empty else reviews
+    if reviews.empty:
+        raise CxrError("The feedback store holds no review for this bundle's label set.")
+    consensus = consensus_labels(reviews, parent.labels).set_index("image_sha256")
+
+    frame = table.frame.copy()
+    frame["sha256"] = [_sha256(_original_path(root, i, d)) for i, d in zip(frame["ImageID"], frame["ImageDir"])]
+    test_hashes = set(frame.loc[frame["split"] == "test", "sha256"])
+    val_hashes = set(frame.loc[frame["split"] == "val", "sha256"])
+    reviewed = {}
+    for path in list_images(images_dir):
+        sha = _sha256(path)
+        if sha in consensus.index:
+            reviewed[sha] = path
+    used = [s for s in reviewed if s not in test_hashes and s not in val_hashes]
+    excluded_test = [s for s in reviewed if s in test_hashes]
+
+    work = Path(work_dir or Path(out_dir).with_name(Path(out_dir).name + "_work"))
+    staging = work / "feedback_images"
+    staging.mkdir(parents=True, exist_ok=True)
+    new_rows = []
+    for sha in used:
+        in_train = frame.index[(frame["sha256"] == sha) & (frame["split"] == "train")]
+        if len(in_train):  # a training image re-labelled by experts
+            frame.loc[in_train, parent.labels] = consensus.loc[sha, parent.labels].to_numpy()
+            continue
+        target = staging / f"fb_{sha[:16]}{reviewed[sha].suffix.lower()}"
+        shutil.copyfile(reviewed[sha], target)
+        new_rows.append({"ImageID": target.name, "ImageDir": "",
+                         "PatientID": f"feedback-{sha[:16]}", "split": "train",
+                         **{lab: int(consensus.loc[sha, lab]) for lab in parent.labels}})
+    merged = pd.concat([frame.drop(columns=["sha256"]), pd.DataFrame(new_rows)], ignore_index=True)
+    merged_split = work / "split.csv"
+    merged.to_csv(merged_split, index=False)
+
+    segmenter = LungSegmenter.load(resolve_segmenter(parent))
+    cache = work / "cache"
+    original_part = merged[~merged["ImageID"].astype(str).str.startswith("fb_")]
+    original_part.to_csv(work / "split_original.csv", index=False)
+    preprocess_split(root, work / "split_original.csv", cache, segmenter, workers=1)
+    if new_rows:
+        pd.DataFrame(new_rows).to_csv(work / "split_feedback.csv", index=False)
+        preprocess_split(staging, work / "split_feedback.csv", cache, segmenter, workers=1)
+
+    config = TrainConfig(weights=None, learning_rate=learning_rate, epochs=epochs,
+                         patience=max(2, epochs), seed=0,
+                         input_size=parent.input_size)
+    lineage = {"parent_bundle_id": parent.bundle_id, "reviews_used": int(len(latest_reviews(reviews))),
+               "images_used": len(used), "new_training_images": len(new_rows),
+               "relabelled_training_images": len(used) - len(new_rows),
+               "excluded_test_images": len(excluded_test),
+               "before": parent.manifest.get("metrics", {}).get("overall", {})}
+    initial = [c.model.get_weights() for c in parent.classifiers]
+    run_bundle = train_ensemble(cache, merged_split, work / "runs", tuple(parent.archs), config,
+                                label_set=parent.manifest["label_set"], groups=parent.groups,
+                                bundle_id=f"{parent.bundle_id}-ft{len(used)}",
+                                data_summary=parent.manifest.get("data", {}), initial=initial,
+                                extra_manifest={"demo": parent.is_demo})
+    out_dir = publish_bundle(run_bundle, out_dir, merged_split, {
+        "lineage": lineage,
+        "preprocessing": {"segmenter": parent.manifest["preprocessing"]["segmenter"]}})
+    metrics = evaluate_bundle(out_dir, cache, merged_split)
+    child = Bundle.load(out_dir)
+    child.manifest["lineage"]["after"] = metrics["overall"]
+    write_manifest(out_dir, child.manifest)
+    write_model_card(out_dir)
+    if parent.has_lite:  # keep the parent's fast start
+        compile_bundle(out_dir)
+    summary = {**{k: v for k, v in lineage.items() if k != "before"},
+               "bundle": str(out_dir),
+               "test_auc_ctp_before": lineage["before"].get("CTP", {}).get("auc_macro"),
+               "test_auc_ctp_after": metrics["overall"]["CTP"]["auc_macro"]}
+    return {"summary": summary, "bundle": out_dir}

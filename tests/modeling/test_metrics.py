@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, roc_auc_score
+
+from cxr_core.modeling.metrics import label_metrics, overall_metrics
+
+
+def test_metrics_match_sklearn_and_hand_values():
+    y = np.array([[1, 0], [0, 0], [1, 1], [0, 1]])
+    p = np.array([[0.9, 0.1], [0.2, 0.3], [0.6, 0.8], [0.7, 0.4]])
+    b = p >= 0.5
+    table = label_metrics(y, p, b, ["a", "b"])
+    assert table.loc[0, "auc"] == pytest.approx(roc_auc_score(y[:, 0], p[:, 0]))
+    assert table.loc[0, "auc"] == pytest.approx(0.75)  # 3 of 4 pairs ordered
+    # label a: TP=2, FP=1, FN=0 -> F1 = 0.8; negative class: TN=1, FN=0, FP=1 -> 2/3
+    assert table.loc[0, "f1_positive"] == pytest.approx(0.8)
+    assert table.loc[0, "f1_macro"] == pytest.approx((0.8 + 2 / 3) / 2)
+    assert table.loc[1, "f1_macro"] == pytest.approx(f1_score(y[:, 1], b[:, 1], average="macro"))
+    overall = overall_metrics(y, p, b)
+    assert overall["hamming_loss"] == pytest.approx(2 / 8)
+
+
+def test_label_without_positives_is_reported_not_crashing():
+    y = np.array([[0], [0], [0]])
+    p = np.array([[0.1], [0.7], [0.2]])
+    table = label_metrics(y, p, p >= 0.5, ["rare"])
+    assert np.isnan(table.loc[0, "auc"]) and table.loc[0, "note"] == "no positives in this split"
+    assert overall_metrics(y, p, p >= 0.5)["labels_without_auc"] == 1
+
+
+def test_comparison_table_marks_best_and_survives_labels_without_auc():
+    from cxr_core.modeling.evaluation import comparison_table, evaluate_predictions
+
+    y = np.array([[1, 0], [0, 0], [1, 0], [0, 0]])
+    member_probs = np.array([[[0.9, 0.1], [0.1, 0.2], [0.8, 0.3], [0.3, 0.1]],
+                             [[0.6, 0.1], [0.5, 0.2], [0.4, 0.3], [0.7, 0.1]]])
+    tables = evaluate_predictions(member_probs, y, ["a", "b"], ["m1", "m2"],
+                                  np.array([0.5, 0.5]), np.full((2, 2), 0.5))
+    table = comparison_table(tables, ["m1", "m2"], "auc")
+    assert table.loc[0, "best_member"] == "m1" and table.loc[0, "m1"] == 1.0
+    assert table.loc[1, "best_member"] == ""  # label b has no positives: no AUC, no crash
+    assert table.loc[0, "ensembles_beating_all_members"] == ""  # nothing beats a perfect AUC

@@ -1,0 +1,63 @@
+"""`explain` CLI on the shipped default bundle and real X-rays."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from cxr_core.base.config import settings
+from cxr_core.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = sorted((REPO / "assets" / "samples").glob("*.png"))
+
+
+def test_explain_cli_default_bundle_batch_and_bad_files(tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for sample in SAMPLES[:2]:
+        shutil.copy(sample, inputs / sample.name)
+    (inputs / "empty.png").write_bytes(b"")
+    code = main(["explain", str(inputs), str(SAMPLES[2]), "--out", str(tmp_path / "out"),
+                 "--all-labels", "--uncertainty", "--batch-size", "2"])
+    captured = capsys.readouterr()
+    assert code == 1 and "empty.png" in captured.err
+    out = tmp_path / "out"
+    for sample in SAMPLES[:3]:
+        assert (out / f"{sample.stem}_report.png").is_file()
+        assert (out / f"{sample.stem}_report.pdf").is_file()
+    frame = pd.read_csv(out / "predictions.csv")
+    labels = json.loads((settings().default_bundle_path / "manifest.json").read_text())["labels"]
+    assert len(frame) == 3 * len(labels)
+    assert {"probability", "threshold", "agreement", "positive"} <= set(frame.columns)
+    assert any(c.startswith("p_") for c in frame.columns)
+    payload = json.loads((out / "predictions.json").read_text())
+    assert payload["failures"][0]["file"] == "empty.png"
+
+
+def test_explain_cli_bad_bundle_is_one_sentence(tmp_path, capsys):
+    code = main(["explain", str(SAMPLES[0]), "--bundle", str(tmp_path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "manifest.json is missing" in err and "Traceback" not in err
+
+
+def test_compile_bundle_then_explain_with_lite_gives_the_same_predictions(tmp_path, capsys):
+    """`compile-bundle` on a copy of the default bundle, then `explain --engine lite` and
+    `--engine tensorflow` on the same X-rays agree."""
+    bundle = tmp_path / "compiled"
+    shutil.copytree(settings().default_bundle_path, bundle)
+    assert main(["compile-bundle", str(bundle)]) == 0
+    assert "TensorFlow Lite members added" in capsys.readouterr().out
+    frames = {}
+    for engine in ("lite", "tensorflow"):
+        out = tmp_path / engine
+        assert main(["explain", *map(str, SAMPLES[:2]), "--bundle", str(bundle), "--out", str(out),
+                     "--engine", engine]) == 0
+        frames[engine] = pd.read_csv(out / "predictions.csv")
+    lite, tf_frame = frames["lite"], frames["tensorflow"]
+    assert len(lite) == len(tf_frame) > 0
+    assert (lite["probability"] - tf_frame["probability"]).abs().max() < 1e-4
+    assert (lite["positive"] == tf_frame["positive"]).mean() > 0.99
+    assert main(["explain", str(SAMPLES[0]), "--out", str(tmp_path / "x"), "--engine", "lite"]) == 2
+    assert "no TensorFlow Lite members" in capsys.readouterr().err  # the default bundle has none
