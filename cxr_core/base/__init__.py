@@ -1,1 +1,1 @@
-"""base"""
+"""Foundation: user-facing exceptions, settings from the environment, weight archives and checksums."""

@@ -1,1 +1,1 @@
-"""modeling"""
+"""Architectures, training, inference, ensembles, operating points, metrics, evaluation and verified model bundles."""
