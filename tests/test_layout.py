@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,8 @@ PACKAGE = REPO / "cxr_core"
 def test_import_contracts_hold():
     """`lint-imports` (the contracts in pyproject.toml) passes: a new upward import or cycle fails."""
     result = subprocess.run([str(Path(sys.executable).with_name("lint-imports")), "--config",
-                             "pyproject.toml", "--no-cache"], cwd=REPO, capture_output=True, text=True)
+                             "pyproject.toml", "--no-cache"], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})  # this checkout's code
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "2 kept, 0 broken" in result.stdout
 

@@ -70,24 +70,58 @@ def keep_largest(mask: np.ndarray, n: int = 2) -> np.ndarray:
     return np.isin(labels, order).astype(np.uint8)
 
 
-def split_merged(mask: np.ndarray, min_width_fraction: float = 0.45) -> np.ndarray:
+def _two_cores(depth: np.ndarray) -> np.ndarray | None:
+    """Labels 1 and 2 on the two largest cores of a blob (its distance transform above a rising
+    fraction of its peak), or None when no level splits it in two (no neck to cut)."""
+    peak = float(depth.max())
+    for fraction in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(
+            (depth > fraction * peak).astype(np.uint8), connectivity=8)
+        if count - 1 >= 2:
+            order = np.argsort(-stats[1:, cv2.CC_STAT_AREA])[:2] + 1
+            cores = np.zeros(depth.shape, np.int32)
+            cores[labels == order[0]] = 1
+            cores[labels == order[1]] = 2
+            return cores
+    return None
+
+
+def split_merged(mask: np.ndarray, probs: np.ndarray | None = None,
+                 min_width_fraction: float = 0.45) -> np.ndarray:
     """When the largest blob is wide and no second lung of similar size exists, the two lungs
-    are merged: cut the blob at its thinnest column in the middle 40% of its width."""
+    are merged: separate them along the gap between them, never by a straight cut.
+
+    Watershed from the two lung cores (the blob's distance transform above a level that splits
+    it in two): without `probs` the floods advance evenly, so they meet half-way along the neck;
+    with the segmenter's `probs`, where it was least sure (the dark gap between the lungs) is
+    high ground, so they meet there. Only the pixels on that meeting line are removed."""
     labels, stats = _components(mask)
     if len(stats) == 0:
         return mask.astype(np.uint8)
     areas = stats[:, cv2.CC_STAT_AREA]
     largest = int(np.argmax(areas))
-    x, w = stats[largest, cv2.CC_STAT_LEFT], stats[largest, cv2.CC_STAT_WIDTH]
+    w = stats[largest, cv2.CC_STAT_WIDTH]
     others = np.delete(areas, largest)
     if w < min_width_fraction * mask.shape[1] or (others.size and others.max() > 0.2 * areas[largest]):
         return mask.astype(np.uint8)
-    blob = labels == largest + 1
-    lo, hi = x + int(0.3 * w), x + int(0.7 * w)
-    cut = lo + int(np.argmin(blob[:, lo:hi].sum(axis=0)))
-    half = max(1, mask.shape[1] // 128)
+    blob = (labels == largest + 1).astype(np.uint8)
+    depth = cv2.distanceTransform(blob, cv2.DIST_L2, 5)
+    markers = _two_cores(depth)
+    if markers is None:
+        return mask.astype(np.uint8)
+    elevation = np.zeros(mask.shape, np.float32)
+    if probs is not None:
+        elevation = 0.9 * (1.0 - np.clip(np.asarray(probs, np.float32), 0.0, 1.0))
+    elevation[blob == 0] = 1.0  # outside the blob is flooded last: floods stay inside it
+    image = cv2.cvtColor((np.clip(elevation, 0, 1) * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    cv2.watershed(image, markers)
+    kernel = np.ones((3, 3), np.uint8)
+    inside = blob > 0  # the floods go on outside the blob afterwards: only the inside counts
+    near_left = cv2.dilate(((markers == 1) & inside).astype(np.uint8), kernel) > 0
+    near_right = cv2.dilate(((markers == 2) & inside).astype(np.uint8), kernel) > 0
+    cut = inside & near_left & near_right  # the meeting line and the pixels touching it
     out = mask.astype(np.uint8).copy()
-    out[:, cut - half:cut + half + 1] &= (~blob[:, cut - half:cut + half + 1]).astype(np.uint8)
+    out[cut] = 0
     return out
 
 
@@ -145,7 +179,7 @@ def postprocess_mask(probs: np.ndarray, threshold: float = 0.5, min_fraction: fl
     mask = (np.asarray(probs) >= threshold).astype(np.uint8)
     mask = fill_holes(mask)
     mask = remove_small(mask, min_fraction)
-    mask = split_merged(mask)
+    mask = split_merged(mask, probs)
     mask = keep_largest(mask, 2)
     mask = fill_holes(mask)
     reason = plausibility(mask)

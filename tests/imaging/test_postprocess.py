@@ -66,3 +66,41 @@ def test_empty_or_implausible_mask_falls_back_flagged():
     corner[0:60, 0:60] = 1
     result = postprocess_mask(corner)
     assert result.fallback and result.reason
+
+
+def touching_lungs(size=256):
+    """Two elliptic lungs whose apices touch and overlap near the top, as on many PA X-rays."""
+    rows, cols = np.mgrid[:size, :size]
+    left = ((cols - 86) / 40.0) ** 2 + ((rows - 130) / 95.0) ** 2 <= 1
+    right = ((cols - 171) / 40.0) ** 2 + ((rows - 125) / 90.0) ** 2 <= 1  # 6 px gap
+    bridge = (np.abs(cols - 128) <= 12) & (rows >= 55) & (rows <= 85)  # the apices meet
+    return left, right, (left | right | bridge).astype(np.uint8)
+
+
+def test_touching_lungs_are_separated_along_the_gap_without_losing_area():
+    import cv2
+
+    left, right, merged = touching_lungs()
+    assert cv2.connectedComponents(merged)[0] - 1 == 1
+    split = split_merged(merged)
+    count, labels = cv2.connectedComponents(split)
+    assert count - 1 == 2
+    for lung in (left, right):
+        ids, hits = np.unique(labels[lung & (split > 0)], return_counts=True)
+        kept = hits.max() / lung.sum()  # the lung's share that stays in one component
+        assert kept > 0.97, kept
+    # no straight cut: below the contact the cut never removes lung pixels
+    removed = (merged > 0) & (split == 0)
+    assert removed[100:, :].sum() == 0
+
+
+def test_split_follows_the_darker_gap_of_the_probability_map():
+    import cv2
+
+    left, right, merged = touching_lungs()
+    probs = merged.astype(np.float32)
+    probs[:, 120:124] *= 0.3  # the segmenter is least sure along columns 120-123
+    split = split_merged(merged, probs)
+    removed = np.nonzero((merged > 0) & (split == 0))[1]
+    assert removed.size and 119 <= np.median(removed) <= 125
+    assert cv2.connectedComponents(split)[0] - 1 == 2
