@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import re
-import zlib
+import hashlib
 from dataclasses import dataclass
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -126,8 +126,10 @@ LOG_COLUMNS = ["ImageID", "status", "fallback", "reason", "x0", "y0", "x1", "y1"
 
 
 def shard_of(image_id: str, count: int) -> int:
-    """The shard (0..count-1) that owns an image: CRC-32 of its ImageID modulo `count`."""
-    return zlib.crc32(str(image_id).encode("utf-8")) % count
+    """The shard (0..count-1) that owns an image: a 64-bit BLAKE2 hash of its ImageID modulo
+    `count` (uniform even for ids that differ in one character, unlike CRC-32)."""
+    digest = hashlib.blake2b(str(image_id).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
 
 
 def preprocess_split(images_dir: Path, split_csv: Path, out_dir: Path, segmenter,

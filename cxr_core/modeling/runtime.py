@@ -208,3 +208,37 @@ def strategy_record(strategy, global_batch: int) -> dict:
     return {"strategy": type(strategy).__name__, "replicas": replicas, "workers": role.workers,
             "global_batch": int(global_batch),
             "per_replica_batch": max(1, int(global_batch) // replicas)}
+
+
+def average_non_trainable(model, strategy) -> int:
+    """Set every non-trainable weight (BatchNorm moving statistics) to its mean over replicas;
+    returns how many. Keras creates them without a cross-replica aggregation, so each replica
+    and worker otherwise keeps statistics of its own slice of the batch. Averaging the
+    exponential moving averages equals averaging every step's batch statistics."""
+    import tensorflow as tf
+
+    count = 0
+    for weight in model.non_trainable_weights:
+        variable = weight.value
+        local = strategy.run(lambda v=variable: tf.identity(v))
+        weight.assign(strategy.reduce(tf.distribute.ReduceOp.MEAN, local, axis=None))
+        count += 1
+    return count
+
+
+def replica_sync_callback(strategy):
+    """A Keras callback that averages the non-trainable weights across replicas before each
+    validation and at each epoch end (so checkpoints, logs and the bundle agree on every
+    worker); None with a single replica."""
+    if strategy is None or strategy.num_replicas_in_sync == 1:
+        return None
+    import keras
+
+    class AverageNonTrainable(keras.callbacks.Callback):
+        def on_test_begin(self, logs=None):
+            average_non_trainable(self.model, strategy)
+
+        def on_epoch_end(self, epoch, logs=None):
+            average_non_trainable(self.model, strategy)
+
+    return AverageNonTrainable()

@@ -72,8 +72,8 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
     global batch, split across replicas. Only the chief writes to `out_dir`."""
     import keras
 
-    from .runtime import (all_agree_to_stop, configure, distribution_strategy, shard_by_data,
-                          strategy_record, writing_dir)
+    from .runtime import (all_agree_to_stop, configure, distribution_strategy,
+                          replica_sync_callback, shard_by_data, strategy_record, writing_dir)
 
     config = config or TrainConfig()
     spec = get_arch(arch)
@@ -105,7 +105,7 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
                       metrics=[keras.metrics.AUC(multi_label=True, from_logits=True, name="auc")],
                       jit_compile=bool(config.xla))
     mode = "max" if "auc" in config.monitor else "min"
-    callbacks = [
+    callbacks = [cb for cb in (replica_sync_callback(strategy),) if cb is not None] + [
         keras.callbacks.ModelCheckpoint(str(out_dir / BEST_WEIGHTS), monitor=config.monitor,
                                         mode=mode, save_best_only=True, save_weights_only=True),
         keras.callbacks.EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience,
