@@ -79,13 +79,29 @@ def _cmd_preprocess(args) -> int:
     if not args.images.is_dir():
         raise CxrError(f"Image folder not found: {args.images}")
     summary = preprocess_split(args.images, args.split, args.out, _load_segmenter(args.segmenter),
-                               workers=args.workers)
+                               workers=args.workers, shard=args.shard)
     for image_id, error in summary["failures"][:20]:
         sys.stderr.write(f"failed {image_id}: {error}\n")
-    print(f"{summary['written']} crops written, {summary['already_done']} already done, "
+    shard = "" if summary["shard"] == "0/1" else f"shard {summary['shard']} ({summary['rows']} of {summary['split_rows']} rows): "
+    print(f"{shard}{summary['written']} crops written, {summary['already_done']} already done, "
           f"{summary['fallbacks']} segmentation fallbacks (whole image used), "
           f"{summary['failed']} failed")
     return 1 if summary["failed"] else 0
+
+
+def _cmd_preprocess_merge(args) -> int:
+    from .imaging.batch_preprocess import verify_cache
+
+    report = verify_cache(args.split, args.out, shards=args.shards)
+    for problem in report["problems"][:20]:
+        sys.stderr.write(f"{problem['problem']} {problem['ImageID']} (shard {problem['shard']}): "
+                         f"{problem['reason']}\n")
+    rerun = report["shards_with_missing"]
+    print(f"{report['present']} of {report['rows']} crops present, {report['failed']} failed, "
+          f"{report['missing']} missing across {report['shards']} shard(s)"
+          + (f"; rerun shard(s) {', '.join(map(str, rerun[:20]))}" if rerun else "")
+          + f"; details in {Path(args.out) / 'preprocess_missing.csv'}")
+    return 0 if report["complete"] else 1
 
 
 def _train_config(args):
@@ -102,7 +118,8 @@ def _train_config(args):
 def _cmd_train(args) -> int:
     from .modeling.training import train_member
 
-    record = train_member(args.arch, args.data, args.split, args.out, _train_config(args))
+    record = train_member(args.arch, args.data, args.split, args.out, _train_config(args),
+                          strategy=args.strategy)
     record.pop("classifier", None)
     print(f"{record['arch']}: {record['epochs_run']} epochs, best val loss "
           f"{record['best_val_loss']:.4f}; weights in {args.out}")
@@ -111,11 +128,16 @@ def _cmd_train(args) -> int:
 
 def _cmd_train_ensemble(args) -> int:
     from .modeling.registry import METHOD_ARCHITECTURES
+    from .modeling.runtime import make_strategy, worker_role
     from .modeling.training import train_ensemble
 
+    strategy = make_strategy(args.strategy)
     bundle = train_ensemble(args.data, args.split, args.out, tuple(args.arch or METHOD_ARCHITECTURES),
                             _train_config(args),
-                            label_set=args.label_set)
+                            label_set=args.label_set, strategy=strategy)
+    if not worker_role(strategy).chief:
+        print(f"worker finished; the chief writes the bundle (this worker's copy: {bundle})")
+        return 0
     if not args.no_lite:
         from .explain.engines import compile_bundle
 
@@ -166,6 +188,8 @@ def _cmd_retrain(args) -> int:
 
 # --- parser ----------------------------------------------------------------------------------
 def _training_arguments(p) -> None:
+    from .modeling.runtime import STRATEGIES
+
     p.add_argument("--data", required=True, type=Path, help="preprocessed cache folder")
     p.add_argument("--split", required=True, type=Path, help="DIR/<set>/split.csv")
     p.add_argument("--out", required=True, type=Path)
@@ -181,6 +205,9 @@ def _training_arguments(p) -> None:
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time")
     p.add_argument("--monitor", default="val_loss", choices=["val_loss", "val_auc"],
                    help="checkpoint and early-stopping criterion (the method: val_loss)")
+    p.add_argument("--strategy", default="auto", choices=list(STRATEGIES),
+                   help="auto: multi-worker when TF_CONFIG names a cluster, mirrored over "
+                        "several local GPUs, else default; --batch-size is the global batch")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,7 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--segmenter", type=Path, default=None)
     p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="process only shard I of N (0-based; e.g. $SLURM_ARRAY_TASK_ID/16)")
     p.set_defaults(func=_cmd_preprocess)
+
+    p = sub.add_parser("preprocess-merge",
+                       help="check a (sharded) cache against the split: missing and failed images")
+    p.add_argument("--split", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="the cache folder all shards wrote")
+    p.add_argument("--shards", type=int, default=None, help="N of the run (default: from the logs)")
+    p.set_defaults(func=_cmd_preprocess_merge)
 
     p = sub.add_parser("train", help="train one architecture")
     p.add_argument("--arch", required=True, choices=list(ARCHITECTURES))

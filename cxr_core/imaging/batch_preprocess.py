@@ -1,10 +1,20 @@
-"""`segment` and `preprocess`: run the one preprocessing path over folders and split tables."""
+"""`segment` and `preprocess`: run the one preprocessing path over folders and split tables.
+
+`preprocess --shard I/N` processes a deterministic 1/N of a split (by a hash of each ImageID,
+so N machines of an array job share the work without talking to each other); every shard
+writes its crops into the same cache and its own log, and `verify_cache` (`preprocess-merge`)
+then reports what is missing or failed across all shards.
+"""
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
+import re
+import hashlib
+from dataclasses import dataclass
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -12,7 +22,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..base.errors import CxrError
+from ..base.errors import CxrError, DataError
 from ..data.split_table import cache_path, read_split
 from .image_io import SUPPORTED_EXTENSIONS, load_image
 from .preprocessing import crop_to_box, segment_works, to_work
@@ -84,15 +94,58 @@ def _source_path(images_dir: Path, image_id: str, image_dir: str | None) -> Path
     return images_dir / image_id
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count` (0-based, as SLURM_ARRAY_TASK_ID and JOB_COMPLETION_INDEX)."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Shard":
+        """Read `I/N` (0 <= I < N); None or empty means the whole split."""
+        if not text:
+            return cls()
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+        if not match or not 0 <= int(match[1]) < int(match[2]):
+            raise DataError(f"--shard must be I/N with 0 <= I < N (for example 3/16), not '{text}'.")
+        return cls(int(match[1]), int(match[2]))
+
+    def owns(self, image_id: str) -> bool:
+        """Whether this shard processes `image_id` (stable across runs, machines and row order)."""
+        return self.count == 1 or shard_of(image_id, self.count) == self.index
+
+    @property
+    def log_name(self) -> str:
+        return (LOG_NAME if self.count == 1
+                else f"preprocess_log.shard-{self.index:05d}-of-{self.count:05d}.csv")
+
+
+LOG_NAME = "preprocess_log.csv"
+LOG_COLUMNS = ["ImageID", "status", "fallback", "reason", "x0", "y0", "x1", "y1"]
+
+
+def shard_of(image_id: str, count: int) -> int:
+    """The shard (0..count-1) that owns an image: a 64-bit BLAKE2 hash of its ImageID modulo
+    `count` (uniform even for ids that differ in one character, unlike CRC-32)."""
+    digest = hashlib.blake2b(str(image_id).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
+
+
 def preprocess_split(images_dir: Path, split_csv: Path, out_dir: Path, segmenter,
-                     batch_size: int = 16, workers: int | None = None) -> dict:
-    """Write the 512 px 16-bit PNG crop of every row; skips rows already done (resumable)."""
+                     batch_size: int = 16, workers: int | None = None,
+                     shard: Shard | str | None = None) -> dict:
+    """Write the 512 px 16-bit PNG crop of every row (of this shard); skips rows already done
+    (resumable) and appends one line per image to the shard's log in `out_dir`."""
+    shard = shard if isinstance(shard, Shard) else Shard.parse(shard)
     table = read_split(split_csv).frame
     out_dir.mkdir(parents=True, exist_ok=True)
-    log_path = out_dir / "preprocess_log.csv"
-    todo = [(str(r.ImageID), getattr(r, "ImageDir", None)) for r in table.itertuples()
-            if not cache_path(out_dir, r.ImageID).is_file()]
-    summary = {"rows": len(table), "already_done": len(table) - len(todo), "written": 0,
+    log_path = out_dir / shard.log_name
+    mine = [(str(r.ImageID), getattr(r, "ImageDir", None)) for r in table.itertuples()
+            if shard.owns(str(r.ImageID))]
+    todo = [(i, d) for i, d in mine if not cache_path(out_dir, i).is_file()]
+    summary = {"rows": len(mine), "split_rows": len(table), "shard": f"{shard.index}/{shard.count}",
+               "already_done": len(mine) - len(todo), "written": 0,
                "fallbacks": 0, "failed": 0, "failures": []}
     new_log = not log_path.is_file()
     pool = _pool(workers)
@@ -101,7 +154,7 @@ def preprocess_split(images_dir: Path, split_csv: Path, out_dir: Path, segmenter
                 tqdm(total=len(todo), desc="preprocess", unit="img", disable=None) as bar:
             writer = csv.writer(handle)
             if new_log:
-                writer.writerow(["ImageID", "status", "fallback", "reason", "x0", "y0", "x1", "y1"])
+                writer.writerow(LOG_COLUMNS)
             for chunk in _chunks(todo, batch_size):
                 paths = [str(_source_path(images_dir, i, d)) for i, d in chunk]
                 mapper = pool.map if pool else map
@@ -129,3 +182,71 @@ def preprocess_split(images_dir: Path, split_csv: Path, out_dir: Path, segmenter
         if pool:
             pool.shutdown()
     return summary
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _crop_ok(path: Path) -> bool:
+    """A crop file that exists and starts like a PNG (cheap: reads 8 bytes)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(8) == PNG_SIGNATURE
+    except OSError:
+        return False
+
+
+def read_logs(out_dir: Path) -> dict[str, dict]:
+    """The last log line per ImageID over the unsharded log and every shard's log."""
+    entries: dict[str, dict] = {}
+    for path in sorted(Path(out_dir).glob("preprocess_log*.csv")):
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row.get("ImageID"):
+                    entries[row["ImageID"]] = {**row, "log": path.name}
+    return entries
+
+
+def verify_cache(split_csv: Path, out_dir: Path, shards: int | None = None) -> dict:
+    """Merge every shard's log and check the cache against the split: which rows have a crop,
+    which failed (with the reason) and which no shard processed (with the shard that owns it);
+    writes `preprocess_report.json` and `preprocess_missing.csv` into `out_dir`."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise DataError(f"Cache folder not found: {out_dir}")
+    table = read_split(split_csv).frame
+    logs = read_logs(out_dir)
+    if shards is None:  # infer N from the shard logs' names
+        counts = {int(m[1]) for p in out_dir.glob("preprocess_log.shard-*-of-*.csv")
+                  if (m := re.search(r"-of-(\d+)\.csv$", p.name))}
+        shards = max(counts) if counts else 1
+    present = failed = missing = fallbacks = 0
+    problems: list[dict] = []
+    for image_id in table["ImageID"].astype(str):
+        entry = logs.get(image_id, {})
+        if _crop_ok(cache_path(out_dir, image_id)):
+            present += 1
+            fallbacks += int(entry.get("fallback") in ("1", "True"))
+            continue
+        owner = shard_of(image_id, shards)
+        if entry.get("status") == "failed":
+            failed += 1
+            problems.append({"ImageID": image_id, "problem": "failed", "shard": owner,
+                             "reason": entry.get("reason", "")})
+        else:
+            missing += 1
+            reason = ("crop file damaged" if cache_path(out_dir, image_id).exists()
+                      else "not processed")
+            problems.append({"ImageID": image_id, "problem": "missing", "shard": owner,
+                             "reason": reason})
+    incomplete = sorted({p["shard"] for p in problems if p["problem"] == "missing"})
+    report = {"rows": len(table), "present": present, "failed": failed, "missing": missing,
+              "fallbacks": fallbacks, "shards": shards, "shards_with_missing": incomplete,
+              "complete": failed == 0 and missing == 0}
+    (out_dir / "preprocess_report.json").write_text(json.dumps(report, indent=2))
+    with open(out_dir / "preprocess_missing.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["ImageID", "problem", "shard", "reason"])
+        writer.writeheader()
+        writer.writerows(problems)
+    report["problems"] = problems
+    return report

@@ -64,29 +64,33 @@ def set_batchnorm_momentum(model, momentum: float) -> int:
 
 def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_dir: str | Path,
                  config: TrainConfig | None = None, split_table=None,
-                 initial_weights: list | None = None) -> dict:
+                 initial_weights: list | None = None, strategy="auto") -> dict:
     """Train one architecture; returns the run record (also written to `out_dir/run.json`).
 
-    `initial_weights` (a Keras weight list) starts from an existing member: fine-tuning."""
+    `initial_weights` (a Keras weight list) starts from an existing member: fine-tuning.
+    `strategy`: a `--strategy` name or a tf.distribute strategy; `config.batch_size` is the
+    global batch, split across replicas. Only the chief writes to `out_dir`."""
     import keras
 
-    from .runtime import configure, distribution_strategy
+    from .runtime import (all_agree_to_stop, configure, distribution_strategy,
+                          replica_sync_callback, shard_by_data, strategy_record, writing_dir)
 
     config = config or TrainConfig()
     spec = get_arch(arch)
+    strategy = distribution_strategy(strategy)  # before any other TensorFlow op (multi-worker)
     runtime = configure(config.mixed_precision, config.xla)
     keras.utils.set_random_seed(config.seed)
     table = split_table or read_split(split_csv)
-    out_dir = Path(out_dir)
+    out_dir = writing_dir(out_dir, strategy)
     out_dir.mkdir(parents=True, exist_ok=True)
     train, val = table.part("train"), table.part("val")
     y_train, y_val = table.targets("train"), table.targets("val")
     w_pos, w_neg = label_weights(y_train)
-    train_ds = make_dataset(cached_paths(cache_dir, train), y_train, config.input_size,
-                            config.batch_size, shuffle=True, seed=config.seed)
-    val_ds = make_dataset(cached_paths(cache_dir, val), y_val, config.input_size,
-                          config.batch_size, shuffle=False)
-    with distribution_strategy().scope():
+    train_ds = shard_by_data(make_dataset(cached_paths(cache_dir, train), y_train, config.input_size,
+                            config.batch_size, shuffle=True, seed=config.seed))
+    val_ds = shard_by_data(make_dataset(cached_paths(cache_dir, val), y_val, config.input_size,
+                                        config.batch_size, shuffle=False))
+    with strategy.scope():
         classifier = build_classifier(spec.name, table.labels, config.input_size,
                                       weights=config.weights, augment=config.augment)
         model = classifier.model
@@ -101,7 +105,7 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
                       metrics=[keras.metrics.AUC(multi_label=True, from_logits=True, name="auc")],
                       jit_compile=bool(config.xla))
     mode = "max" if "auc" in config.monitor else "min"
-    callbacks = [
+    callbacks = [cb for cb in (replica_sync_callback(strategy),) if cb is not None] + [
         keras.callbacks.ModelCheckpoint(str(out_dir / BEST_WEIGHTS), monitor=config.monitor,
                                         mode=mode, save_best_only=True, save_weights_only=True),
         keras.callbacks.EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience,
@@ -115,7 +119,7 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
 
         class TimeBudget(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
-                if time.time() > deadline:
+                if all_agree_to_stop(strategy, time.time() > deadline):
                     self.model.stop_training = True
 
         callbacks.append(TimeBudget())
@@ -128,7 +132,7 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
         "arch": spec.name,
         "labels": table.labels,
         "config": asdict(config),
-        "runtime": runtime,
+        "runtime": {**runtime, **strategy_record(strategy, config.batch_size)},
         "epochs_run": len(history.history.get("loss", [])),
         "best_val_loss": float(min(history.history.get("val_loss", [np.nan]))),
         "best_monitored": float((max if mode == "max" else min)(history.history.get(config.monitor, [np.nan]))),
@@ -163,30 +167,34 @@ def train_ensemble(cache_dir: str | Path, split_csv: str | Path, out_dir: str | 
                    groups: dict[str, list[str]] | None = None,
                    segmenter_ref: str = "models/segmenter", bundle_id: str | None = None,
                    data_summary: dict | None = None, initial: list | None = None,
-                   extra_manifest: dict | None = None) -> Path:
-    """Train every architecture, then write `out_dir/bundle` with validation thresholds."""
+                   extra_manifest: dict | None = None, strategy="auto") -> Path:
+    """Train every architecture, then write `out_dir/bundle` with validation thresholds
+    (on the chief; another worker of a cluster writes to its own scratch folders)."""
     from .bundle import write_bundle
     from .inference import predict_members
+    from .runtime import distribution_strategy, writing_dir
 
+    strategy = distribution_strategy(strategy)  # one for all members
     table = read_split(split_csv)
     out_dir = Path(out_dir)
     members = []
     for i, arch in enumerate(archs):
         member_dir = out_dir / get_arch(arch).name
-        record = load_finished_member(member_dir, table.labels)
+        record = load_finished_member(writing_dir(member_dir, strategy), table.labels)
         if record is not None:  # an interrupted ensemble run does not redo finished members
             log.info("%s already trained in %s; reusing it", arch, member_dir)
         else:
             log.info("training %s", arch)
             record = train_member(arch, cache_dir, split_csv, member_dir, config, split_table=table,
-                                  initial_weights=initial[i] if initial is not None else None)
+                                  initial_weights=initial[i] if initial is not None else None,
+                                  strategy=strategy)
         members.append(record)
     classifiers = [m.pop("classifier") for m in members]
     val = table.part("val")
     val_probs = predict_members(classifiers, cached_paths(cache_dir, val),
                                 (config or TrainConfig()).input_size)
     return write_bundle(
-        out_dir / "bundle", classifiers, labels=table.labels, label_set=label_set,
+        writing_dir(out_dir / "bundle", strategy), classifiers, labels=table.labels, label_set=label_set,
         groups=groups, val_probs=val_probs, val_targets=table.targets("val"),
         training={"members": members, "config": asdict(config or TrainConfig())},
         segmenter_ref=segmenter_ref, bundle_id=bundle_id, data_summary=data_summary,
