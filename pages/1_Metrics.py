@@ -86,17 +86,17 @@ st.caption(f"{display.targets.shape[0]} test images, {len(display.labels)} label
            "both classes per label, as the method reports; F1 (positive) is the positive class only.")
 
 
-def with_interval(row, column: str) -> str:
+def interval_text(row, column: str) -> str:
     low, high = row.get(f"{column}_low", np.nan), row.get(f"{column}_high", np.nan)
-    interval = f" [{low:.2f}, {high:.2f}]" if pd.notna(low) and pd.notna(high) else ""
-    return f"{row[column]:.3f}{interval}"
+    return f"95% interval {low:.3f} to {high:.3f}" if pd.notna(low) and pd.notna(high) else "no interval"
 
 
 cols = st.columns(4)
 ctp = overall.loc["CTP"]
-cols[0].metric("AUC (macro, CTP)", with_interval(ctp, "auc_macro"))
-cols[1].metric("F1 macro (CTP)", with_interval(ctp, "f1_macro"))
-cols[2].metric("F1 positive (CTP)", with_interval(ctp, "f1_positive_macro"))
+for col, (name, column) in zip(cols, [("AUC (macro, CTP)", "auc_macro"), ("F1 macro (CTP)", "f1_macro"),
+                                      ("F1 positive (CTP)", "f1_positive_macro")]):
+    col.metric(name, f"{ctp[column]:.3f}")
+    col.caption(interval_text(ctp, column))
 cols[3].metric("Hamming loss (CTP)", f"{ctp['hamming_loss']:.4f}")
 
 tab_labels, tab_calibration, tab_points, tab_compare, tab_paper = st.tabs(

@@ -98,6 +98,7 @@ def weighted_auc(weights: np.ndarray, y: np.ndarray, scores: np.ndarray,
     at_rows = sparse.csr_matrix(
         (np.full(2 * len(query), 0.5, np.float32), (np.concatenate([lo, hi]), np.tile(query, 2))),
         shape=(cum.shape[0], weights.shape[0]))
+    at_rows.sum_duplicates()  # untied scores have lo == hi: one entry of 1.0, half the work
     beaten = np.einsum("rb,rb->b", cum, at_rows @ weights, dtype=np.float64)
     totals = weights.sum(axis=0, dtype=np.float64) if column_totals is None else column_totals
     w_ranked = cum[-1].astype(np.float64)
@@ -167,7 +168,8 @@ def label_intervals(resampling: Resampling, targets: np.ndarray, scores: np.ndar
     """Per-label `<metric>_low/_high` columns and the macro intervals of one model.
 
     Labels with fewer than `min_count` positives or negatives get NaN bounds and a `ci_note`.
-    Macro intervals average, per resample, the labels that have an interval.
+    Macro intervals average, per resample, the same labels as the macro point estimate (every
+    label for F1; labels with both classes for AUC), so the interval belongs to that estimate.
     """
     targets = np.asarray(targets).astype(bool)
     samples = {"auc": auc_samples(resampling.weights, targets, scores),
@@ -176,22 +178,24 @@ def label_intervals(resampling: Resampling, targets: np.ndarray, scores: np.ndar
     negatives = targets.shape[0] - positives
     notes = [too_few_note(int(p), int(n), min_count) for p, n in zip(positives, negatives)]
     usable = np.array([not note for note in notes])
+    in_macro = {"auc": (positives > 0) & (negatives > 0), "f1_macro": np.ones_like(usable),
+                "f1_positive": np.ones_like(usable)}
     frame = pd.DataFrame({"label": labels})
     macro = {}
     for metric in METRICS:
         low, high = percentile_interval(samples[metric], confidence)
         frame[f"{metric}_low"] = np.where(usable, low, np.nan)
         frame[f"{metric}_high"] = np.where(usable, high, np.nan)
-        if usable.any():
+        if in_macro[metric].any():
             with warnings.catch_warnings():  # a resample may lose every positive of a label
                 warnings.simplefilter("ignore", RuntimeWarning)
-                per_resample = np.nanmean(samples[metric][:, usable], axis=1)
+                per_resample = np.nanmean(samples[metric][:, in_macro[metric]], axis=1)
             m_low, m_high = percentile_interval(per_resample[:, None], confidence)
             macro[f"{metric}_low"], macro[f"{metric}_high"] = float(m_low[0]), float(m_high[0])
         else:
             macro[f"{metric}_low"] = macro[f"{metric}_high"] = float("nan")
     frame["ci_note"] = notes
-    macro["labels_in_macro_interval"] = int(usable.sum())
+    macro["labels_with_interval"] = int(usable.sum())
     return frame, macro
 
 

@@ -58,7 +58,7 @@ def evaluate_predictions(member_probs: np.ndarray, targets: np.ndarray, labels: 
             tables[name] = tables[name].merge(intervals["per_label"][name], on="label", how="left")
             for key, value in intervals["macro"][name].items():
                 metric, _, bound = key.rpartition("_")
-                column = key if metric not in METRICS else f"{MACRO_COLUMN[metric]}_{bound}"
+                column = f"{MACRO_COLUMN[metric]}_{bound}" if metric in METRICS else key
                 overall.loc[name, column] = value
         overall.attrs["resampling"] = intervals["resampling"]
     tables["overall"] = overall.reset_index()
@@ -122,7 +122,7 @@ def write_tables(tables: dict[str, pd.DataFrame], archs: list[str], out_dir: Pat
         (out_dir / f"{metric}_by_label.md").write_text(_to_markdown(frame))
         written += [out_dir / f"{metric}_by_label.csv", out_dir / f"{metric}_by_label.md"]
     overall = tables["overall"].copy()
-    for column in ("labels_without_auc", "labels_in_macro_interval"):
+    for column in ("labels_without_auc", "labels_with_interval"):
         if column in overall.columns:
             overall[column] = overall[column].astype("Int64")
     overall.to_csv(out_dir / "overall.csv", index=False)

@@ -21,7 +21,7 @@ READABLE = {
     "ensembles_beating_all_members": "Ensembles above every member",
     "auc_macro": "AUC (macro)", "f1_positive_macro": "F1 positive (macro)",
     "hamming_loss": "Hamming loss", "labels_without_auc": "Labels without AUC",
-    "labels_in_macro_interval": "Labels in macro interval", "ece": "ECE", "brier": "Brier",
+    "labels_with_interval": "Labels with an interval", "ece": "ECE", "brier": "Brier",
     "mean_probability": "Mean probability", "prevalence": "Prevalence", "threshold": "Threshold",
     "model": "Model",
 }

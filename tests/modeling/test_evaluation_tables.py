@@ -63,3 +63,18 @@ def test_written_tables_show_intervals_and_calibration(tmp_path):
     cal = (out / "calibration.csv").read_text()
     assert cal.count("all labels") == 1 + len(ARCHS)
     assert np.isfinite(float(cal.splitlines()[1].split(",")[3]))
+
+
+def test_model_card_shows_intervals_and_lineage_as_a_chain(tmp_path):
+    from cxr_core.modeling.model_card import render_model_card
+
+    bundle, _, tables = synthetic_tables(tmp_path)
+    overall = tables["overall"].set_index("model").to_dict(orient="index")
+    manifest = {**bundle.manifest, "lineage": {"parent_bundle_id": "parent-1", "reviews_used": 3},
+                "metrics": {"images": 10, "overall": overall, "intervals": tables["overall"].attrs["resampling"],
+                            "per_label": {"CTP": tables["CTP"].to_dict(orient="records")}}}
+    card = render_model_card(manifest)
+    ctp = overall["CTP"]
+    assert f"{ctp['auc_macro']:.3f} [{ctp['auc_macro_low']:.3f}, {ctp['auc_macro_high']:.3f}]" in card
+    assert "too few positives" in card and "patient-level bootstrap" in card
+    assert "`parent-1` → `synthetic`" in card and "{" not in card.split("## Lineage")[1]

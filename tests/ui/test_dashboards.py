@@ -67,7 +67,9 @@ def test_metrics_page_shows_intervals_counts_and_readable_curves(models_dir):
     at = page("1_Metrics.py")
     assert [t.label for t in at.tabs] == ["Per label", "Calibration", "Operating points",
                                          "Compare bundles", "Published method"]
-    assert "[" in at.metric[0].value  # macro AUC with its interval
+    overall_auc = float(at.metric[0].value)
+    low, high = (float(v) for v in at.caption[1].value.removeprefix("95% interval ").split(" to "))
+    assert low <= overall_auc <= high  # the macro AUC's interval surrounds it
     table = at.dataframe[0].value
     targets = np.load(models_dir / "child" / "test_predictions.npz")["targets"]
     assert (table["images"] == targets.shape[0]).all()
