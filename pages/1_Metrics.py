@@ -45,7 +45,7 @@ def show_table(frame: pd.DataFrame, **kwargs) -> None:
             config[column] = st.column_config.NumberColumn(name, format="%d", width="small")
         else:
             config[column] = st.column_config.TextColumn(name)
-    st.dataframe(frame, hide_index=True, column_config=config, width="stretch", **kwargs)
+    st.dataframe(frame, hide_index=True, column_config=config, width="stretch", placeholder="–", **kwargs)
 
 
 def changed_bundle(message: str) -> None:
@@ -274,8 +274,7 @@ with tab_compare:
         else:
             st.markdown(result.summary())
             st.plotly_chart(comparison_figure(result.table, result.a_id, result.b_id), width="stretch")
-            show_table(result.table.rename(columns={"auc_a": f"AUC A ({result.a_id})",
-                                                    "auc_b": f"AUC B ({result.b_id})",
+            show_table(result.table.rename(columns={"auc_a": "AUC A", "auc_b": "AUC B",
                                                     "difference": "B - A", "low": "B - A low",
                                                     "high": "B - A high", "verdict": "Verdict"}))
 

@@ -70,7 +70,7 @@ def side_by_side(table: pd.DataFrame, label_set: str, model: str = "CTP") -> pd.
         match = by_key.get(normalise_label(ours["label"]))
         row = {"label": ours["label"], "positives": int(ours["positives"]),
                "paper_label": "" if match is None else match["label"],
-               "paper_samples": np.nan if match is None else match["samples"]}
+               "paper_samples": pd.NA if match is None else int(match["samples"])}
         for metric, column in (("auc", "auc"), ("f1", "f1_macro")):
             published = np.nan if match is None else match[f"{prefix}_{metric}"]
             value = float(ours[column]) if pd.notna(ours[column]) else np.nan
@@ -83,7 +83,9 @@ def side_by_side(table: pd.DataFrame, label_set: str, model: str = "CTP") -> pd.
             note = "" if match is None else match["ocr_note"]
             row[f"paper_{metric}_uncertain"] = _uncertain(note, f"{prefix}_{metric}")
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame["paper_samples"] = frame["paper_samples"].astype("Int64")
+    return frame
 
 
 def _verdict(value: float, low: float, high: float, published: float) -> str:

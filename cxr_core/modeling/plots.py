@@ -23,12 +23,16 @@ READABLE = {
     "hamming_loss": "Hamming loss", "labels_without_auc": "Labels without AUC",
     "labels_with_interval": "Labels with an interval", "ece": "ECE", "brier": "Brier",
     "mean_probability": "Mean probability", "prevalence": "Prevalence", "threshold": "Threshold",
-    "model": "Model",
+    "model": "Model", "f1": "F1 (macro)", "paper_label": "Published label",
+    "paper_samples": "Published samples", "paper_auc": "Published AUC", "paper_f1": "Published F1",
+    "auc_difference": "AUC difference", "f1_difference": "F1 difference",
+    "auc_versus_paper": "AUC versus published", "f1_versus_paper": "F1 versus published",
+    "paper_auc_uncertain": "Published AUC uncertain", "paper_f1_uncertain": "Published F1 uncertain",
 }
 METRIC_NAMES = {"auc": "AUC", "f1_macro": "F1 (macro, both classes)", "f1_positive": "F1 (positive class)",
                 "precision": "precision", "recall": "recall"}
 _AXIS = dict(range=[-0.02, 1.02], constrain="domain")  # curves on the edge stay visible
-_LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0)
+_LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.3, xanchor="left", x=0)
 
 
 def readable(column: str) -> str:
@@ -102,7 +106,7 @@ class MetricsDisplay:
             value = "n/a" if np.isnan(v) else f"{v:.2f}"
             interval = f" [{lo:.2f}, {hi:.2f}]" if not np.isnan(lo) else (" (too few cases for an interval)"
                                                                           if note else "")
-            text.append(f"{value}{interval}  ({n} positive of {total})")
+            text.append(f"   {value}{interval}  ({n} positive of {total})")  # clear of the bar end
         fig = go.Figure()
         fig.add_trace(go.Bar(x=shown, y=table["label"], orientation="h", name=METRIC_NAMES.get(metric, metric),
                              marker_color="#7aa6d6", hoverinfo="skip", showlegend=False))
