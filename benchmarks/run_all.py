@@ -6,7 +6,7 @@ import importlib
 import sys
 
 BENCHMARKS = ("bench_prepare", "bench_preprocess", "bench_segmentation_sources", "bench_training",
-              "bench_explain")
+              "bench_explain", "bench_bootstrap")
 
 
 def main(names: list[str]) -> int:

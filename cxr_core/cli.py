@@ -147,14 +147,53 @@ def _cmd_train_ensemble(args) -> int:
     return 0
 
 
+def _interval(row: dict, key: str) -> str:
+    low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
+    return f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None and low == low else ""
+
+
 def _cmd_evaluate(args) -> int:
     from .modeling.evaluation import evaluate_bundle
 
-    metrics = evaluate_bundle(args.bundle, args.data, args.split, refit_thresholds=args.refit_thresholds)
+    if args.calibrate:
+        from .modeling.recalibration import calibrate_bundle
+
+        summary = calibrate_bundle(args.bundle, args.calibrate, args.data, args.split,
+                                   make_default=args.calibrated_default)
+        print(f"{args.calibrate} calibration fitted on {summary['validation_images']} validation images "
+              f"(validation ECE of CTP {summary['val_ece_ctp_before']:.3f} -> "
+              f"{summary['val_ece_ctp_after']:.3f}); threshold methods added: "
+              f"{', '.join(summary['threshold_methods_added'])}; default: "
+              f"{summary['default_threshold_method']}")
+    metrics = evaluate_bundle(args.bundle, args.data, args.split, refit_thresholds=args.refit_thresholds,
+                              n_resamples=args.resamples, seed=args.seed)
     for name, row in metrics["overall"].items():
-        print(f"{name:>18}: AUC {row['auc_macro']:.3f}  F1(macro, both classes) {row['f1_macro']:.3f}  "
+        print(f"{name:>18}: AUC {row['auc_macro']:.3f}{_interval(row, 'auc_macro')}  "
+              f"F1(macro, both classes) {row['f1_macro']:.3f}{_interval(row, 'f1_macro')}  "
               f"F1(positive) {row['f1_positive_macro']:.3f}  Hamming {row['hamming_loss']:.4f}")
+    r = metrics.get("intervals", {})
+    if r:
+        print(f"95% intervals: patient-level bootstrap ({r['resamples']} resamples of {r['units']} "
+              f"{r['unit']}s, seed {r['seed']}); labels with < {r['min_class_count']} positives or "
+              "negatives have none")
     print(f"tables in {Path(args.bundle) / 'metrics'}")
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from .modeling.compare import compare_bundles, write_comparison
+
+    if args.resamples < 1:
+        raise CxrError("compare needs --resamples of at least 1.")
+    result = compare_bundles(args.bundle_a, args.bundle_b, model=args.model,
+                             n_resamples=args.resamples, seed=args.seed)
+    out = args.out or Path(args.bundle_b) / "metrics" / f"compare_{result.a_id}"
+    write_comparison(result, out)
+    print(result.summary())
+    for _, r in result.table.iterrows():
+        interval = r["note"] or f"[{r['low']:+.3f}, {r['high']:+.3f}] {r['verdict']}"
+        print(f"{r['label']:>32}: {r['auc_a']:.3f} -> {r['auc_b']:.3f} ({r['difference']:+.3f}) {interval}")
+    print(f"comparison.csv and comparison.md in {out}")
     return 0
 
 
@@ -285,7 +324,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", required=True, type=Path)
     p.add_argument("--refit-thresholds", action="store_true",
                    help="choose thresholds on the validation split again")
+    p.add_argument("--resamples", type=int, default=1000,
+                   help="patient-level bootstrap resamples for the 95%% intervals (0: none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--calibrate", choices=["temperature", "isotonic"], default=None,
+                   help="fit this post-hoc calibration per member and label on validation first")
+    p.add_argument("--calibrated-default", action="store_true",
+                   help="with --calibrate: make the calibrated thresholds the bundle's default")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("compare", help="per-label AUC difference of two evaluated bundles "
+                                       "(paired bootstrap on their shared test images)")
+    p.add_argument("bundle_a", type=Path, help="reference bundle (A), e.g. the parent")
+    p.add_argument("bundle_b", type=Path, help="bundle compared with it (B), e.g. a retrain child")
+    p.add_argument("--model", default="CTP", help="CTP (default) or a member both bundles have")
+    p.add_argument("--resamples", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for comparison.csv/.md (default: B/metrics/compare_<A id>)")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("explain", help="findings, heatmaps and reports for X-ray files")
     p.add_argument("inputs", nargs="+", type=Path, metavar="FILE_OR_DIR")
@@ -323,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if getattr(args, "min_count", 1) < 1:
         parser.error("--min-count must be at least 1")
+    if getattr(args, "resamples", 0) < 0:
+        parser.error("--resamples must be 0 or more")
     try:
         return int(args.func(args) or 0)
     except CxrError as exc:

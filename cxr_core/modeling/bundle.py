@@ -19,6 +19,7 @@ import numpy as np
 
 from ..base.errors import BundleError
 from ..base.weights_io import load_member_weights, save_member_weights, sha256_file
+from .calibration import apply_calibration
 from .ensemble import EnsemblePrediction, combine
 from .thresholds import threshold_table
 
@@ -130,6 +131,10 @@ class Bundle:
         if not thresholds or len(thresholds["ensemble"]) != k or len(thresholds["members"]) != len(m["members"]) \
                 or any(len(t) != k for t in thresholds["members"]):
             raise BundleError(f"Bundle {self.path} has thresholds that do not match its labels and members.")
+        for name, entry in m.get("thresholds", {}).items():
+            if entry.get("calibration") and entry["calibration"] not in m.get("calibration", {}):
+                raise BundleError(f"Bundle {self.path}: threshold method '{name}' needs the "
+                                  f"'{entry['calibration']}' calibration, which it does not store.")
 
     def verify(self) -> None:
         """Check that every listed file exists with its recorded sha256."""
@@ -174,6 +179,18 @@ class Bundle:
         entry = self.manifest["thresholds"][method or self.manifest["threshold_method"]]
         return np.asarray(entry["ensemble"]), np.asarray(entry["members"])
 
+    def calibration_name(self, method: str | None = None) -> str | None:
+        """The post-hoc calibration a threshold method works on (None: raw probabilities)."""
+        return self.manifest["thresholds"][method or self.manifest["threshold_method"]].get("calibration")
+
+    def calibrate(self, member_probs: np.ndarray, method: str | None = None) -> np.ndarray:
+        """Member probabilities (M, N, K) as the threshold method expects them: calibrated
+        with the stored calibrator when the method names one, unchanged otherwise."""
+        name = self.calibration_name(method)
+        if not name:
+            return np.asarray(member_probs)
+        return apply_calibration(self.manifest["calibration"][name], member_probs)
+
     # --- models ----------------------------------------------------------------------------
     @property
     def classifiers(self) -> list:
@@ -198,7 +215,7 @@ class Bundle:
         """Member and ensemble probabilities, findings and agreement for (N, H, W) crops."""
         from .inference import predict_arrays
 
-        member_probs = predict_arrays(self.classifiers, crops)
+        member_probs = self.calibrate(predict_arrays(self.classifiers, crops), method)
         ens_t, mem_t = self.thresholds(method)
         return combine(member_probs, ens_t, mem_t)
 

@@ -11,17 +11,20 @@ import pandas as pd
 from ..data.split_table import cached_paths, read_split
 from .ensemble import agreement, binarize, ctp, ptc_labelwise, ptc_mode
 from .inference import predict_members
+from .bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, METRICS, model_intervals
+from .calibration import calibration_table
 from .metrics import label_metrics, overall_metrics
+from .paper import write_side_by_side
 
 log = logging.getLogger(__name__)
 
 ENSEMBLES = ("CTP", "PTC label-wise", "PTC mode")
+MACRO_COLUMN = {"auc": "auc_macro", "f1_macro": "f1_macro", "f1_positive": "f1_positive_macro"}
 
 
-def evaluate_predictions(member_probs: np.ndarray, targets: np.ndarray, labels: list[str],
-                         archs: list[str], ens_thresholds: np.ndarray,
-                         member_thresholds: np.ndarray) -> dict[str, pd.DataFrame]:
-    """Per-label tables for every member and ensemble, plus an 'overall' table."""
+def model_outputs(member_probs: np.ndarray, archs: list[str], ens_thresholds: np.ndarray,
+                  member_thresholds: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(scores, binary predictions), both (N, K), of every member and ensemble rule."""
     member_binary = binarize(member_probs, member_thresholds[:, None, :])
     ctp_probs, ctp_binary = ctp(member_probs, ens_thresholds)
     labelwise = ptc_labelwise(member_binary, tie_break=ctp_binary)
@@ -33,20 +36,46 @@ def evaluate_predictions(member_probs: np.ndarray, targets: np.ndarray, labels: 
     results["CTP"] = (ctp_probs, ctp_binary)
     results["PTC label-wise"] = (votes, labelwise)
     results["PTC mode"] = (votes, mode)
+    return results
+
+
+def evaluate_predictions(member_probs: np.ndarray, targets: np.ndarray, labels: list[str],
+                         archs: list[str], ens_thresholds: np.ndarray,
+                         member_thresholds: np.ndarray, groups=None,
+                         n_resamples: int = 0, seed: int = DEFAULT_SEED) -> dict[str, pd.DataFrame]:
+    """Per-label tables for every member and ensemble, plus an 'overall' table.
+
+    With `n_resamples` > 0, bootstrap intervals (resampling `groups`, the patient of each
+    image) add `<metric>_low/_high` and `ci_note` columns to every table.
+    """
+    results = model_outputs(member_probs, archs, ens_thresholds, member_thresholds)
     tables = {name: label_metrics(targets, p, b, labels) for name, (p, b) in results.items()}
     overall = pd.DataFrame({name: overall_metrics(targets, p, b) for name, (p, b) in results.items()}).T
     overall.index.name = "model"
+    if n_resamples:
+        intervals = model_intervals(results, targets, labels, groups, n_resamples, seed)
+        for name in results:
+            tables[name] = tables[name].merge(intervals["per_label"][name], on="label", how="left")
+            for key, value in intervals["macro"][name].items():
+                metric, _, bound = key.rpartition("_")
+                column = f"{MACRO_COLUMN[metric]}_{bound}" if metric in METRICS else key
+                overall.loc[name, column] = value
+        overall.attrs["resampling"] = intervals["resampling"]
     tables["overall"] = overall.reset_index()
+    tables["overall"].attrs = overall.attrs
     return tables
 
 
 def comparison_table(tables: dict[str, pd.DataFrame], archs: list[str], metric: str) -> pd.DataFrame:
     """The method's layout: one row per label, one column per member and ensemble, with the
-    best member marked and ensembles that beat every member flagged."""
+    best member marked and ensembles that beat every member flagged. When the tables carry
+    bootstrap intervals, `<model> low` / `<model> high` columns and the `ci_note` follow."""
     names = [*archs, *ENSEMBLES]
-    frame = pd.DataFrame({name: tables[name][metric].to_numpy() for name in names})
-    frame.insert(0, "images", tables[archs[0]]["positives"].to_numpy())
-    frame.insert(0, "label", tables[archs[0]]["label"].to_numpy())
+    first = tables[archs[0]]
+    frame = pd.DataFrame({"label": first["label"].to_numpy(), "images": first["images"].to_numpy(),
+                          "positives": first["positives"].to_numpy()})
+    for name in names:
+        frame[name] = tables[name][metric].to_numpy()
     member_values = frame[archs]
     frame["best_member"] = [
         "" if row.isna().all() else str(row.astype(float).idxmax())  # no AUC: nothing to mark
@@ -55,16 +84,31 @@ def comparison_table(tables: dict[str, pd.DataFrame], archs: list[str], metric: 
     frame["ensembles_beating_all_members"] = [
         ", ".join(e for e in ENSEMBLES if pd.notna(row[e]) and pd.notna(b) and row[e] > b)
         for (_, row), b in zip(frame.iterrows(), best)]
+    if f"{metric}_low" in first.columns:
+        for name in names:
+            frame[f"{name} low"] = tables[name][f"{metric}_low"].to_numpy()
+            frame[f"{name} high"] = tables[name][f"{metric}_high"].to_numpy()
+        frame["ci_note"] = first["ci_note"].to_numpy()
     return frame
 
 
+def _cell(value) -> str:
+    if isinstance(value, (float, np.floating)):
+        return "" if np.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
 def _to_markdown(frame: pd.DataFrame) -> str:
+    """A Markdown table; `<x> low` / `<x> high` columns are folded into `<x>` as 'v [low, high]'."""
+    frame = frame.copy()
+    for column in [c for c in frame.columns if f"{c} low" in frame.columns]:
+        frame[column] = [
+            _cell(v) + (f" [{lo:.3f}, {hi:.3f}]" if pd.notna(lo) and pd.notna(hi) else "")
+            for v, lo, hi in zip(frame[column], frame[f"{column} low"], frame[f"{column} high"])]
+        frame = frame.drop(columns=[f"{column} low", f"{column} high"])
     cols = list(frame.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in frame.iterrows():
-        cells = [f"{v:.3f}" if isinstance(v, float) and not np.isnan(v) else ("" if isinstance(v, float) else str(v))
-                 for v in row]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for _, row in frame.iterrows()]
     return "\n".join(lines) + "\n"
 
 
@@ -77,13 +121,41 @@ def write_tables(tables: dict[str, pd.DataFrame], archs: list[str], out_dir: Pat
         frame.to_csv(out_dir / f"{metric}_by_label.csv", index=False)
         (out_dir / f"{metric}_by_label.md").write_text(_to_markdown(frame))
         written += [out_dir / f"{metric}_by_label.csv", out_dir / f"{metric}_by_label.md"]
-    tables["overall"].to_csv(out_dir / "overall.csv", index=False)
-    (out_dir / "overall.md").write_text(_to_markdown(tables["overall"]))
+    overall = tables["overall"].copy()
+    for column in ("labels_without_auc", "labels_with_interval"):
+        if column in overall.columns:
+            overall[column] = overall[column].astype("Int64")
+    overall.to_csv(out_dir / "overall.csv", index=False)
+    readable = overall.rename(columns={c: c.replace("_low", " low").replace("_high", " high")
+                                       for c in overall.columns})
+    note = ""
+    if overall.attrs.get("resampling"):
+        r = overall.attrs["resampling"]
+        note = (f"\nIntervals: {r['confidence']:.0%} percentile bootstrap, {r['resamples']} resamples "
+                f"of {r['units']} {r['unit']}s (seed {r['seed']}); labels with fewer than "
+                f"{r['min_class_count']} positives or negatives get none.\n")
+    (out_dir / "overall.md").write_text(_to_markdown(readable) + note)
     return written + [out_dir / "overall.csv"]
 
 
+def write_calibration_tables(targets: np.ndarray, member_probs: np.ndarray, labels: list[str],
+                             archs: list[str], out_dir: Path) -> list[Path]:
+    """calibration.csv: ECE and Brier per label and over all labels, for every member and CTP."""
+    frames = [calibration_table(targets, probs, labels).assign(model=name)
+              for name, probs in [("CTP", np.asarray(member_probs).mean(axis=0)),
+                                  *zip(archs, member_probs)]]
+    frame = pd.concat(frames, ignore_index=True)[["model", "label", "positives", "ece", "brier",
+                                                  "mean_probability", "prevalence"]]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out_dir / "calibration.csv", index=False)
+    pooled = frame[frame["label"] == "all labels"].drop(columns=["label"])
+    (out_dir / "calibration.md").write_text(_to_markdown(pooled))
+    return [out_dir / "calibration.csv", out_dir / "calibration.md"]
+
+
 def evaluate_bundle(bundle_path: str | Path, cache_dir: str | Path, split_csv: str | Path,
-                    refit_thresholds: bool = False) -> dict:
+                    refit_thresholds: bool = False, n_resamples: int = DEFAULT_RESAMPLES,
+                    seed: int = DEFAULT_SEED) -> dict:
     """Evaluate a bundle on the test split, store predictions and metrics in it."""
     from ..base.errors import BundleError
     from .bundle import Bundle, write_manifest
@@ -98,17 +170,29 @@ def evaluate_bundle(bundle_path: str | Path, cache_dir: str | Path, split_csv: s
 
         val_probs = predict_members(bundle.classifiers, cached_paths(cache_dir, table.part("val")),
                                     bundle.input_size)
-        bundle.manifest["thresholds"] = threshold_table(val_probs, table.targets("val"))
+        # built-in methods chosen again; saved and calibrated methods are kept
+        bundle.manifest["thresholds"].update(threshold_table(val_probs, table.targets("val")))
         write_manifest(bundle.path, bundle.manifest)
+        from .recalibration import store_val_predictions
+
+        store_val_predictions(bundle, table.part("val")["ImageID"].tolist(), table.targets("val"),
+                              val_probs)
     test = table.part("test")
     member_probs = predict_members(bundle.classifiers, cached_paths(cache_dir, test),
                                    bundle.input_size)
     ens_t, mem_t = bundle.thresholds()
-    tables = evaluate_predictions(member_probs, table.targets("test"), bundle.labels,
-                                  bundle.archs, ens_t, mem_t)
+    calibrated = bundle.calibrate(member_probs)
+    tables = evaluate_predictions(calibrated, table.targets("test"),
+                                  bundle.labels, bundle.archs, ens_t, mem_t,
+                                  groups=test["PatientID"].to_numpy(), n_resamples=n_resamples,
+                                  seed=seed)
     write_tables(tables, bundle.archs, bundle.path / "metrics")
+    write_calibration_tables(table.targets("test"), calibrated, bundle.labels, bundle.archs,
+                             bundle.path / "metrics")
+    write_side_by_side(tables, bundle.manifest.get("label_set", ""), bundle.path / "metrics")
     overall = tables["overall"].set_index("model").to_dict(orient="index")
     metrics = {"split": "test", "images": int(len(test)), "overall": overall,
+               "intervals": tables["overall"].attrs.get("resampling", {}),
                "per_label": {name: tables[name].to_dict(orient="records")
                              for name in [*bundle.archs, *ENSEMBLES]}}
     bundle.store_test_predictions(test["ImageID"].tolist(), table.targets("test"), member_probs,

@@ -10,7 +10,15 @@ def _fmt(value) -> str:
         return "n/a"
     if isinstance(value, float):
         return f"{value:.3f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
     return str(value)
+
+
+def _with_interval(row: dict, key: str) -> str:
+    low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
+    interval = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
+    return _fmt(row.get(key)) + interval
 
 
 def render_model_card(manifest: dict) -> str:
@@ -26,15 +34,18 @@ def render_model_card(manifest: dict) -> str:
     lines += [f"- Label set: `{manifest['label_set']}`; {len(manifest['labels'])} findings",
               f"- Members: {members}",
               f"- Thresholds: `{manifest['threshold_method']}` per label, chosen on the validation split",
-              f"- Preprocessing: {manifest['preprocessing']}", ""]
+              f"- Preprocessing: {_fmt(manifest['preprocessing'])}"]
+    if manifest.get("calibration"):
+        lines.append(f"- Post-hoc calibration fitted on validation: {', '.join(manifest['calibration'])}")
+    lines.append("")
     if data:
         lines += ["## Data", ""]
         for key in ("source", "images", "views", "patients_per_split", "images_per_split",
                     "label_rule", "worst_share_deviation"):
             if key in data:
-                lines.append(f"- {key.replace('_', ' ')}: {data[key]}")
+                lines.append(f"- {key.replace('_', ' ')}: {_fmt(data[key])}")
         if data.get("labels_not_kept"):
-            lines.append(f"- labels not kept (positives): {data['labels_not_kept']}")
+            lines.append(f"- labels not kept (positives): {_fmt(data['labels_not_kept'])}")
         if data.get("licences"):
             lines += ["", "Image licences (as stated by the source, per image):", "",
                       "| licence | images |", "|---|---|"]
@@ -52,18 +63,28 @@ def render_model_card(manifest: dict) -> str:
                   "| model | AUC (macro) | F1 macro (both classes) | F1 positive | Hamming loss |",
                   "|---|---|---|---|---|"]
         for name, row in metrics["overall"].items():
-            lines.append(f"| {name} | {_fmt(row.get('auc_macro'))} | {_fmt(row.get('f1_macro'))} | "
+            lines.append(f"| {name} | {_with_interval(row, 'auc_macro')} | {_with_interval(row, 'f1_macro')} | "
                          f"{_fmt(row.get('f1_positive_macro'))} | {_fmt(row.get('hamming_loss'))} |")
+        r = metrics.get("intervals")
+        if r:
+            lines += ["", f"In brackets: 95% patient-level bootstrap intervals ({r['resamples']} resamples "
+                          f"of {r['units']} {r['unit']}s, seed {r['seed']}); labels with fewer than "
+                          f"{r['min_class_count']} positives or negatives have none."]
         ctp = metrics.get("per_label", {}).get("CTP", [])
         if ctp:
             lines += ["", "Per label (CTP ensemble):", "",
                       "| label | test positives | AUC | F1 macro | F1 positive | note |", "|---|---|---|---|---|---|"]
-            lines += [f"| {r['label']} | {r['positives']} | {_fmt(r['auc'])} | {_fmt(r['f1_macro'])} | "
-                      f"{_fmt(r['f1_positive'])} | {r.get('note', '')} |" for r in ctp]
+            lines += [f"| {r['label']} | {r['positives']} | {_with_interval(r, 'auc')} | "
+                      f"{_with_interval(r, 'f1_macro')} | {_fmt(r['f1_positive'])} | "
+                      f"{'; '.join(n for n in (r.get('note'), r.get('ci_note')) if n)} |" for r in ctp]
         lines.append("")
     if manifest.get("lineage"):
         lineage = {k: v for k, v in manifest["lineage"].items() if k not in ("before", "after")}
-        lines += ["## Lineage", "", f"{lineage}", ""]
+        parent = lineage.pop("parent_bundle_id", None)
+        chain = f"`{parent}` → `{manifest['bundle_id']}`" if parent else f"`{manifest['bundle_id']}`"
+        lines += ["## Lineage", "", chain, ""]
+        lines += [f"- {k.replace('_', ' ')}: {_fmt(v)}" for k, v in lineage.items()]
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -127,12 +127,12 @@ class Reviewer:
         expl = explain_arrays(self.engines, crops, self.map_size)
         timings["ensemble_and_maps_s"] = time.perf_counter() - t1
         ens_t, mem_t = self.bundle.thresholds(method)
-        ensemble = combine(expl.member_probs, ens_t, mem_t)
+        ensemble = combine(self.bundle.calibrate(expl.member_probs, method), ens_t, mem_t)
         reviews = []
         for i, (image, pre) in enumerate(zip(images, pres)):
             reviews.append(Review(
                 image=image, pre=pre, labels=self.bundle.labels, groups=self.bundle.groups,
-                archs=self.bundle.archs, probs=ensemble.probs[i], member_probs=expl.member_probs[:, i],
+                archs=self.bundle.archs, probs=ensemble.probs[i], member_probs=ensemble.member_probs[:, i],
                 thresholds=ens_t, findings=ensemble.findings[i], agreement=ensemble.agreement[i],
                 mean_maps=expl.mean_maps[i], std_maps=expl.std_maps[i],
                 member_cams=[cams[i] for cams in expl.member_cams], bundle_id=self.bundle.bundle_id,
