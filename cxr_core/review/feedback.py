@@ -39,7 +39,12 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
 from ..base.errors import FeedbackError, FeedbackStoreError
 
@@ -152,7 +157,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 def database_url(url: str) -> str:
     """The SQLAlchemy URL to use: a bare `postgresql://` URL gets the pinned psycopg 3 driver."""
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
+    if url.startswith(("postgresql://", "postgres://")):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
 

@@ -33,7 +33,7 @@ def postgres_server():
     folder = Path(tempfile.mkdtemp(prefix="cxr-pg-"))
     try:
         done = subprocess.run(["bash", str(SCRIPT), "start", str(folder), str(_free_port())],
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         done = subprocess.CompletedProcess([], 1, "", str(exc))
     if done.returncode != 0:
@@ -45,7 +45,7 @@ def postgres_server():
     try:
         yield done.stdout.strip().splitlines()[-1]
     finally:
-        subprocess.run(["bash", str(SCRIPT), "stop", str(folder)], capture_output=True, timeout=120)
+        subprocess.run(["bash", str(SCRIPT), "stop", str(folder)], capture_output=True, timeout=120, check=False)
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -18,8 +18,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
-    inspect,
     insert,
+    inspect,
     select,
 )
 
