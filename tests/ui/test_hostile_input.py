@@ -148,3 +148,63 @@ def test_database_down_keeps_the_review_and_the_typed_text(app_env, monkeypatch)
     assert any("Feedback saved (version 1" in s.value for s in at.success)
     frame = FeedbackStore(good).reviews_frame()
     assert frame["comment"].tolist() == ["typed while the database was down"]
+
+
+HOSTILE_NAME = 'Dr <img src=x onerror="window.__xss=1"> <b>Bold</b> **md**'
+HOSTILE_COMMENT = ('<script>window.__xss=2</script><iframe src="javascript:window.__xss=3"></iframe>'
+                   "[click](javascript:window.__xss=4) :red[red] <em>Em</em>")
+INJECTED = """() => ({
+    xss: window.__xss === undefined ? null : window.__xss,
+    img: document.querySelectorAll('img[src="x"]').length,
+    frames: document.querySelectorAll('iframe[src^="javascript"]').length,
+    links: document.querySelectorAll('a[href^="javascript"]').length,
+    scripts: Array.from(document.scripts).filter(s => s.textContent.includes('__xss')).length,
+    markup: Array.from(document.querySelectorAll('b, strong, em, i'))
+        .filter(e => /^(Bold|md|Em)$/.test(e.textContent.trim())).length,
+})"""
+CLEAN = {"xss": None, "img": 0, "frames": 0, "links": 0, "scripts": 0, "markup": 0}
+
+
+def test_reviewer_name_and_comment_inject_nothing_in_the_browser(tmp_path):
+    """HTML, script and Markdown in the name and comment stay text on the Review and Feedback pages."""
+    import asyncio
+
+    from tests.ui.browser_driver import (
+        ARGS,
+        CHROMIUM,
+        FEEDBACK_PAGE,
+        SessionResult,
+        review_and_submit,
+        review_files,
+        streamlit_server,
+    )
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (make test installs it with apt when it can)")
+
+    async def scenario(url: str) -> dict:
+        from playwright.async_api import async_playwright
+
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            try:
+                context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+                result = await review_and_submit(context, url, SessionResult(HOSTILE_NAME, review_files(1)[0]),
+                                                 HOSTILE_COMMENT)
+                assert not result.error, result.error
+                page = await context.new_page()
+                await page.goto(url + FEEDBACK_PAGE, wait_until="domcontentloaded")
+                await page.locator("[data-testid=stDataFrame]").first.wait_for(timeout=120_000)
+                await page.locator("[data-testid=stMultiSelect] input").first.click()  # list reviewers
+                option = page.get_by_role("option").filter(has_text="<b>Bold</b> **md**")
+                await option.first.wait_for(timeout=30_000)  # the name is shown, as plain text
+                assert (await option.first.inner_text()).strip() == HOSTILE_NAME
+                return await page.evaluate(INJECTED)
+            finally:
+                await browser.close()
+
+    with streamlit_server(tmp_path / "data") as url:
+        assert asyncio.run(asyncio.wait_for(scenario(url), 480)) == CLEAN
+    frame = FeedbackStore(f"sqlite:///{tmp_path / 'data' / 'feedback.sqlite'}").reviews_frame()
+    assert frame["reviewer"].tolist() == [HOSTILE_NAME]
+    assert frame["comment"].tolist() == [HOSTILE_COMMENT]

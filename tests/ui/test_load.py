@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 SESSIONS = 3
 
 
-def check_sessions(results, store_url: str, labels: list[str]) -> dict:
+def check_sessions(results, store_url: str) -> dict:
     """Every session saw its own review and saved once; returns latency figures."""
     errors = [(r.reviewer, r.error) for r in results if r.error]
     assert not errors, errors
@@ -58,6 +58,6 @@ def test_three_reviewers_at_once_each_get_their_own_review(tmp_path):
     jobs = [(f"Reviewer {i}", path) for i, path in enumerate(files)]
     with streamlit_server(tmp_path / "data") as url:
         results = run_sessions(url, jobs, timeout_s=480)
-    figures = check_sessions(results, f"sqlite:///{tmp_path / 'data' / 'feedback.sqlite'}", [])
+    figures = check_sessions(results, f"sqlite:///{tmp_path / 'data' / 'feedback.sqlite'}")
     log.info("load test: %s", figures)
     assert figures["review_p95_s"] < 480
