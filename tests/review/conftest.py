@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "pg_throwaway.sh"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -32,7 +32,7 @@ def postgres_server():
     """Base URL (no database) of a PostgreSQL server that lives as long as the test session."""
     folder = Path(tempfile.mkdtemp(prefix="cxr-pg-"))
     try:
-        done = subprocess.run(["bash", str(SCRIPT), "start", str(folder), str(_free_port())],
+        done = subprocess.run(["bash", str(SCRIPT), "start", str(folder), str(free_port())],
                               capture_output=True, text=True, timeout=120, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         done = subprocess.CompletedProcess([], 1, "", str(exc))
@@ -49,7 +49,7 @@ def postgres_server():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _admin(base: str, sql: str) -> None:
+def admin_sql(base: str, sql: str) -> None:
     import psycopg
 
     with psycopg.connect(base.replace("postgresql+psycopg://", "postgresql://") + "/postgres",
@@ -67,7 +67,7 @@ class Backend:
         """A URL to the same database on which every write fails."""
         if self.kind == "sqlite":
             return f"sqlite:///file:{self.url[len('sqlite:///'):]}?mode=ro&uri=true"
-        _admin(self.base, f"ALTER DATABASE {self.name} SET default_transaction_read_only = on")
+        admin_sql(self.base, f"ALTER DATABASE {self.name} SET default_transaction_read_only = on")
         return self.url
 
     def unreachable_url(self) -> str:
@@ -75,11 +75,11 @@ class Backend:
             blocker = Path(self.url[len("sqlite:///"):]).parent / "blocker"
             blocker.write_text("not a folder")
             return f"sqlite:///{blocker / 'sub' / 'feedback.sqlite'}"
-        return f"postgresql+psycopg://cxr@127.0.0.1:{_free_port()}/{self.name}"
+        return f"postgresql+psycopg://cxr@127.0.0.1:{free_port()}/{self.name}"
 
     def drop(self) -> None:
         """Make the database vanish under open stores (PostgreSQL only)."""
-        _admin(self.base, f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+        admin_sql(self.base, f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -90,8 +90,8 @@ def backend(request, tmp_path):
         return
     base = request.getfixturevalue("postgres_server")
     name = f"fb_{uuid.uuid4().hex[:12]}"
-    _admin(base, f"CREATE DATABASE {name}")
+    admin_sql(base, f"CREATE DATABASE {name}")
     try:
         yield Backend("postgresql", f"{base}/{name}", base, name)
     finally:
-        _admin(base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin_sql(base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -278,10 +278,10 @@ def test_unreachable_database_is_a_message_not_a_crash(backend):
 
 
 def test_database_lost_under_an_open_store(postgres_server, tmp_path):
-    from tests.review.conftest import Backend, _admin
+    from tests.review.conftest import Backend, admin_sql
 
     name = "fb_vanishing"
-    _admin(postgres_server, f"CREATE DATABASE {name}")
+    admin_sql(postgres_server, f"CREATE DATABASE {name}")
     backend = Backend("postgresql", f"{postgres_server}/{name}", postgres_server, name)
     store = FeedbackStore(backend.url, image_dir=tmp_path / "images")
     assert save_feedback(lambda: store, make_submission()).saved
