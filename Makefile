@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 8501
 ADDRESS ?= 127.0.0.1
 
-.PHONY: run test bench install clean-venv browser
+.PHONY: run test bench install clean-venv browser postgres
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ run: install
 browser:
 	@bash scripts/ensure_chromium.sh
 
-test: install browser
+# PostgreSQL server binaries for the feedback-store tests (each test session starts its own
+# throwaway server on 127.0.0.1 and stops it; scripts/pg_throwaway.sh)
+postgres:
+	@bash scripts/pg_throwaway.sh ensure
+
+test: install browser postgres
 	$(PY) -m pytest
 
 bench: install

@@ -15,7 +15,7 @@ from cxr_core.base.config import REPO_ROOT, settings
 from cxr_core.base.errors import CxrError
 from cxr_core.explain.overlay import DEFAULT_ALPHA, mask_outline, overlay
 from cxr_core.explain.report import report_pdf, report_png
-from cxr_core.review.feedback import Submission
+from cxr_core.review.feedback import Submission, save_feedback
 from ui_common import (
     current_user_name,
     demo_banner,
@@ -162,16 +162,12 @@ with st.form("feedback"):
     else:
         name = st.text_input("Reviewer name")
     submitted = st.form_submit_button("Submit feedback")
-if submitted:
-    try:
-        row = feedback_store().submit(Submission(
-            image_sha256=review.image.sha256, bundle_id=review.bundle_id,
-            label_set=review.label_set, reviewer=name, labels=review.labels,
-            probabilities=review.probs.tolist(), thresholds=review.thresholds.tolist(),
-            model_positive=review.findings.tolist(), agreement=review.agreement.tolist(),
-            decisions=decisions, added_labels=added, comment=comment,
-        ), image_bytes=st.session_state.get("image_bytes"))
-        st.success(f"Feedback saved (version {row['version']} for this reviewer and image). "
-                   f"Final labels: {', '.join(row['expert_labels']) or 'none'}.")
-    except CxrError as exc:
-        st.error(str(exc))
+if submitted:  # a failure is a message; the form keeps what was typed, the review stays
+    result = save_feedback(feedback_store, Submission(
+        image_sha256=review.image.sha256, bundle_id=review.bundle_id,
+        label_set=review.label_set, reviewer=name, labels=review.labels,
+        probabilities=review.probs.tolist(), thresholds=review.thresholds.tolist(),
+        model_positive=review.findings.tolist(), agreement=review.agreement.tolist(),
+        decisions=decisions, added_labels=added, comment=comment,
+    ), image_bytes=st.session_state.get("image_bytes"))
+    (st.success if result.saved else st.error)(result.message)

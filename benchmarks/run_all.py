@@ -1,12 +1,14 @@
-"""`make bench`: run every benchmark in turn; each writes benchmarks/results/<name>.json."""
+"""`make bench`: run every benchmark (`benchmarks/bench_*.py`), or those named, in turn; each
+writes benchmarks/results/<name>.json."""
 
 from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
-BENCHMARKS = ("bench_prepare", "bench_preprocess", "bench_segmentation_sources", "bench_training",
-              "bench_explain", "bench_bootstrap")
+# the slow GPU check has its own target (`make gpu-check`); everything named bench_* runs here
+BENCHMARKS = tuple(sorted(p.stem for p in Path(__file__).resolve().parent.glob("bench_*.py")))
 
 
 def main(names: list[str]) -> int:

@@ -1,11 +1,17 @@
-"""Browse expert reviews, agreement with the model and between experts, export for retraining."""
+"""Browse expert reviews, agreement with the model and between experts, export them as CSV."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from cxr_core.base.errors import CxrError
-from cxr_core.review.feedback import agreement_stats
+from cxr_core.review.feedback_table import (
+    agreement_table,
+    export_frame,
+    mark_latest,
+    review_rows,
+    thumbnail_data_url,
+)
 from ui_common import feedback_store, load_bundle_or_stop
 
 st.set_page_config(page_title="CXR Review: feedback", page_icon="📝", layout="wide")
@@ -22,10 +28,21 @@ if frame.empty:
     st.info("No reviews yet. Submit one from the Review page.")
     st.stop()
 
-c1, c2, c3 = st.columns(3)
+
+@st.cache_data(show_spinner=False, max_entries=2000)
+def thumbnail(path: str) -> str | None:
+    from pathlib import Path
+
+    return thumbnail_data_url(Path(path))
+
+
+latest = mark_latest(frame)  # on every row, so a filter never makes an old version "latest"
+c1, c2, c3, c4 = st.columns(4)
 reviewers = c1.multiselect("Reviewer", sorted(frame["reviewer"].unique()))
-bundles = c2.multiselect("Bundle", sorted(frame["bundle_id"].unique()))
-label = c3.selectbox("Expert label contains", ["(any)"] + bundle.labels)
+bundles = c2.multiselect("Model", sorted(frame["bundle_id"].unique()))
+label = c3.selectbox("Expert findings include", ["(any)"] + bundle.labels)
+only_latest = c4.toggle("Latest version only", value=False,
+                        help="each reviewer's last answer per image; earlier versions are kept")
 view = frame
 if reviewers:
     view = view[view["reviewer"].isin(reviewers)]
@@ -33,20 +50,29 @@ if bundles:
     view = view[view["bundle_id"].isin(bundles)]
 if label != "(any)":
     view = view[view["expert_labels"].map(lambda v: label in v)]
+if only_latest:
+    view = view[latest.loc[view.index]]
 
-shown = view[["created_at", "reviewer", "version", "bundle_id", "image_sha256", "model_labels",
-              "expert_labels", "added_labels", "comment"]].copy()
-for col in ("model_labels", "expert_labels", "added_labels"):
-    shown[col] = shown[col].map(lambda v: ", ".join(v))
-shown["image_sha256"] = shown["image_sha256"].str[:12]
-st.caption(f"{len(view)} of {len(frame)} review rows (every revision is kept).")
-st.dataframe(shown, hide_index=True, width="stretch")  # comments are shown as plain text
+thumbs = {}
+for sha in view.loc[view["image_stored"].astype(bool), "image_sha256"].unique():
+    path = store.image_path(sha)
+    url = thumbnail(str(path)) if path is not None else None
+    if url:
+        thumbs[sha] = url
+st.caption(f"Showing {len(view)} of {len(frame)} review rows (every revision is kept).")
+st.dataframe(review_rows(view, latest, thumbs), hide_index=True, width="stretch",
+             column_config={"Image": st.column_config.ImageColumn("Image", width="small")})
 
-st.subheader("Agreement per label (latest version of each review)")
-labels = bundle.labels
-st.dataframe(agreement_stats(view, labels), hide_index=True, width="stretch")
+st.subheader("Agreement per finding")
+scope = st.radio("Computed on", ["all reviews", "the filtered reviews"], horizontal=True,
+                 help="always the latest version of each reviewer's answer per image")
+basis = frame if scope == "all reviews" else view
+st.caption(f"Agreement on {'all' if basis is frame else 'the filtered'} reviews: "
+           f"{int(mark_latest(basis).sum())} latest answers from {len(basis)} rows.")
+st.dataframe(agreement_table(basis, bundle.labels), hide_index=True, width="stretch")
 
-st.subheader("Export for retraining")
-export = store.export_for_retraining()
-st.download_button("Download reviews (CSV)", export.to_csv(index=False).encode(),
-                   file_name="cxr_review_feedback.csv", mime="text/csv")
+st.subheader("Export")
+export = export_frame(view, latest)
+st.download_button(f"Download the {len(view)} shown rows (CSV)", export.to_csv(index=False).encode(),
+                   file_name="cxr_review_feedback.csv", mime="text/csv",
+                   help="with decisions, probabilities, comments and a 'latest' column")

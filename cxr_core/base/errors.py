@@ -51,5 +51,9 @@ class FeedbackError(CxrError):
     """A feedback submission is invalid or the store cannot be reached."""
 
 
+class FeedbackStoreError(FeedbackError):
+    """The feedback database cannot be reached, read or written (the submission was valid)."""
+
+
 class EngineError(CxrError):
     """An inference engine cannot be chosen, opened or exported."""

@@ -3,7 +3,7 @@
 Append-only: a revision by the same reviewer is a new row with the next version number; nothing
 is updated or deleted. Each row keeps the model's output (original) and the expert's labels
 (final), the reviewer, the bundle id, the image sha256 and timestamps; never patient identifiers
-or the uploaded file name.
+or the uploaded file name. The schema carries a version; older databases are migrated in place.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Index,
     Integer,
     MetaData,
     String,
@@ -34,16 +36,26 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
-from ..base.errors import FeedbackError
+from ..base.errors import FeedbackError, FeedbackStoreError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DECISIONS = ("agree", "disagree")
+MAX_REVIEWER_CHARS = 200
+MAX_COMMENT_CHARS = 2000
+CONNECT_TIMEOUT_S = 5
+_MIGRATION_LOCK = 7_412_019  # PostgreSQL advisory-lock key: one process migrates at a time
 
 metadata = MetaData()
 schema_info = Table("schema_info", metadata, Column("version", Integer, primary_key=True))
@@ -54,7 +66,7 @@ reviews = Table(
     Column("image_sha256", String(64), nullable=False, index=True),
     Column("bundle_id", String(200), nullable=False),
     Column("label_set", String(100), nullable=False),
-    Column("reviewer", String(200), nullable=False),
+    Column("reviewer", String(MAX_REVIEWER_CHARS), nullable=False),
     Column("version", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("model_output", JSON, nullable=False),  # labels, probabilities, thresholds, agreement
@@ -66,6 +78,24 @@ reviews = Table(
     Column("image_stored", Boolean, nullable=False, default=False),
     UniqueConstraint("image_sha256", "bundle_id", "reviewer", "version", name="uq_review_version"),
 )
+# schema version 2: indexes for the Feedback page's filters and time ordering
+V2_INDEXES = (Index("ix_reviews_reviewer", reviews.c.reviewer),
+              Index("ix_reviews_bundle_id", reviews.c.bundle_id),
+              Index("ix_reviews_created_at", reviews.c.created_at))
+
+
+def _migrate_1_to_2(conn: Connection) -> None:
+    for index in V2_INDEXES:
+        index.create(conn, checkfirst=True)
+
+
+#: version reached -> step from the version before it (each step is idempotent)
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _migrate_1_to_2}
+
+
+def _clean_text(value: str) -> str:
+    """Text as stored: NUL characters removed (PostgreSQL refuses them), everything else kept."""
+    return (value or "").replace("\x00", "")
 
 
 @dataclass
@@ -96,8 +126,14 @@ class Submission:
         return [lab for lab in self.labels if lab in final]
 
     def validate(self) -> None:
-        if not self.reviewer or not self.reviewer.strip():
+        """Refuse what the database would store wrongly or refuse itself, with one sentence."""
+        reviewer = _clean_text(self.reviewer).strip()
+        if not reviewer:
             raise FeedbackError("Please enter the reviewer's name before submitting.")
+        if len(reviewer) > MAX_REVIEWER_CHARS:
+            raise FeedbackError(f"The reviewer's name is longer than {MAX_REVIEWER_CHARS} characters.")
+        if len(_clean_text(self.comment)) > MAX_COMMENT_CHARS:
+            raise FeedbackError(f"The comment is longer than {MAX_COMMENT_CHARS} characters.")
         if len(self.image_sha256) != 64:
             raise FeedbackError("The review has no valid image hash.")
         unknown = [lab for lab in [*self.decisions, *self.added_labels] if lab not in self.labels]
@@ -110,71 +146,116 @@ class Submission:
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    except Exception:  # a read-only database keeps its journal mode; writes fail later, clearly
+        log.warning("the SQLite feedback database is read-only")
     cursor.close()
+
+
+def database_url(url: str) -> str:
+    """The SQLAlchemy URL to use: a bare `postgresql://` URL gets the pinned psycopg 3 driver."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _transient(exc: SQLAlchemyError) -> bool:
+    """A write that lost a race (version taken, database busy, a table or index another process
+    created a moment ago: SQLite runs DDL outside the transaction) and is worth retrying."""
+    if isinstance(exc, IntegrityError):
+        return True
+    message = str(getattr(exc, "orig", exc)).lower()
+    return isinstance(exc, OperationalError) and any(
+        word in message for word in ("locked", "busy", "deadlock", "could not serialize",
+                                      "already exists"))
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's first line, without SQL or parameters (they could carry a comment)."""
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
 
 
 class FeedbackStore:
     """Append-only review store; safe for many threads and processes writing at once."""
 
     def __init__(self, url: str, image_dir: Path | None = None):
-        self.url = url
+        self.url = database_url(url)
         self.image_dir = image_dir
-        if url.startswith("sqlite:///"):
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
-        except Exception as exc:  # bad URL or missing driver
+            parsed = make_url(self.url)
+            if parsed.get_backend_name() == "sqlite" and parsed.database and \
+                    not parsed.database.startswith("file:") and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            connect_args = ({"connect_timeout": CONNECT_TIMEOUT_S}
+                            if parsed.get_backend_name() == "postgresql" else {})
+            self.engine: Engine = create_engine(self.url, pool_pre_ping=True,
+                                                connect_args=connect_args)
+        except (ArgumentError, ImportError, ValueError) as exc:  # bad URL or missing driver
             raise FeedbackError(f"The feedback database URL could not be used: {exc}") from exc
+        except OSError as exc:
+            raise FeedbackStoreError(
+                f"The folder of the feedback database could not be created: {exc.strerror}.") from exc
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._migrate()
 
     def _migrate(self) -> None:
-        try:
-            for attempt in range(20):
-                try:
-                    metadata.create_all(self.engine)
-                    break
-                except OperationalError:
-                    if attempt == 19:
-                        raise
-                    time.sleep(random.uniform(0.01, 0.1))
-            with self.engine.begin() as conn:
-                current = conn.execute(select(func.max(schema_info.c.version))).scalar()
-                if current is None:
-                    try:
-                        with conn.begin_nested():
-                            conn.execute(insert(schema_info).values(version=SCHEMA_VERSION))
-                    except IntegrityError:
-                        pass  # another process recorded it first
-                elif current > SCHEMA_VERSION:
-                    raise FeedbackError(f"The feedback database has schema version {current}; "
-                                        f"this CXR Review reads up to {SCHEMA_VERSION}.")
-        except OperationalError as exc:
-            raise FeedbackError(f"The feedback database could not be opened: {exc.orig}") from exc
+        """Create the tables, or bring an older schema up to SCHEMA_VERSION, exactly once."""
+        for attempt in range(40):
+            try:
+                with self.engine.begin() as conn:
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                     {"key": _MIGRATION_LOCK})
+                    self._migrate_in(conn)
+                return
+            except FeedbackError:
+                raise
+            except SQLAlchemyError as exc:
+                if attempt == 39 or not _transient(exc):
+                    raise FeedbackStoreError(
+                        f"The feedback database could not be opened ({_reason(exc)}).") from exc
+                time.sleep(random.uniform(0.01, 0.1))
 
-    def submit(self, submission: Submission, image_bytes: bytes | None = None) -> dict:
-        """Store one review as a new row; returns it (with its version). Retries on conflicts."""
+    def _migrate_in(self, conn: Connection) -> None:
+        fresh = not conn.dialect.has_table(conn, "reviews")
+        metadata.create_all(conn, checkfirst=True)
+        current = conn.execute(select(func.max(schema_info.c.version))).scalar()
+        if current is None:
+            current = SCHEMA_VERSION if fresh else 1
+            conn.execute(insert(schema_info).values(version=current))
+        if current > SCHEMA_VERSION:
+            raise FeedbackError(f"The feedback database has schema version {current}; "
+                                f"this CXR Review reads up to {SCHEMA_VERSION}.")
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[version](conn)
+            conn.execute(insert(schema_info).values(version=version))
+            log.info("feedback database migrated to schema version %d", version)
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.max(schema_info.c.version))).scalar())
+
+    def submit(self, submission: Submission, image_bytes: bytes | None = None,
+               review_uid: str | None = None) -> dict:
+        """Store one review as a new row and return it (with its version).
+
+        Retries lost races; any other database failure raises FeedbackStoreError and leaves
+        nothing behind (no row, no image file). A repeated `review_uid` returns the row already
+        stored under it instead of adding another (a resubmitted form is stored once).
+        """
         submission.validate()
-        stored = False
-        if image_bytes is not None and self.image_dir is not None:
-            self.image_dir.mkdir(parents=True, exist_ok=True)
-            target = self.image_dir / f"{submission.image_sha256}.img"
-            if not target.exists():
-                tmp = target.with_suffix(f".{uuid.uuid4().hex}.tmp")
-                tmp.write_bytes(image_bytes)
-                tmp.replace(target)
-            stored = True
+        review_uid = review_uid or str(uuid.uuid4())
         expert = submission.expert_labels()
         row = {
-            "review_uid": str(uuid.uuid4()),
+            "review_uid": review_uid,
             "image_sha256": submission.image_sha256,
             "bundle_id": submission.bundle_id,
             "label_set": submission.label_set,
-            "reviewer": submission.reviewer.strip(),
+            "reviewer": _clean_text(submission.reviewer).strip(),
             "model_output": {"labels": submission.labels,
                              "probabilities": [round(float(p), 6) for p in submission.probabilities],
                              "thresholds": [round(float(t), 6) for t in submission.thresholds],
@@ -183,12 +264,17 @@ class FeedbackStore:
             "decisions": dict(submission.decisions),
             "added_labels": list(submission.added_labels),
             "expert_labels": expert,
-            "comment": submission.comment or "",
-            "image_stored": stored,
+            "comment": _clean_text(submission.comment),
+            "image_stored": image_bytes is not None and self.image_dir is not None,
         }
         for attempt in range(200):
+            placed: Path | None = None
             try:
                 with self.engine.begin() as conn:
+                    existing = conn.execute(select(reviews).where(
+                        reviews.c.review_uid == review_uid)).mappings().first()
+                    if existing is not None:
+                        return dict(existing)
                     version = conn.execute(
                         select(func.coalesce(func.max(reviews.c.version), 0)).where(
                             reviews.c.image_sha256 == row["image_sha256"],
@@ -196,17 +282,52 @@ class FeedbackStore:
                             reviews.c.reviewer == row["reviewer"])).scalar() + 1
                     values = dict(row, version=version, created_at=datetime.now(timezone.utc))
                     conn.execute(insert(reviews).values(**values))
+                    if row["image_stored"]:
+                        placed = self._place_image(submission.image_sha256, image_bytes)
                 return values
-            except (IntegrityError, OperationalError) as exc:
-                if attempt == 199:
-                    raise FeedbackError(f"The review could not be saved: {exc.orig}") from exc
+            except SQLAlchemyError as exc:
+                if placed is not None:
+                    placed.unlink(missing_ok=True)  # the row was not committed: no orphan image
+                if attempt == 199 or not _transient(exc):
+                    log.warning("feedback not saved: %s", _reason(exc))
+                    raise FeedbackStoreError(
+                        f"Saving the feedback failed ({_reason(exc)}).") from exc
                 time.sleep(random.uniform(0.005, 0.05))
-        raise FeedbackError("The review could not be saved.")  # pragma: no cover
+            except OSError as exc:
+                raise FeedbackStoreError(
+                    f"Saving the feedback failed (the image could not be stored: {exc.strerror}).") from exc
+        raise FeedbackStoreError("Saving the feedback failed.")  # pragma: no cover
+
+    def _place_image(self, sha256: str, data: bytes) -> Path | None:
+        """Write the image under its hash (atomic rename); returns the path when newly created."""
+        assert self.image_dir is not None
+        self.image_dir.mkdir(parents=True, exist_ok=True)
+        target = self.image_dir / f"{sha256}.img"
+        if target.exists():
+            return None
+        tmp = target.with_suffix(f".{uuid.uuid4().hex}.tmp")
+        try:
+            tmp.write_bytes(data)
+            tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+
+    def image_path(self, sha256: str) -> Path | None:
+        """The stored image of a review, when images are kept and this one was."""
+        if self.image_dir is None:
+            return None
+        path = self.image_dir / f"{sha256}.img"
+        return path if path.is_file() else None
 
     def reviews_frame(self) -> pd.DataFrame:
         """All rows, oldest first."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(reviews).order_by(reviews.c.id)).mappings().all()
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(reviews).order_by(reviews.c.id)).mappings().all()
+        except SQLAlchemyError as exc:
+            raise FeedbackStoreError(
+                f"The feedback database could not be read ({_reason(exc)}).") from exc
         frame = pd.DataFrame([dict(r) for r in rows])
         if frame.empty:
             frame = pd.DataFrame(columns=[c.name for c in reviews.columns])
@@ -215,6 +336,10 @@ class FeedbackStore:
     def count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(reviews)).scalar())
+
+    def close(self) -> None:
+        """Close every pooled connection (tests, and processes that open many stores)."""
+        self.engine.dispose()
 
     def export_for_retraining(self) -> pd.DataFrame:
         """One row per image and reviewer version: sha256, bundle, model labels, expert labels, time."""
@@ -227,6 +352,31 @@ class FeedbackStore:
         for col in ("model_labels", "expert_labels"):
             out[col] = out[col].map(lambda v: "|".join(v if isinstance(v, list) else json.loads(v)))
         return out
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    """What the feedback form shows after a submit: saved or not, and one sentence."""
+
+    saved: bool
+    message: str
+    row: dict | None = None
+
+
+def save_feedback(open_store: Callable[[], FeedbackStore], submission: Submission,
+                  image_bytes: bytes | None = None, review_uid: str | None = None) -> SaveResult:
+    """Open the store and submit; every failure becomes a message, never an exception, so the
+    review stays on screen and the form keeps what was typed."""
+    try:
+        row = open_store().submit(submission, image_bytes=image_bytes, review_uid=review_uid)
+    except FeedbackStoreError as exc:
+        return SaveResult(False, f"{exc} Nothing was saved; your answers are kept, submit again "
+                                 "when the database is back.")
+    except FeedbackError as exc:
+        return SaveResult(False, str(exc))
+    labels = ", ".join(row["expert_labels"]) or "none"
+    return SaveResult(True, f"Feedback saved (version {row['version']} for this reviewer and "
+                            f"image). Final labels: {labels}.", row)
 
 
 def latest_reviews(frame: pd.DataFrame) -> pd.DataFrame:
