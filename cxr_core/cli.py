@@ -202,14 +202,21 @@ def _cmd_explain(args) -> int:
 
     failures = explain_paths(args.inputs, args.bundle or _default_bundle(), args.out,
                              all_labels=args.all_labels, uncertainty=args.uncertainty,
-                             batch_size=args.batch_size, engine=args.engine)
+                             batch_size=args.batch_size, engine=args.engine,
+                             dicom_out=args.dicom_out)
     return _report_failures(failures, f"reports and predictions written to {args.out}")
 
 
 def _cmd_compile_bundle(args) -> int:
     from .explain.engines import compile_bundle
 
+    from .imaging.segmenter_lite import LITE_NAME, export_segmenter_lite
+    from .review.pipeline import resolve_segmenter
+
     bundle = compile_bundle(args.bundle)
+    segmenter_dir = resolve_segmenter(bundle)
+    if not (segmenter_dir / LITE_NAME).is_file():
+        export_segmenter_lite(segmenter_dir)  # the Lite path then needs no TensorFlow at all
     sizes = {m["arch"]: (bundle.path / m["lite"]).stat().st_size / 1e6 for m in bundle.manifest["members"]}
     print(f"{bundle.bundle_id}: TensorFlow Lite members added ("
           + ", ".join(f"{a} {mb:.1f} MB" for a, mb in sizes.items()) + ")")
@@ -353,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--engine", choices=["auto", "lite", "tensorflow"], default=None,
                    help="inference engine (default: CXR_ENGINE or auto)")
+    p.add_argument("--dicom-out", action="store_true",
+                   help="for DICOM inputs also write a Structured Report of the findings and a "
+                        "Secondary Capture of the report (README: DICOM output)")
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("compile-bundle", help="add TensorFlow Lite members to a bundle (fast start)")

@@ -38,3 +38,36 @@ def xray_batch(n: int, size: int, seed: int = 0) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size] / size
     base = 0.5 + 0.3 * np.sin(6 * xx) * np.cos(4 * yy)
     return np.clip(base[None] + rng.normal(0, 0.05, (n, size, size)), 0, 1).astype("float32")
+
+
+def dicom_xray_bytes(size: int = 256, seed: int = 0, window: tuple[float, float] | None = None,
+                     uids: bool = True) -> bytes:
+    """A small synthetic 12-bit DICOM chest X-ray with patient tags that must never leak,
+    optionally a VOI window (centre, width) and study/series/instance UIDs."""
+    import io
+
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    pixels = (xray_batch(1, size, seed)[0] * 4000).astype(np.uint16)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[str(seed), "sop"])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Secret^Person", "ID-123", "19500101"
+    ds.Modality = "DX"
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    if uids:
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID = generate_uid(entropy_srcs=[str(seed), "study"])
+        ds.SeriesInstanceUID = generate_uid(entropy_srcs=[str(seed), "series"])
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = pixels.tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()

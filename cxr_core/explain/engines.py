@@ -138,7 +138,10 @@ def export_lite(classifier, path: str | Path, check_seed: int = 0) -> Path:
 
 
 def gpu_available() -> bool:
-    """Whether TensorFlow sees a GPU."""
+    """Whether TensorFlow sees a GPU. Without an NVIDIA device node (or with CUDA hidden) it
+    cannot, and TensorFlow is not imported just to ask: the Lite path then never loads it."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1") or not Path("/dev/nvidiactl").exists():
+        return False
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))

@@ -81,16 +81,38 @@ class Explanation:
     std_maps: np.ndarray  # (N, K, S, S): standard deviation across members (uncertainty)
 
 
+def ensemble_numpy(raws: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy twin of the compiled ensemble graph, for Lite engines (no TensorFlow in the
+    process): (mean, std), each (N, K, size, size), of the resized, normalised member maps."""
+    total = squares = None
+    for raw in raws:  # (N, h, w, K)
+        ry = interpolation_matrix(raw.shape[1], size)
+        rx = interpolation_matrix(raw.shape[2], size)
+        resized = ry @ np.asarray(raw, np.float32).transpose(0, 3, 1, 2) @ rx.T  # (N, K, S, S)
+        resized = normalise_maps(resized.reshape(-1, size, size)).reshape(resized.shape)
+        total = resized if total is None else total + resized
+        squares = np.square(resized) if squares is None else squares + np.square(resized)
+    mean = total / len(raws)
+    return mean, np.sqrt(np.maximum(squares / len(raws) - np.square(mean), 0.0))
+
+
 def explain_arrays(members: list, crops: np.ndarray, size: int) -> Explanation:
     """Probabilities and all-label maps of every member (Keras classifiers or engines from
     `cxr_core.engines`), resized to `size`, normalised and combined into the ensemble mean and
-    the across-member standard deviation."""
+    the across-member standard deviation. Lite engines only: all in NumPy, TensorFlow unused."""
+    engines = [as_engine(member) for member in members]
+    if all(getattr(engine, "kind", None) == "lite" for engine in engines):
+        probs, cams = [], []
+        for engine in engines:
+            p, raw = engine.explain(resize_batch(crops, engine.input_size))
+            probs.append(np.asarray(p))
+            cams.append(np.asarray(raw, np.float32))
+        mean, std = ensemble_numpy(cams, int(size))
+        return Explanation(np.stack(probs), cams, mean.astype(np.float32), std.astype(np.float32))
     import tensorflow as tf
 
-
     probs, cams = [], []
-    for member in members:
-        engine = as_engine(member)
+    for engine in engines:
         p, raw = engine.explain(resize_batch(crops, engine.input_size))
         probs.append(np.asarray(p))
         cams.append(tf.convert_to_tensor(raw, tf.float32))

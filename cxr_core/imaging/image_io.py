@@ -45,6 +45,22 @@ class LoadedImage:
     bit_depth: int
     photometric: str  # "MONOCHROME2" for ordinary grayscale; DICOM's own value otherwise
     sha256: str  # of the raw bytes; used to key feedback, never the file name
+    #: display window (centre, width) in the units of `pixels`: where a DICOM's own VOI window
+    #: (Window Center/Width) lands; None means the whole range (centre 0.5, width 1)
+    window: tuple[float, float] | None = None
+    #: DICOM input only: the study/series/instance UIDs that results must reference (no patient tags)
+    dicom_ref: DicomReference | None = None
+
+
+@dataclass(frozen=True)
+class DicomReference:
+    """The UIDs of a DICOM source image: what a DICOM result must reference, nothing personal."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    modality: str = "CR"
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -111,8 +127,9 @@ def _outer_edge(tail: np.ndarray, start: float, gap: float) -> float:
     return float(values[jumps[0]] if jumps.size else values[-1])
 
 
-def scale_intensity(pixels: np.ndarray) -> np.ndarray:
-    """Scale raw pixel values to [0, 1], robust to hot pixels and burned-in markers.
+def intensity_range(pixels: np.ndarray) -> tuple[float, float]:
+    """The (low, high) raw values that `scale_intensity` maps to 0 and 1, robust to hot pixels
+    and burned-in markers.
 
     The range runs from the lowest to the highest value still connected to the bulk of the
     histogram (0.5th..99.5th percentile): values beyond an empty gap wider than half the bulk's
@@ -135,7 +152,13 @@ def scale_intensity(pixels: np.ndarray) -> np.ndarray:
         low = -_outer_edge(-pixels[pixels < bulk_low], -bulk_low, gap)
     if high - low < 1e-6:
         raise DegenerateImageError("The image is blank: every pixel has the same value.")
-    return np.clip((pixels - low) / (high - low), 0.0, 1.0)
+    return low, high
+
+
+def scale_intensity(pixels: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Raw pixel values -> float32 [0, 1] over `value_range` (default: `intensity_range`)."""
+    low, high = value_range or intensity_range(pixels)
+    return np.clip((pixels.astype(np.float32) - low) / (high - low), 0.0, 1.0)
 
 
 def _to_gray(pixels: np.ndarray) -> np.ndarray:
@@ -162,7 +185,32 @@ def _decode_raster(data: bytes, fmt: str, max_pixels: int) -> tuple[np.ndarray, 
     return _to_gray(pixels), bit_depth
 
 
-def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, int, str]:
+def dicom_reference(ds) -> DicomReference | None:
+    """The source's UIDs, or None when the file lacks a study, series or instance UID."""
+    uids = [str(ds.get(name, "") or "") for name in
+            ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")]
+    if not all(uids[:3]):
+        return None
+    sop_class = uids[3] or "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
+    return DicomReference(*uids[:3], sop_class, str(ds.get("Modality", "") or "CR"))
+
+
+def _voi_window_edges(ds) -> tuple[float, float] | None:
+    """The VOI window's edges after the VOI LUT (the same transform the pixels went through)."""
+    from pydicom.multival import MultiValue
+    from pydicom.pixels import apply_voi_lut
+
+    centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if centre is None or width is None or "VOILUTSequence" in ds:
+        return None
+    centre, width = (float(v[0]) if isinstance(v, MultiValue) else float(v) for v in (centre, width))
+    if width <= 0:
+        return None
+    mapped = apply_voi_lut(np.array([centre - width / 2, centre + width / 2], np.float64), ds)
+    return float(mapped[0]), float(mapped[1])
+
+
+def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, int, str, dict]:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -189,13 +237,15 @@ def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, int, str]:
     if pixels.ndim == 3 and int(ds.get("NumberOfFrames", 1) or 1) > 1:
         pixels = pixels[0]
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    edges = None
     if photometric.startswith("MONOCHROME"):
         pixels = apply_modality_lut(pixels, ds)
+        edges = _voi_window_edges(ds)
         pixels = apply_voi_lut(pixels, ds)
     else:
         pixels = _to_gray(np.asarray(pixels)[..., ::-1] if pixels.ndim == 3 else pixels)
     bit_depth = int(ds.get("BitsStored", 8) or 8)
-    return np.asarray(pixels), bit_depth, photometric
+    return np.asarray(pixels), bit_depth, photometric, {"edges": edges, "ref": dicom_reference(ds)}
 
 
 def load_image(
@@ -234,14 +284,17 @@ def load_image(
         raise UnsupportedFormatError("The file is not a PNG, JPEG or DICOM image.")
     if filename and SUPPORTED_EXTENSIONS.get(Path(filename).suffix.lower()) not in (None, fmt):
         log.warning("file extension does not match its content (%s); using the content", fmt)
-    photometric = "MONOCHROME2"
+    photometric, facts = "MONOCHROME2", {"edges": None, "ref": None}
     if fmt == "dicom":
-        raw, bit_depth, photometric = _decode_dicom(data, max_pixels)
+        raw, bit_depth, photometric, facts = _decode_dicom(data, max_pixels)
     else:
         raw, bit_depth = _decode_raster(data, fmt, max_pixels)
-    pixels = scale_intensity(raw)
+    value_range = intensity_range(raw)
+    pixels = scale_intensity(raw, value_range)
+    window = _unit_window(facts["edges"], value_range)
     if photometric == "MONOCHROME1":
         pixels = 1.0 - pixels
+        window = None if window is None else (1.0 - window[0], window[1])
     return LoadedImage(
         pixels=np.ascontiguousarray(pixels, dtype=np.float32),
         original_size=(int(raw.shape[0]), int(raw.shape[1])),
@@ -249,7 +302,21 @@ def load_image(
         bit_depth=bit_depth,
         photometric=photometric,
         sha256=hashlib.sha256(data).hexdigest(),
+        window=window,
+        dicom_ref=facts["ref"],
     )
+
+
+def _unit_window(edges: tuple[float, float] | None,
+                 value_range: tuple[float, float]) -> tuple[float, float] | None:
+    """VOI window edges (in the decoded values) -> (centre, width) in the [0, 1] pixel units."""
+    if edges is None:
+        return None
+    low, high = value_range
+    a, b = sorted(((edges[0] - low) / (high - low), (edges[1] - low) / (high - low)))
+    if b - a <= 1e-6:
+        return None
+    return (a + b) / 2, b - a
 
 
 def _looks_like_raw_dicom(data: bytes) -> bool:

@@ -71,12 +71,20 @@ class LungSegmenter:
         load_member_weights(model, weights_path)
         return cls(model, info["size"], info)
 
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """U-Net probabilities (n, size, size) for a batch (n, size, size, 1) at its own size."""
+        import tensorflow as tf
+
+        if self._predict is None:
+            # XLA: measured 45 ms instead of 52 ms per 256 px image on 2 CPU cores
+            self._predict = tf.function(lambda x: self.model(x, training=False),
+                                        reduce_retracing=True, jit_compile=True)
+        return np.asarray(self._predict(tf.constant(batch)))[..., 0]
+
     def predict(self, images: np.ndarray, batch_size: int = 8,
                 output_size: int | None = None) -> np.ndarray:
         """Lung probability maps for N grayscale images (N x H x W in [0, 1]): at the input size,
         or `output_size` x `output_size` (the U-Net's own size avoids a resize round trip)."""
-        import tensorflow as tf
-
         images = np.asarray(images, dtype=np.float32)
         single = images.ndim == 2
         if single:
@@ -84,13 +92,8 @@ class LungSegmenter:
         height, width = images.shape[1:3]
         small = np.stack([cv2.resize(im, (self.size, self.size), interpolation=cv2.INTER_AREA)
                           for im in images])[..., None]
-        if self._predict is None:
-            # XLA: measured 45 ms instead of 52 ms per 256 px image on 2 CPU cores
-            self._predict = tf.function(lambda x: self.model(x, training=False),
-                                        reduce_retracing=True, jit_compile=True)
-        out = []
-        for start in range(0, len(small), batch_size):
-            out.append(np.asarray(self._predict(tf.constant(small[start:start + batch_size])))[..., 0])
+        out = [self.forward(small[start:start + batch_size])
+               for start in range(0, len(small), batch_size)]
         probs = np.concatenate(out)
         out_h, out_w = (output_size, output_size) if output_size else (height, width)
         if (out_h, out_w) != (self.size, self.size):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve, roc_curve
 
 THRESHOLD_METHODS = ("f1", "youden", "fixed")
 
 
 def _f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    # imported here: the review path never fits thresholds and starts faster without sklearn
+    from sklearn.metrics import precision_recall_curve
+
     precision, recall, thresholds = precision_recall_curve(y, p)
     f1 = np.divide(2 * precision * recall, precision + recall,
                    out=np.zeros_like(precision), where=(precision + recall) > 0)[:-1]
@@ -16,6 +18,8 @@ def _f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def _youden_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, thresholds = roc_curve(y, p)
     best = int(np.argmax(tpr - fpr))
     return float(min(thresholds[best], 1.0))

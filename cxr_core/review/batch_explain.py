@@ -12,6 +12,7 @@ from tqdm import tqdm
 from ..base.errors import CxrError
 from ..explain.report import write_report
 from ..imaging.batch_preprocess import list_images
+from .dicom_out import write_dicom_results
 from .pipeline import Reviewer
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,11 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
 
 def explain_paths(inputs: list[Path], bundle_dir: Path, out_dir: Path, all_labels: bool = False,
                   uncertainty: bool = False, batch_size: int = 8,
-                  reviewer: Reviewer | None = None, engine: str | None = None) -> list[tuple[str, str]]:
-    """Write `<stem>_report.png/.pdf` per image and `predictions.csv/json`; returns failures."""
+                  reviewer: Reviewer | None = None, engine: str | None = None,
+                  dicom_out: bool = False) -> list[tuple[str, str]]:
+    """Write `<stem>_report.png/.pdf` per image and `predictions.csv/json`; with `dicom_out`,
+    also `<stem>_findings_sr.dcm` and `<stem>_report_sc.dcm` for each DICOM input
+    (`dicom_out.write_dicom_results`). Returns failures."""
     reviewer = reviewer or Reviewer.from_paths(bundle_dir, engine=engine)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -48,8 +52,12 @@ def explain_paths(inputs: list[Path], bundle_dir: Path, out_dir: Path, all_label
                     failures.append((path.name, str(exc)))
             if loaded:
                 for path, review in zip(names, reviewer.review(loaded)):
-                    write_report(review, out_dir, path.stem, include_all=all_labels,
-                                 uncertainty=uncertainty)
+                    png, _ = write_report(review, out_dir, path.stem, include_all=all_labels,
+                                          uncertainty=uncertainty)
+                    if dicom_out and review.image.dicom_ref is not None:
+                        write_dicom_results(review, png.read_bytes(), out_dir, path.stem)
+                    elif dicom_out:
+                        log.info("%s is not a DICOM image with UIDs: no DICOM results for it", path.name)
                     records += review.record(path.name)
             bar.update(len(chunk))
     frame = pd.DataFrame(records)

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..explain.engines import bundle_engines
+from ..explain.engines import bundle_engines, resolve_engine
 from ..explain.ensemble_maps import explain_arrays, resize_maps
 from ..explain.overlay import to_original
 from ..imaging.image_io import DEFAULT_MAX_PIXELS, LoadedImage, load_image
 from ..imaging.preprocessing import Preprocessed, preprocess_batch
 from ..imaging.segmentation import LungSegmenter
+from ..imaging.segmenter_lite import load_segmenter
 from ..modeling.bundle import Bundle
 from ..modeling.ensemble import combine
 
@@ -109,9 +110,14 @@ class Reviewer:
 
     @classmethod
     def from_paths(cls, bundle_dir: str | Path, segmenter_dir: str | Path | None = None, **kwargs) -> "Reviewer":
+        """Open a bundle and its segmenter; with the Lite engine the segmenter's Lite export
+        too when it has one, so that the process never imports TensorFlow."""
+        from ..base.config import settings
+
         bundle = Bundle.load(bundle_dir)
         seg_dir = segmenter_dir or resolve_segmenter(bundle)
-        return cls(bundle, LungSegmenter.load(seg_dir), **kwargs)
+        kind = resolve_engine(kwargs.get("engine") or settings().engine, bundle.has_lite)
+        return cls(bundle, load_segmenter(seg_dir, lite=kind == "lite"), **kwargs)
 
     def load(self, source, filename: str | None = None) -> LoadedImage:
         return load_image(source, filename=filename, max_pixels=self.max_pixels)

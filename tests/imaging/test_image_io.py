@@ -171,3 +171,23 @@ def test_ordinary_8_bit_xrays_keep_min_max_scaling():
         assert np.abs(scale_intensity(raw) - min_max).max() < 1e-6
     gradient = np.tile(np.arange(256, dtype=np.uint8), (64, 1))  # spans 0..255 evenly
     assert np.abs(load_image(_png(gradient), filename="g.png").pixels - gradient / 255.0).max() < 1e-6
+
+
+def test_dicom_keeps_its_uids_and_voi_window_but_no_patient_tags():
+    from tests.helpers import dicom_xray_bytes
+
+    windowed = load_image(dicom_xray_bytes(window=(2000, 4000)), filename="w.dcm")
+    assert windowed.dicom_ref is not None and windowed.dicom_ref.modality == "DX"
+    assert windowed.dicom_ref.study_instance_uid.startswith("1.2.")
+    assert windowed.dicom_ref.sop_instance_uid != windowed.dicom_ref.series_instance_uid
+    centre, width = windowed.window
+    # the window covers the 12-bit range; the image fills only part of it, so its [0, 1] span
+    # is wider than 1 and centred near the middle
+    assert width > 1.0 and 0.2 < centre < 0.8
+    narrow = load_image(dicom_xray_bytes(window=(2000, 4000)), filename="w.dcm")
+    assert narrow.window == windowed.window  # deterministic
+    plain = load_image(dicom_xray_bytes(uids=False), filename="p.dcm")
+    assert plain.window is None and plain.dicom_ref is None
+    assert load_image(_png(_xray()), filename="a.png").window is None
+    text = repr(windowed.dicom_ref) + repr(windowed.window)
+    assert "Secret" not in text and "ID-123" not in text and "1950" not in text

@@ -88,3 +88,36 @@ def test_one_hot_pixel_leaves_the_findings_unchanged(reviewer):
     assert np.abs(clean.probs - spoiled.probs).max() < 0.01
     assert (clean.findings == spoiled.findings).all()
     assert clean.pre.mask.box == spoiled.pre.mask.box
+
+
+def test_compiled_bundle_reviews_without_importing_tensorflow(tmp_path):
+    """The Lite path (compiled members, Lite segmenter, NumPy ensemble) never loads TensorFlow."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from cxr_core.explain.engines import compile_bundle
+
+    bundle = tmp_path / "compiled"
+    shutil.copytree(settings().default_bundle_path, bundle)
+    compile_bundle(bundle)
+    script = (
+        "import json, sys\n"
+        "from cxr_core.review.pipeline import Reviewer\n"
+        f"r = Reviewer.from_paths({str(bundle)!r}, engine='lite')\n"
+        f"review = r.review_one({str(SAMPLES[0])!r})\n"
+        "print(json.dumps({'tf': 'tensorflow' in sys.modules, 'keras': 'keras' in sys.modules,"
+        " 'engines': [e.kind for e in r.engines], 'seg': type(r.segmenter).__name__,"
+        " 'probs': review.probs.tolist()}))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    child = json.loads(out.stdout.strip().splitlines()[-1])
+    assert child["tf"] is False and child["keras"] is False
+    assert set(child["engines"]) == {"lite"} and child["seg"] == "LiteSegmenter"
+    from cxr_core.review.pipeline import Reviewer
+
+    reference = Reviewer.from_paths(bundle, engine="tensorflow").review_one(SAMPLES[0])
+    assert np.abs(np.array(child["probs"]) - reference.probs).max() < 1e-3

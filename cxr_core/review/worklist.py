@@ -1,0 +1,249 @@
+"""A worklist: many X-rays (or zip archives of them) reviewed in batches, ordered by a triage
+score so that the most abnormal study is read first.
+
+Triage score (`triage_score`):
+- bundle with a 'normal' label ('Normal', 'No finding', ...): 1 - p(normal), in [0, 1];
+- otherwise the highest probability relative to its label's threshold, max_k p_k / t_k:
+  1 or more means at least one finding passes its threshold.
+Files that cannot be reviewed stay in the list as failed, with the loader's one sentence.
+No Streamlit here: the Worklist page drives this module from a background thread.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from ..base.errors import CxrError
+from ..imaging.image_io import SUPPORTED_EXTENSIONS
+from .pipeline import Review, Reviewer
+
+log = logging.getLogger(__name__)
+
+#: label names (lower case) that mean "no abnormality" for the triage score
+NORMAL_LABELS = ("normal", "no finding", "no findings", "no_finding")
+ARCHIVE_EXTENSIONS = (".zip",)
+MAX_FILES = 500
+MAX_ARCHIVE_BYTES = 2_000_000_000  # uncompressed bytes read from one zip (zip-bomb guard)
+TOP_FINDINGS = 3
+
+
+def normal_index(labels: list[str]) -> int | None:
+    """Index of the bundle's 'normal' label, or None when it has none."""
+    for k, label in enumerate(labels):
+        if label.strip().lower() in NORMAL_LABELS:
+            return k
+    return None
+
+
+def triage_score(review: Review) -> float:
+    """How abnormal a study looks (module docstring): higher is read first."""
+    k_normal = normal_index(review.labels)
+    if k_normal is not None:
+        return float(1.0 - review.probs[k_normal])
+    thresholds = np.maximum(np.asarray(review.thresholds, np.float64), 1e-6)
+    return float(np.max(np.asarray(review.probs, np.float64) / thresholds))
+
+
+def top_findings(review: Review, n: int = TOP_FINDINGS) -> str:
+    """The positive findings (highest probability first, at most n), or 'none above threshold'."""
+    k_normal = normal_index(review.labels)
+    shown = [k for k in review.order() if k != k_normal][:n]
+    if not shown:
+        return "none above threshold"
+    return ", ".join(f"{review.labels[k]} {review.probs[k]:.2f}" for k in shown)
+
+
+def expand_uploads(files: list[tuple[str, bytes]], max_files: int = MAX_FILES
+                   ) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]]]:
+    """(name, bytes) uploads -> image files (zip members as 'archive.zip/member') and failures
+    (name, one sentence). Folders, hidden files and non-image members of a zip are skipped."""
+    images: list[tuple[str, bytes]] = []
+    failures: list[tuple[str, str]] = []
+    for name, data in files:
+        if PurePosixPath(name).suffix.lower() in ARCHIVE_EXTENSIONS:
+            members, problem = _zip_members(name, data)
+            images += members
+            if problem:
+                failures.append((name, problem))
+        else:
+            images.append((name, data))
+    if len(images) > max_files:
+        failures += [(name, f"Only the first {max_files} files of one upload are reviewed.")
+                     for name, _ in images[max_files:]]
+        images = images[:max_files]
+    return images, failures
+
+
+def _zip_members(name: str, data: bytes) -> tuple[list[tuple[str, bytes]], str | None]:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return [], "The zip archive is damaged or is not a zip file."
+    members, total = [], 0
+    with archive:
+        for info in archive.infolist():
+            path = PurePosixPath(info.filename)
+            if info.is_dir() or any(part.startswith((".", "__MACOSX")) for part in path.parts):
+                continue
+            if path.suffix.lower() not in SUPPORTED_EXTENSIONS or path.name.upper() == "DICOMDIR":
+                continue  # DICOM files often have no extension; a DICOMDIR holds no image
+            total += info.file_size
+            if total > MAX_ARCHIVE_BYTES:
+                return members, "The zip archive unpacks to more than 2 GB; the rest was skipped."
+            try:
+                members.append((f"{name}/{info.filename}", archive.read(info)))
+            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, RuntimeError):
+                members.append((f"{name}/{info.filename}", b""))  # listed as failed (empty)
+    if not members:
+        return [], "The zip archive holds no PNG, JPEG or DICOM files."
+    return members, None
+
+
+@dataclass
+class WorkItem:
+    """One file of the worklist and where it stands."""
+
+    name: str
+    data: bytes = field(repr=False)
+    status: str = "queued"  # queued | ready (model results in) | failed
+    error: str | None = None
+    review: Review | None = field(default=None, repr=False)
+    triage: float | None = None
+    reviewed: bool = False  # a person has read it (moved on with "next", or sent feedback)
+
+    @property
+    def fallback(self) -> bool | None:
+        return None if self.review is None else bool(self.review.pre.fallback)
+
+
+class Worklist:
+    """Files to review, reviewed in batches (thread-safe: a background thread fills it while
+    the page reads it)."""
+
+    def __init__(self) -> None:
+        self.items: list[WorkItem] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, files: list[tuple[str, bytes]]) -> int:
+        """Add uploads (zips expanded); unreadable archives are listed as failed. Returns the
+        number of entries added. A file already in the list (same name and bytes) is skipped."""
+        images, failures = expand_uploads(files)
+        with self._lock:
+            known = {(item.name, len(item.data), hash(item.data)) for item in self.items}
+            added = [WorkItem(n, d) for n, d in images if (n, len(d), hash(d)) not in known]
+            added += [WorkItem(n, b"", status="failed", error=e) for n, e in failures]
+            self.items += added
+        return len(added)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            statuses = [item.status for item in self.items]
+        return {s: statuses.count(s) for s in ("queued", "ready", "failed")} | {"total": len(statuses)}
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def run_queued(self, reviewer: Reviewer, batch_size: int = 4) -> None:
+        """Review every queued file, `batch_size` at a time; a file that fails is marked failed
+        with its one sentence (an unexpected error: a generic sentence, logged in full)."""
+        while True:
+            with self._lock:
+                batch = [item for item in self.items if item.status == "queued"][:batch_size]
+            if not batch:
+                return
+            loaded = []
+            for item in batch:
+                try:
+                    loaded.append((item, reviewer.load(item.data, filename=PurePosixPath(item.name).name)))
+                except CxrError as exc:
+                    self._finish(item, error=str(exc))
+            if not loaded:
+                continue
+            try:
+                reviews = reviewer.review([image for _, image in loaded])
+            except CxrError as exc:
+                for item, _ in loaded:
+                    self._finish(item, error=str(exc))
+                continue
+            except Exception:  # never leave the list stuck on one bad batch
+                log.exception("unexpected error while reviewing a worklist batch")
+                for item, _ in loaded:
+                    self._finish(item, error="Something went wrong while analysing this image.")
+                continue
+            for (item, _), review in zip(loaded, reviews):
+                self._finish(item, review=review)
+
+    def _finish(self, item: WorkItem, review: Review | None = None, error: str | None = None) -> None:
+        with self._lock:
+            if review is None:
+                item.status, item.error = "failed", error
+            else:
+                item.status, item.review, item.triage = "ready", review, triage_score(review)
+
+    def start(self, reviewer: Reviewer, batch_size: int = 4) -> bool:
+        """Review the queued files in a background thread; False when one is already running."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return False
+            self._thread = threading.Thread(target=self.run_queued, args=(reviewer, batch_size),
+                                            name="worklist", daemon=True)
+            self._thread.start()
+        return True
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def ordered(self) -> list[WorkItem]:
+        """Ready studies by triage score (most abnormal first), then queued, then failed."""
+        with self._lock:
+            items = list(self.items)
+        rank = {"ready": 0, "queued": 1, "failed": 2}
+        return sorted(items, key=lambda it: (rank[it.status], -(it.triage or 0.0)))
+
+    def item(self, name: str) -> WorkItem | None:
+        with self._lock:
+            return next((item for item in self.items if item.name == name), None)
+
+    def next_name(self, name: str | None) -> str | None:
+        """The next ready study below `name` in the list order (the first one when None)."""
+        names = [item.name for item in self.ordered() if item.status == "ready"]
+        if not names:
+            return None
+        if name not in names:
+            return names[0]
+        position = names.index(name)
+        return names[position + 1] if position + 1 < len(names) else None
+
+    def mark_reviewed(self, name: str, reviewed: bool = True) -> None:
+        with self._lock:
+            for item in self.items:
+                if item.name == name:
+                    item.reviewed = reviewed
+
+    def table(self) -> pd.DataFrame:
+        """One row per file, in list order: what the Worklist page shows."""
+        rows = []
+        for item in self.ordered():
+            review = item.review
+            rows.append({
+                "file": item.name,
+                "status": item.status,
+                "top findings": top_findings(review) if review is not None else (item.error or ""),
+                "triage score": None if item.triage is None else round(item.triage, 3),
+                "segmentation fallback": item.fallback,
+                "reviewed": "yes" if item.reviewed else "no",
+            })
+        return pd.DataFrame(rows, columns=["file", "status", "top findings", "triage score",
+                                           "segmentation fallback", "reviewed"])

@@ -1,0 +1,111 @@
+"""The worklist: many files (zips included) reviewed in batches, failures listed, triage order."""
+
+import io
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from cxr_core.base.config import settings
+from cxr_core.review.worklist import (
+    Worklist,
+    expand_uploads,
+    normal_index,
+    top_findings,
+    triage_score,
+)
+from tests.helpers import dicom_xray_bytes
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = sorted((REPO / "assets" / "samples").glob("*.png"))
+
+
+def mixed_files() -> list[tuple[str, bytes]]:
+    """Five files: two PNGs, a JPEG, a DICOM and a text file posing as a PNG."""
+    jpeg = cv2.imencode(".jpg", cv2.imread(str(SAMPLES[2]), cv2.IMREAD_GRAYSCALE))[1].tobytes()
+    return [(SAMPLES[0].name, SAMPLES[0].read_bytes()), (SAMPLES[1].name, SAMPLES[1].read_bytes()),
+            ("third.jpg", jpeg), ("study.dcm", dicom_xray_bytes(window=(2000, 4000))),
+            ("broken.png", b"this is not an image")]
+
+
+def zipped(files: list[tuple[str, bytes]], extra: dict | None = None) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for name, data in files:
+            archive.writestr(f"batch/{name}", data)
+        for name, data in (extra or {}).items():
+            archive.writestr(name, data)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def reviewer():
+    from cxr_core.review.pipeline import Reviewer
+
+    return Reviewer.from_paths(settings().default_bundle_path)
+
+
+def fake_review(labels, probs, thresholds):
+    probs, thresholds = np.array(probs), np.array(thresholds)
+    findings = probs >= thresholds
+    return SimpleNamespace(labels=labels, probs=probs, thresholds=thresholds, findings=findings,
+                           order=lambda: [k for k in np.argsort(-probs) if findings[k]])
+
+
+def test_triage_score_uses_normal_when_the_bundle_has_it_else_threshold_ratio():
+    with_normal = fake_review(["Effusion", "No Finding", "Nodule"], [0.9, 0.3, 0.1], [0.5, 0.5, 0.5])
+    assert normal_index(with_normal.labels) == 1
+    assert triage_score(with_normal) == pytest.approx(0.7)
+    without = fake_review(["a", "b"], [0.3, 0.2], [0.6, 0.1])
+    assert normal_index(without.labels) is None
+    assert triage_score(without) == pytest.approx(2.0)  # b: 0.2 / 0.1
+    assert top_findings(without) == "b 0.20"
+    assert top_findings(with_normal) == "Effusion 0.90"  # 'normal' is never a finding
+    assert top_findings(fake_review(["a"], [0.1], [0.5])) == "none above threshold"
+
+
+def test_zip_members_are_expanded_and_bad_archives_listed():
+    files = mixed_files()
+    archive = zipped(files[:2], {"__MACOSX/._x.png": b"junk", "notes.txt": b"hello", "dir/": b""})
+    images, failures = expand_uploads([("day.zip", archive), ("bad.zip", b"PK\x03\x04 truncated"),
+                                       files[2]])
+    assert [n for n, _ in images] == [f"day.zip/batch/{files[0][0]}", f"day.zip/batch/{files[1][0]}",
+                                      "third.jpg"]
+    assert images[0][1] == files[0][1]
+    assert failures == [("bad.zip", "The zip archive is damaged or is not a zip file.")]
+    _, empty = expand_uploads([("empty.zip", zipped([], {"a.txt": b"x"}))])
+    assert "no PNG, JPEG or DICOM" in empty[0][1]
+
+
+def test_five_mixed_files_one_failed_rest_ordered_by_triage(reviewer):
+    worklist = Worklist()
+    assert worklist.add(mixed_files()) == 5
+    assert worklist.add(mixed_files()[:1]) == 0  # the same file again is not added twice
+    assert worklist.start(reviewer, batch_size=2)
+    worklist.wait(600)
+    assert not worklist.running
+    assert worklist.counts == {"queued": 0, "ready": 4, "failed": 1, "total": 5}
+    table = worklist.table()
+    failed = table[table["status"] == "failed"]
+    assert failed["file"].tolist() == ["broken.png"]
+    assert failed["top findings"].iloc[0] == "The file is not a PNG, JPEG or DICOM image."
+    ready = table[table["status"] == "ready"]
+    assert table["status"].tolist() == ["ready"] * 4 + ["failed"]  # failed last
+    scores = ready["triage score"].tolist()
+    assert scores == sorted(scores, reverse=True)
+    for row in ready.itertuples():
+        item = worklist.item(row.file)
+        assert row._4 == round(triage_score(item.review), 3)  # the documented definition
+        assert row._5 == bool(item.review.pre.fallback)
+    assert set(table["reviewed"]) == {"no"}
+    dicom = worklist.item("study.dcm").review
+    assert dicom.image.dicom_ref is not None and dicom.image.window is not None
+    # "next" walks down the ready studies in list order, then stops
+    order = ready["file"].tolist()
+    assert worklist.next_name(None) == order[0]
+    assert [worklist.next_name(n) for n in order] == order[1:] + [None]
+    worklist.mark_reviewed(order[0])
+    assert worklist.table().set_index("file").loc[order[0], "reviewed"] == "yes"
