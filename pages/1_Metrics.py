@@ -97,7 +97,7 @@ for col, (name, column) in zip(cols, [("AUC (macro, CTP)", "auc_macro"), ("F1 ma
                                       ("F1 positive (CTP)", "f1_positive_macro")]):
     col.metric(name, f"{ctp[column]:.3f}")
     col.caption(interval_text(ctp, column))
-cols[3].metric("Hamming loss (CTP)", f"{ctp['hamming_loss']:.4f}")
+cols[3].metric("Hamming loss (CTP)", f"{ctp['hamming_loss']:.3f}")
 
 tab_labels, tab_calibration, tab_points, tab_compare, tab_paper = st.tabs(
     ["Per label", "Calibration", "Operating points", "Compare bundles", "Published method"])

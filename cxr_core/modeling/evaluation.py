@@ -61,6 +61,9 @@ def evaluate_predictions(member_probs: np.ndarray, targets: np.ndarray, labels: 
                 column = f"{MACRO_COLUMN[metric]}_{bound}" if metric in METRICS else key
                 overall.loc[name, column] = value
         overall.attrs["resampling"] = intervals["resampling"]
+    for column in ("labels_without_auc", "labels_with_interval"):  # counts, not measurements
+        if column in overall.columns:
+            overall[column] = overall[column].astype(int)
     tables["overall"] = overall.reset_index()
     tables["overall"].attrs = overall.attrs
     return tables
