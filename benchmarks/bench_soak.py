@@ -81,6 +81,8 @@ def soak(reviews: int = REVIEWS, warmup: int = WARMUP, report_every: int = 10) -
     after = np.asarray(rss[warmup:])
     steps = np.arange(warmup, reviews)
     slope = float(np.polyfit(steps, after, 1)[0]) if len(after) > 1 else 0.0
+    tail = min(100, len(after))
+    tail_slope = float(np.polyfit(steps[-tail:], after[-tail:], 1)[0]) if tail > 1 else 0.0
     files_end = open_files()
     return {
         "reviews": reviews, "warmup": warmup, "report_every": report_every,
@@ -88,6 +90,7 @@ def soak(reviews: int = REVIEWS, warmup: int = WARMUP, report_every: int = 10) -
         "rss_mb_after_warmup": float(after[0]), "rss_mb_end": float(rss[-1]),
         "rss_band_mb": float(after.max() - after.min()),
         "rss_slope_mb_per_100_reviews": slope * 100,
+        "rss_slope_mb_per_100_reviews_last_100": tail_slope * 100,
         "rss_mb_every_10": [round(v, 1) for v in rss[::10]],
         "review_median_s": float(np.median(seconds[warmup:])),
         "open_files_after_warmup": len(files_after_warmup), "open_files_end": len(files_end),
