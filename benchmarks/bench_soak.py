@@ -51,9 +51,12 @@ def soak_inputs(limit: int = WARMUP) -> list[bytes]:
     return [path.read_bytes() for path in files[:limit]]
 
 
-def soak(reviews: int = REVIEWS, warmup: int = WARMUP, report_every: int = 10) -> dict:
+def soak(reviews: int = REVIEWS, warmup: int = WARMUP, report_every: int = 10,
+         collect_each: bool = False) -> dict:
     """Review `reviews` images in turn (with the page's overlays and a report every
-    `report_every`); memory, file handles and threads compared after `warmup` reviews."""
+    `report_every`); memory, file handles and threads compared after `warmup` reviews.
+    `collect_each` runs a full garbage collection before each memory sample, so that what is
+    measured is memory still held (a leak), not reference cycles awaiting collection."""
     from cxr_core.base.config import settings
     from cxr_core.explain.overlay import overlay
     from cxr_core.explain.report import report_pdf
@@ -72,6 +75,8 @@ def soak(reviews: int = REVIEWS, warmup: int = WARMUP, report_every: int = 10) -
             report_pdf(review)
         del review
         seconds.append(time.perf_counter() - start)
+        if collect_each:
+            gc.collect()
         if i + 1 == warmup:
             gc.collect()
             files_after_warmup, threads_after_warmup = open_files(), os_threads()
@@ -81,13 +86,17 @@ def soak(reviews: int = REVIEWS, warmup: int = WARMUP, report_every: int = 10) -
     after = np.asarray(rss[warmup:])
     steps = np.arange(warmup, reviews)
     slope = float(np.polyfit(steps, after, 1)[0]) if len(after) > 1 else 0.0
+    tail = min(100, len(after))
+    tail_slope = float(np.polyfit(steps[-tail:], after[-tail:], 1)[0]) if tail > 1 else 0.0
     files_end = open_files()
     return {
         "reviews": reviews, "warmup": warmup, "report_every": report_every,
+        "collect_each": collect_each,
         "distinct_images": len(inputs),
         "rss_mb_after_warmup": float(after[0]), "rss_mb_end": float(rss[-1]),
         "rss_band_mb": float(after.max() - after.min()),
         "rss_slope_mb_per_100_reviews": slope * 100,
+        "rss_slope_mb_per_100_reviews_last_100": tail_slope * 100,
         "rss_mb_every_10": [round(v, 1) for v in rss[::10]],
         "review_median_s": float(np.median(seconds[warmup:])),
         "open_files_after_warmup": len(files_after_warmup), "open_files_end": len(files_end),

@@ -24,7 +24,9 @@ owner() {
 
 as_owner() {
   local who; who=$(owner)
-  if [ "$who" = "$(id -un)" ]; then "$@"; else runuser -u "$who" -- "$@"; fi
+  if [ "$who" = "$(id -un)" ]; then "$@"
+  elif command -v runuser >/dev/null; then runuser -u "$who" -- "$@"
+  else su -s /bin/sh "$who" -c "$(printf '%q ' "$@")"; fi
 }
 
 case "${1:-}" in

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from cxr_core.base.errors import EngineError
 from cxr_core.explain import engines
+from cxr_core.base.errors import EngineError
 from cxr_core.explain.engines import (
     KerasEngine,
     LiteEngine,

@@ -106,12 +106,7 @@ def test_model_card_written_and_checksummed(small_bundle, tmp_path):
 def test_compiled_bundle_runs_lite_members_with_the_same_results(small_bundle, tmp_path, monkeypatch):
     import shutil
 
-    from cxr_core.explain.engines import (
-        KerasEngine,
-        LiteEngine,
-        bundle_engines,
-        compile_bundle,
-    )
+    from cxr_core.explain.engines import KerasEngine, LiteEngine, bundle_engines, compile_bundle
     from cxr_core.explain.ensemble_maps import explain_arrays
 
     monkeypatch.setenv("CXR_ENGINE", "auto")

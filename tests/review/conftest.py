@@ -30,7 +30,8 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def postgres_server():
     """Base URL (no database) of a PostgreSQL server that lives as long as the test session."""
-    folder = Path(tempfile.mkdtemp(prefix="cxr-pg-"))
+    # under /tmp: the server's own user must reach it, and its socket path must stay short
+    folder = Path(tempfile.mkdtemp(prefix="cxr-pg-", dir="/tmp" if Path("/tmp").is_dir() else None))
     try:
         done = subprocess.run(["bash", str(SCRIPT), "start", str(folder), str(free_port())],
                               capture_output=True, text=True, timeout=120, check=False)

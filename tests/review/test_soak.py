@@ -4,7 +4,9 @@ from benchmarks.bench_soak import soak
 
 
 def test_sixty_reviews_keep_memory_flat_and_leak_no_files_or_threads():
-    result = soak(reviews=60, warmup=20, report_every=20)
+    # a full collection before each sample: report figures sit in reference cycles until the
+    # collector runs (README, Reliability); what must not grow is memory still held after it
+    result = soak(reviews=60, warmup=20, report_every=10, collect_each=True)
     assert result["distinct_images"] >= 4
     assert result["new_open_files"] == [], result["new_open_files"]
     assert result["open_files_end"] <= result["open_files_after_warmup"]
@@ -12,4 +14,4 @@ def test_sixty_reviews_keep_memory_flat_and_leak_no_files_or_threads():
     assert result["python_threads_end"] <= result["python_threads_after_warmup"]
     # resident memory after the warm-up stays within a small band (a leak of one 512 px float
     # image per review, 1 MiB, would already add 40 MiB over these 40 reviews)
-    assert result["rss_band_mb"] < 32, result["rss_mb_every_10"]
+    assert result["rss_band_mb"] < 16, result["rss_mb_every_10"]
