@@ -15,7 +15,6 @@ from collections import OrderedDict
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -118,17 +117,6 @@ def review_page() -> None:
 
     with st.sidebar:
         st.caption(f"Model: {bundle.bundle_id} ({len(bundle.labels)} findings, {len(bundle.archs)} models)")
-        alpha = st.slider("Heatmap opacity", 0.1, 1.0, step=0.05, key=kept_key("alpha", DEFAULT_ALPHA),
-                          help="opacity of the hottest value; lower values are more transparent")
-        cutoff = st.slider("Hide values below", 0.0, 0.9, step=0.05, key=kept_key("cutoff", DEFAULT_CUTOFF),
-                           help="heatmap values at or below this are not drawn")
-        show_all = st.toggle("Show all findings", key=kept_key("show_all", False),
-                             help="a heatmap for every label, not only positives")
-        show_uncertainty = st.toggle("Uncertainty maps", key=kept_key("uncertainty", False),
-                                     help="standard deviation of the models' heatmaps")
-        show_members = st.toggle("Each model's map", key=kept_key("members", False))
-        for name in ("alpha", "cutoff", "show_all", "uncertainty", "members"):
-            remember(name)
 
     # --- input: one source at a time ----------------------------------------------------------
     upload_col, sample_col = st.columns([3, 2])
@@ -188,10 +176,7 @@ def review_page() -> None:
     # (reserved: the plausibility check runs here, before any finding is shown)
 
     show_findings(review, show_overview(review))
-    order = review.order(include_all=show_all)
-    show_heatmaps(review, order, alpha, cutoff, show_uncertainty, show_members)
-    show_report(review, ReportOptions(include_all=show_all, uncertainty=show_uncertainty,
-                                      members=show_members, alpha=alpha, cutoff=cutoff))
+    heatmaps_and_report(review)
     show_feedback(review, data)
 
 
@@ -218,7 +203,7 @@ def _colorbar(alpha: float, cutoff: float) -> bytes:
 
 def show_overview(review):
     """The X-ray with lungs and crop box on the left; returns the column for the findings."""
-    left, right = st.columns([2, 3])
+    left, right = st.columns([1, 2])
     with left:
         st.subheader("X-ray")
         if review.pre.fallback:
@@ -259,8 +244,10 @@ def show_findings(review, column) -> None:
     styled = frame.style.apply(colour, axis=1).format(precision=3)
     with column:
         st.dataframe(styled, hide_index=True, width="stretch", column_config={
+            "group": st.column_config.TextColumn("group", width="small",
+                                                 help="PadChest's general group of the finding"),
             "probability": st.column_config.ProgressColumn(
-                "probability", min_value=0.0, max_value=1.0, format="%.3f",
+                "probability", min_value=0.0, max_value=1.0, format="%.3f", width=120,
                 help="ensemble probability"),
             "threshold": st.column_config.NumberColumn(
                 "threshold", format="%.3f", help="operating threshold, chosen on validation"),
@@ -273,9 +260,30 @@ def show_findings(review, column) -> None:
         })
 
 
+@st.fragment
+def heatmaps_and_report(review) -> None:
+    """The display controls, the maps and the report buttons: a control reruns this part only
+    (the table, the X-ray and the feedback form stay as they are)."""
+    st.subheader("Heatmaps")
+    c1, c2, c3 = st.columns([2, 2, 3])
+    alpha = c1.slider("Heatmap opacity", 0.1, 1.0, step=0.05, key=kept_key("alpha", DEFAULT_ALPHA),
+                      help="opacity of the hottest value; lower values are more transparent")
+    cutoff = c2.slider("Hide values below", 0.0, 0.9, step=0.05, key=kept_key("cutoff", DEFAULT_CUTOFF),
+                       help="heatmap values at or below this are not drawn")
+    show_all = c3.toggle("Show all findings", key=kept_key("show_all", False),
+                         help="a heatmap for every label, not only positives")
+    uncertainty = c3.toggle("Uncertainty maps", key=kept_key("uncertainty", False),
+                            help="standard deviation of the models' heatmaps")
+    members = c3.toggle("Each model's map", key=kept_key("members", False))
+    for name in ("alpha", "cutoff", "show_all", "uncertainty", "members"):
+        remember(name)
+    show_heatmaps(review, review.order(include_all=show_all), alpha, cutoff, uncertainty, members)
+    show_report(review, ReportOptions(include_all=show_all, uncertainty=uncertainty,
+                                      members=members, alpha=alpha, cutoff=cutoff))
+
+
 def show_heatmaps(review, order: list[int], alpha: float, cutoff: float, uncertainty: bool,
                   members: bool) -> None:
-    st.subheader("Heatmaps")
     if not order:
         st.info("No finding passes its threshold. Turn on 'Show all findings' to see every heatmap.")
         return
@@ -341,6 +349,8 @@ def show_feedback(review, data: bytes) -> None:
                   on_click=agree_rest)
     comment = st.text_area("Comment", max_chars=2000, key=kept_key(f"comment_{tag}", ""))
     remember(f"comment_{tag}")
+    if comment:
+        st.caption(f"Draft kept for this tab ({len(comment)} characters), across pages and reloads.")
     user = current_user_name()
     if user:
         st.caption(f"Reviewer: {user} (logged in)")
@@ -394,7 +404,7 @@ def same_answers(row: dict, submission: Submission) -> bool:
 # --- navigation ------------------------------------------------------------------------------
 def page_list() -> list:
     """The Review page first, then every page file in pages/ (a new file appears by itself)."""
-    pages = [st.Page(review_page, title="Review", icon="🩻", default=True)]
+    pages = [st.Page(review_page, title="Review", default=True)]
     pages += [st.Page(f"pages/{path.name}") for path in sorted(PAGES_DIR.glob("*.py"))]
     return pages
 

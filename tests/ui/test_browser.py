@@ -123,6 +123,13 @@ def _big_xray(path: Path, side: int = 6500) -> Path:
     return path
 
 
+def _bundle_labels() -> list[str]:
+    from cxr_core.base.config import settings
+
+    manifest = json.loads((settings().default_bundle_path / "manifest.json").read_text())
+    return manifest["labels"]
+
+
 def _nav_titles() -> list[str]:
     """The sidebar's expected pages: Review, then every file in pages/ by its title."""
     names = [re.sub(r"^\d+_", "", p.stem).replace("_", " ") for p in sorted((REPO / "pages").glob("*.py"))]
@@ -155,7 +162,9 @@ def test_review_state_speed_report_and_feedback_in_a_real_browser(server):
                                              SHOWS_IMAGE, digests[0])
             table_rows = page.locator('[data-testid="stDataFrame"]').first
             table_rows.wait_for()
-            n_labels = len(page.locator('[data-testid="stRadio"]').all())
+            n_labels = len(_bundle_labels())  # the form has one answer per finding
+            page.wait_for_function("""(n) => document.querySelectorAll(
+                '[data-testid="stRadio"]').length === n""", arg=n_labels, timeout=60_000)
             positives = page.locator("text=/models positive, above threshold/").count()
 
             # toggles: each must redraw the maps fast (no reports, maps cached per image)
@@ -179,6 +188,12 @@ def test_review_state_speed_report_and_feedback_in_a_real_browser(server):
             timings["report_pdf"] = time.perf_counter() - start
             assert download.value.suggested_filename == f"cxr_report_{digests[0]}.pdf"
             assert Path(path).read_bytes()[:5] == b"%PDF-"
+            with page.expect_download(timeout=120_000) as download:
+                page.get_by_text("Download report (PNG)").click()
+            assert download.value.suggested_filename == f"cxr_report_{digests[0]}.png"
+            png = Path(download.value.path()).read_bytes()
+            assert png[:8] == b"\x89PNG\r\n\x1a\n"
+            ((SCREENSHOTS or tmp_path) / "report.png").write_bytes(png)  # its first page, as shown
 
             # state: leave the page and come back, then reload the tab
             page.get_by_text("Uncertainty maps").click()
@@ -186,6 +201,8 @@ def test_review_state_speed_report_and_feedback_in_a_real_browser(server):
             page.get_by_label("Comment").fill("draft kept across pages")
             page.get_by_label("Reviewer name").fill("Dr Browser")
             page.get_by_label("Reviewer name").press("Tab")
+            page.get_by_text("Draft kept for this tab (23 characters)").wait_for(timeout=60_000)
+            page.wait_for_timeout(500)
             page.wait_for_function(SETTLED, polling=25)
             page.locator('[data-testid="stSidebarNav"] a', has_text="Metrics").click()
             page.locator("h1", has_text="Metrics").wait_for(timeout=120_000)
@@ -211,10 +228,14 @@ def test_review_state_speed_report_and_feedback_in_a_real_browser(server):
             page.get_by_role("button", name="Submit feedback").click()
             page.get_by_text("Answer every finding before submitting").wait_for(timeout=60_000)
             page.get_by_role("button", name=re.compile("Agree with the model")).click()
+            page.get_by_role("button", name=re.compile("Agree with the model")).wait_for(
+                state="detached", timeout=60_000)
             page.wait_for_function(SETTLED, polling=25)
             page.get_by_label("Comment").fill("checked in chromium")
             page.get_by_label("Reviewer name").fill("Dr Browser")
             page.get_by_label("Reviewer name").press("Tab")
+            page.get_by_text("Draft kept for this tab (19 characters)").wait_for(timeout=60_000)
+            page.wait_for_timeout(500)
             page.wait_for_function(SETTLED, polling=25)
             page.get_by_role("button", name="Submit feedback").click()
             page.get_by_text("Feedback saved").wait_for(timeout=60_000)
@@ -225,6 +246,11 @@ def test_review_state_speed_report_and_feedback_in_a_real_browser(server):
                     page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
                 page.wait_for_timeout(3000)
                 _shot(page, name.lower(), tmp_path)
+        except Exception:
+            failure = (SCREENSHOTS or tmp_path) / "failure.png"
+            page.screenshot(path=str(failure))
+            print("failure screenshot:", failure, "timings so far:", timings)
+            raise
         finally:
             browser.close()
 
