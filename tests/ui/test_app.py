@@ -126,6 +126,7 @@ def test_state_survives_a_reload_of_the_tab():
     assert next(t for t in again.toggle if t.label == "Uncertainty maps").value is True
     assert again.radio[0].value == "disagree"
     assert again.text_area[0].value == "draft, not submitted"
+    assert any("Draft kept for this tab (20 characters)" in c.value for c in again.caption)
     assert again.text_input[0].value == "Dr Reload"
     fresh = run_review(None, query={"tab": "unknown-token"})  # another tab starts empty
     assert any("Upload an X-ray" in i.value for i in fresh.info)

@@ -1,8 +1,7 @@
 """A real browser (Debian chromium driven by playwright) against `streamlit run app.py`.
 
 Also measures the page's speed as a user sees it (click to settled page); the figures are
-printed, written to `browser_timings.json` (in CXR_SCREENSHOT_DIR when set) and held to bounds
-generous enough for a loaded 2-core machine.
+printed (run with -s to see them) and held to bounds generous enough for a loaded 2-core machine.
 """
 
 from __future__ import annotations
@@ -247,7 +246,7 @@ def test_review_state_speed_report_and_feedback_in_a_real_browser(server):
                 page.wait_for_timeout(3000)
                 _shot(page, name.lower(), tmp_path)
         except Exception:
-            failure = (SCREENSHOTS or tmp_path) / "failure.png"
+            failure = tmp_path / "failure.png"
             page.screenshot(path=str(failure))
             print("failure screenshot:", failure, "timings so far:", timings)
             raise
@@ -256,7 +255,7 @@ def test_review_state_speed_report_and_feedback_in_a_real_browser(server):
 
     report = json.dumps(timings, indent=2)
     print("browser timings (s):", report)
-    ((SCREENSHOTS or tmp_path) / "browser_timings.json").write_text(report)
+    (tmp_path / "browser_timings.json").write_text(report)
     assert max(timings["toggles"]) <= TARGETS["toggle"] * SLACK, timings
     assert timings["later_review"] <= TARGETS["later_review"] * SLACK, timings
     assert timings["review_6500px"] <= TARGETS["review_6500px"] * SLACK, timings
