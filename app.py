@@ -226,8 +226,7 @@ def show_overview(review):
 def findings_frame(review) -> pd.DataFrame:
     """The findings table as shown: positives first, one precision, the call in words."""
     table = review.table()
-    table["call"] = [("positive" if p else "negative") + (", borderline" if b else "")
-                     for p, b in zip(table["positive"], table["borderline"])]
+    table["call"] = table["finding"].map({lab: review.call(k) for k, lab in enumerate(review.labels)})
     return table[["finding", "group", "probability", "threshold", "models positive", "call"]]
 
 
