@@ -23,7 +23,8 @@ install: $(STAMP)
 
 run: install
 	$(VENV)/bin/streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT) \
-		--server.headless true --browser.gatherUsageStats false
+		--server.headless true --browser.gatherUsageStats false --server.fileWatcherType none \
+		--server.maxUploadSize $${CXR_MAX_UPLOAD_MB:-50}
 
 browser:
 	@bash scripts/ensure_chromium.sh

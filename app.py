@@ -1,20 +1,27 @@
-"""CXR Review: upload a chest X-ray, review findings with their heatmaps, correct them.
+"""CXR Review: the app's entry point (page navigation) and the Review page.
 
-This page only lays out the UI; everything it shows comes from `cxr_core`.
+Review: upload a chest X-ray, review findings with their heatmaps, correct them. The page only
+lays out the UI; everything it shows comes from `cxr_core`. What the user chose (the image, the
+toggles, the draft feedback) is kept for the browser tab: across pages and across a reload.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
+import uuid
+from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
+import cv2
+import pandas as pd
 import streamlit as st
 
 from cxr_core.base.config import REPO_ROOT, settings
 from cxr_core.base.errors import CxrError
-from cxr_core.explain.overlay import DEFAULT_ALPHA, mask_outline, overlay
-from cxr_core.explain.report import report_pdf, report_png
+from cxr_core.explain.overlay import DEFAULT_ALPHA, DEFAULT_CUTOFF, colorbar_png, overlay
+from cxr_core.explain.report import ReportOptions, report_name, report_pdf, report_png
 from cxr_core.review.feedback import Submission, save_feedback
 from ui_common import (
     current_user_name,
@@ -26,148 +33,356 @@ from ui_common import (
 
 log = logging.getLogger("cxr_app")
 SAMPLES_DIR = REPO_ROOT / "assets" / "samples"
+PAGES_DIR = Path(__file__).resolve().parent / "pages"
+NO_SAMPLE = "(none)"
+KEPT_TABS = 16  # browser tabs whose state survives a reload (each holds one image)
 
 st.set_page_config(page_title="CXR Review", page_icon="🩻", layout="wide")
-st.title("CXR Review: findings and heatmaps")
 
-bundle = load_bundle_or_stop()
-demo_banner(bundle)
-cfg = settings()
 
-with st.sidebar:
-    st.caption(f"Model: {bundle.bundle_id} ({len(bundle.labels)} findings, {len(bundle.archs)} models)")
-    alpha = st.slider("Heatmap opacity", 0.0, 1.0, DEFAULT_ALPHA, 0.05)
-    show_all = st.toggle("Show all findings", value=False, help="a heatmap for every label, not only positives")
-    show_uncertainty = st.toggle("Uncertainty maps", value=False,
-                                 help="standard deviation of the models' heatmaps")
-    show_members = st.toggle("Each model's map", value=False)
+# --- state kept for the browser tab ----------------------------------------------------------
+@st.cache_resource
+def _tab_states() -> OrderedDict:
+    """Per-tab state by a random token in the URL, so that a reload finds it again (LRU)."""
+    return OrderedDict()
 
-# --- input -----------------------------------------------------------------------------------
-upload_col, sample_col = st.columns([3, 2])
-with upload_col:
-    uploaded = st.file_uploader("Chest X-ray (PNG, JPEG or DICOM)",
-                                type=["png", "jpg", "jpeg", "dcm", "dicom"],
-                                help=f"Up to {cfg.max_upload_mb} MB; PA view preferred.")
-samples = sorted(SAMPLES_DIR.glob("*.png")) if SAMPLES_DIR.is_dir() else []
-with sample_col:
-    sample_name = st.selectbox("...or try a sample", ["(none)"] + [p.name for p in samples])
 
-data, filename = None, None
-if uploaded is not None:
-    data, filename = uploaded.getvalue(), uploaded.name
-elif sample_name != "(none)":
-    data, filename = (SAMPLES_DIR / sample_name).read_bytes(), sample_name
+def tab_state() -> dict:
+    """This tab's kept state: the image, widget values and draft feedback."""
+    if "kept" not in st.session_state:
+        token = st.query_params.get("tab")
+        states = _tab_states()
+        if token and token in states:
+            st.session_state["kept"] = states[token]
+        else:
+            token = uuid.uuid4().hex
+            st.session_state["kept"] = {"token": token, "source": None, "widgets": {}}
+    kept = st.session_state["kept"]
+    states = _tab_states()
+    states[kept["token"]] = kept
+    states.move_to_end(kept["token"])
+    while len(states) > KEPT_TABS:
+        states.popitem(last=False)
+    if st.query_params.get("tab") != kept["token"]:
+        st.query_params["tab"] = kept["token"]
+    return kept
 
-if data is None:
-    st.info("Upload an X-ray or pick a sample to see the findings.")
-    st.stop()
-if len(data) > cfg.max_upload_mb * 1024 * 1024:
-    st.error(f"The file is {len(data) / 1e6:.1f} MB; the limit is {cfg.max_upload_mb} MB.")
-    st.stop()
 
-try:
-    reviewer = get_reviewer(str(bundle.path))
-except CxrError as exc:  # e.g. an unknown CXR_ENGINE or a damaged TensorFlow Lite member
-    st.error(f"The models could not be loaded: {exc}")
-    st.stop()
-key = (bundle.bundle_id, filename, len(data), hash(data))
-if st.session_state.get("review_key") != key:
+def kept_key(name: str, default):
+    """Widget key whose value outlives the page: restored from the tab's state when the widget
+    comes back (Streamlit forgets a widget's value once a run does not draw it)."""
+    key = f"w_{name}"
+    widgets = tab_state()["widgets"]
+    if key not in st.session_state:
+        st.session_state[key] = widgets.get(name, default)
+    return key
+
+
+def remember(name: str) -> None:
+    tab_state()["widgets"][name] = st.session_state[f"w_{name}"]
+
+
+def upload_limit_mb() -> int:
+    """The one upload limit, in MB of 2^20 bytes (as Streamlit counts): the server's
+    `server.maxUploadSize`, lowered to CXR_MAX_UPLOAD_MB when that is smaller."""
+    return min(int(st.get_option("server.maxUploadSize")), settings().max_upload_mb)
+
+
+def _choose_sample() -> None:
+    """A sample was picked: it becomes the one source; the uploader is cleared."""
+    kept = tab_state()
+    name = st.session_state["w_sample"]
+    remember("sample")
+    if name == NO_SAMPLE:
+        kept["source"] = None
+    else:
+        data = (SAMPLES_DIR / name).read_bytes()
+        kept["source"] = {"kind": "sample", "name": name, "data": data,
+                          "digest": hashlib.sha256(data).hexdigest()}
+
+
+def _clear_source() -> None:
+    tab_state()["source"] = None
+    st.session_state["w_sample"] = NO_SAMPLE
+    remember("sample")
+
+
+# --- the Review page -------------------------------------------------------------------------
+def review_page() -> None:
+    st.title("CXR Review: findings and heatmaps")
+    bundle = load_bundle_or_stop()
+    demo_banner(bundle)
+    kept = tab_state()
+    limit = upload_limit_mb()
+
+    with st.sidebar:
+        st.caption(f"Model: {bundle.bundle_id} ({len(bundle.labels)} findings, {len(bundle.archs)} models)")
+
+    # --- input: one source at a time ----------------------------------------------------------
+    upload_col, sample_col = st.columns([3, 2])
+    with upload_col:
+        generation = kept.setdefault("upload_generation", 0)
+        uploaded = st.file_uploader("Chest X-ray (PNG, JPEG or DICOM)",
+                                    type=["png", "jpg", "jpeg", "dcm", "dicom"],
+                                    max_upload_size=limit, key=f"upload_{generation}",
+                                    help=f"Up to {limit} MB; PA view preferred.")
+    if uploaded is not None:  # a new upload replaces the current image (and any sample)
+        data = uploaded.getvalue()
+        kept["source"] = {"kind": "upload", "name": uploaded.name, "data": data,
+                          "digest": hashlib.sha256(data).hexdigest()}
+        kept["upload_generation"] = generation + 1  # empty the uploader: the image is kept
+        st.session_state["w_sample"] = NO_SAMPLE
+        remember("sample")
+        st.rerun()
+    samples = sorted(SAMPLES_DIR.glob("*.png")) if SAMPLES_DIR.is_dir() else []
+    with sample_col:
+        st.selectbox("...or try a sample", [NO_SAMPLE] + [p.name for p in samples],
+                     key=kept_key("sample", NO_SAMPLE), on_change=_choose_sample)
+
+    source = kept["source"]
+    if source is None:
+        st.info("Upload an X-ray or pick a sample to see the findings.")
+        st.stop()
+    data = source["data"]
+    name_col, clear_col = st.columns([5, 1])
+    name_col.markdown(f"Reviewing **{_escape(source['name'])}** ({source['kind']}, "
+                      f"SHA-256 `{source['digest'][:12]}`)")
+    clear_col.button("Clear image", on_click=_clear_source)
+    if len(data) > limit * 2**20:
+        st.error(f"The file is {len(data) / 2**20:.1f} MB; the limit is {limit} MB.")
+        st.stop()
+
     try:
-        with st.spinner("Segmenting the lungs, running the models and computing heatmaps..."):
-            review = reviewer.review_one(data, filename=filename)
-    except CxrError as exc:
-        st.error(f"This file cannot be reviewed: {exc}")
+        reviewer = get_reviewer(str(bundle.path))
+    except CxrError as exc:  # e.g. an unknown CXR_ENGINE or a damaged TensorFlow Lite member
+        st.error(f"The models could not be loaded: {exc}")
         st.stop()
-    except Exception:  # never show a traceback to the user
-        log.exception("unexpected error while reviewing %s", filename)
-        st.error("Something went wrong while analysing this image. Please try another file.")
-        st.stop()
-    st.session_state.update(review_key=key, review=review, reports={}, image_bytes=data)
-review = st.session_state["review"]
+    key = (bundle.bundle_id, source["digest"])
+    if st.session_state.get("review_key") != key:
+        try:
+            with st.spinner("Segmenting the lungs, running the models and computing heatmaps..."):
+                review = reviewer.review_one(data, filename=source["name"])
+        except CxrError as exc:
+            st.error(f"This file cannot be reviewed: {exc}")
+            st.stop()
+        except Exception:  # never show a traceback to the user
+            log.exception("unexpected error while reviewing an upload")
+            st.error("Something went wrong while analysing this image. Please try another file.")
+            st.stop()
+        st.session_state.update(review_key=key, review=review, images={})
+    review = st.session_state["review"]
 
-# --- overview --------------------------------------------------------------------------------
-left, right = st.columns([2, 3])
-with left:
-    st.subheader("X-ray")
-    import cv2
+    # --- input gating: is this a frontal chest X-ray? -----------------------------------------
+    # (reserved: the plausibility check runs here, before any finding is shown)
 
-    height, width = review.image.original_size
-    mask = cv2.resize(review.pre.mask.full.astype(np.uint8), (width, height),
-                      interpolation=cv2.INTER_NEAREST)
-    st.image(mask_outline(review.image.pixels, mask, review.pre.box_original, review.pre.fallback),
-             caption="lung outline (cyan) and crop box (yellow)", width="stretch")
-    if review.pre.fallback:
-        st.warning(f"Lung segmentation fell back to the whole image ({review.pre.mask.reason}); "
-                   "findings may be less reliable.", icon="⚠️")
-with right:
-    st.subheader("Findings")
-    positives = int(review.findings.sum())
-    st.markdown(f"**{positives}** positive finding(s) of {len(review.labels)} "
-                f"(thresholds: {review.threshold_method}, chosen on validation).")
-    st.dataframe(review.table(), hide_index=True, width="stretch",
-                 column_config={"probability": st.column_config.ProgressColumn(
-                     "probability", min_value=0.0, max_value=1.0, format="%.2f")})
+    show_findings(review, show_overview(review))
+    heatmaps_and_report(review)
+    show_feedback(review, data)
 
-# --- heatmaps --------------------------------------------------------------------------------
-st.subheader("Heatmaps")
-order = review.order(include_all=show_all)
-if not order:
-    st.info("No finding passes its threshold. Turn on 'Show all findings' to see every heatmap.")
-for k in order:
-    st.markdown(f"**{review.title(k)}**")
-    panels = [("ensemble mean", review.heatmap_original(k))]
-    if show_uncertainty:
-        panels.append(("uncertainty (std)", review.heatmap_original(k, "std")))
-    if show_members:
-        panels += [(arch, review.heatmap_original(k, member=m)) for m, arch in enumerate(review.archs)]
-    columns = st.columns(3)  # at most three panels a row, so one map never fills the page
-    for i, (caption, heat) in enumerate(panels):
-        with columns[i % len(columns)]:
-            st.image(overlay(review.image.pixels, heat, alpha), caption=caption,
-                     width="stretch")
 
-# --- report ----------------------------------------------------------------------------------
-st.subheader("Report")
-report_key = (show_all, show_uncertainty, round(alpha, 2))
-reports = st.session_state.setdefault("reports", {})
-if report_key not in reports:
-    with st.spinner("Preparing the report..."):
-        options = dict(include_all=show_all, uncertainty=show_uncertainty, alpha=alpha)
-        reports[report_key] = (report_png(review, **options), report_pdf(review, **options))
-png, pdf = reports[report_key]
-stem = Path(filename).stem if filename else "xray"
-c1, c2 = st.columns(2)
-c1.download_button("Download report (PNG)", png, file_name=f"{stem}_report.png", mime="image/png")
-c2.download_button("Download report (PDF)", pdf, file_name=f"{stem}_report.pdf", mime="application/pdf")
+def _escape(text: str) -> str:
+    """Markdown-safe file name (it comes from the user's computer)."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!<>|~])", r"\\\1", text)
 
-# --- feedback --------------------------------------------------------------------------------
-st.subheader("Expert feedback")
-user = current_user_name()
-with st.form("feedback"):
-    shown = order if order else []
-    decisions = {}
-    for k in shown:
-        label = review.labels[k]
+
+def _image(kind: tuple, draw, fmt: str = "JPEG") -> bytes:
+    """An encoded picture for this review, drawn once per kind (a toggle reuses it). Encoded in
+    the format st.image sends, so Streamlit passes the bytes on without re-encoding them."""
+    images = st.session_state.setdefault("images", {})
+    if kind not in images:
+        bgr = cv2.cvtColor(draw(), cv2.COLOR_RGB2BGR)
+        params = [cv2.IMWRITE_JPEG_QUALITY, 92] if fmt == "JPEG" else []
+        images[kind] = cv2.imencode(".jpg" if fmt == "JPEG" else ".png", bgr, params)[1].tobytes()
+    return images[kind]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _colorbar(alpha: float, cutoff: float) -> bytes:
+    return colorbar_png(alpha, cutoff)
+
+
+def show_overview(review):
+    """The X-ray with lungs and crop box on the left; returns the column for the findings."""
+    left, right = st.columns([1, 2])
+    with left:
+        st.subheader("X-ray")
+        if review.pre.fallback:
+            caption = "whole-image box (red): segmentation fell back"
+        else:
+            caption = "lungs (cyan), area added below them (magenta), crop box (yellow)"
+        st.image(_image(("outline",), review.outline_display, "PNG"), caption=caption,
+                 width="stretch", output_format="PNG")
+        if review.pre.fallback:
+            st.warning(f"Lung segmentation fell back to the whole image ({review.pre.mask.reason}); "
+                       "findings may be less reliable.", icon="⚠️")
+    with right:
+        st.subheader("Findings")
+        positives = int(review.findings.sum())
+        st.markdown(f"**{positives}** positive finding(s) of {len(review.labels)} "
+                    f"(thresholds: {review.threshold_method}, chosen on validation).")
+    return right
+
+
+def findings_frame(review) -> pd.DataFrame:
+    """The findings table as shown: positives first, one precision, the call in words."""
+    table = review.table()
+    table["call"] = table["finding"].map({lab: review.call(k) for k, lab in enumerate(review.labels)})
+    return table[["finding", "group", "probability", "threshold", "models positive", "call"]]
+
+
+def show_findings(review, column) -> None:
+    frame = findings_frame(review)
+
+    def colour(row):
+        if row["call"].startswith("positive"):
+            style = "background-color: rgba(230, 60, 60, 0.16); color: #8b0000"
+        else:
+            style = "color: #555"
+        return [style] * len(row)
+
+    styled = frame.style.apply(colour, axis=1).format(precision=3)
+    with column:
+        st.dataframe(styled, hide_index=True, width="stretch", column_config={
+            "group": st.column_config.TextColumn("group", width="small",
+                                                 help="PadChest's general group of the finding"),
+            "probability": st.column_config.ProgressColumn(
+                "probability", min_value=0.0, max_value=1.0, format="%.3f", width=120,
+                help="ensemble probability"),
+            "threshold": st.column_config.NumberColumn(
+                "threshold", format="%.3f", help="operating threshold, chosen on validation"),
+            "models positive": st.column_config.TextColumn(
+                "models positive", help="how many of the models call this finding positive, each "
+                "at its own threshold; the ensemble's call is in 'call'"),
+            "call": st.column_config.TextColumn(
+                "call", help="the ensemble's decision; borderline: within 0.05 of the threshold, "
+                "or the models disagree"),
+        })
+
+
+@st.fragment
+def heatmaps_and_report(review) -> None:
+    """The display controls, the maps and the report buttons: a control reruns this part only
+    (the table, the X-ray and the feedback form stay as they are)."""
+    st.subheader("Heatmaps")
+    c1, c2, c3 = st.columns([2, 2, 3])
+    alpha = c1.slider("Heatmap opacity", 0.1, 1.0, step=0.05, key=kept_key("alpha", DEFAULT_ALPHA),
+                      help="opacity of the hottest value; lower values are more transparent")
+    cutoff = c2.slider("Hide values below", 0.0, 0.9, step=0.05, key=kept_key("cutoff", DEFAULT_CUTOFF),
+                       help="heatmap values at or below this are not drawn")
+    show_all = c3.toggle("Show all findings", key=kept_key("show_all", False),
+                         help="a heatmap for every label, not only positives")
+    uncertainty = c3.toggle("Uncertainty maps", key=kept_key("uncertainty", False),
+                            help="standard deviation of the models' heatmaps")
+    members = c3.toggle("Each model's map", key=kept_key("members", False))
+    for name in ("alpha", "cutoff", "show_all", "uncertainty", "members"):
+        remember(name)
+    show_heatmaps(review, review.order(include_all=show_all), alpha, cutoff, uncertainty, members)
+    show_report(review, ReportOptions(include_all=show_all, uncertainty=uncertainty,
+                                      members=members, alpha=alpha, cutoff=cutoff))
+
+
+def show_heatmaps(review, order: list[int], alpha: float, cutoff: float, uncertainty: bool,
+                  members: bool) -> None:
+    if not order:
+        st.info("No finding passes its threshold. Turn on 'Show all findings' to see every heatmap.")
+        return
+    st.image(_colorbar(round(alpha, 2), round(cutoff, 2)), width=480, output_format="PNG")
+    for k in order:
+        color = "red" if review.findings[k] else "gray"
+        st.markdown(f"**:{color}[{review.title(k)}]**")
+        panels = [("ensemble mean", "mean", None)]
+        if uncertainty:
+            panels.append(("uncertainty (std)", "std", None))
+        if members:
+            panels += [(arch, "mean", m) for m, arch in enumerate(review.archs)]
+        columns = st.columns(3)  # at most three panels a row, so one map never fills the page
+        for i, (caption, kind, member) in enumerate(panels):
+            with columns[i % len(columns)]:
+                picture = _image(("map", k, kind, member, round(alpha, 2), round(cutoff, 2)),
+                                 lambda: overlay(review.display_pixels(),
+                                                 review.heatmap_display(k, kind, member), alpha, cutoff))
+                st.image(picture, caption=caption, width="stretch", output_format="JPEG")
+
+
+def show_report(review, options: ReportOptions) -> None:
+    """Download buttons; a report is built only when its button is clicked."""
+    st.subheader("Report")
+    st.caption("An A4 document: image hash, date, bundle and thresholds, the findings table, the "
+               "heatmaps shown above with their colour scale, and the disclaimer. The file is named "
+               "by the image hash, never by the uploaded file name.")
+    c1, c2 = st.columns(2)
+    c1.download_button("Download report (PDF)", lambda: report_pdf(review, options),
+                       file_name=report_name(review, "pdf"), mime="application/pdf", on_click="ignore")
+    c2.download_button("Download report (PNG)", lambda: report_png(review, options),
+                       file_name=report_name(review, "png"), mime="image/png", on_click="ignore")
+
+
+DECISION_WORDS = {True: {"agree": "agree: present", "disagree": "disagree: absent"},
+                  False: {"agree": "agree: absent", "disagree": "disagree: present"}}
+
+
+def show_feedback(review, data: bytes) -> None:
+    """One answer per finding, none pre-selected; the answers do not depend on the toggles."""
+    st.subheader("Expert feedback")
+    tag = review.image.sha256[:16]
+    order = review.order(include_all=True)
+    names = {k: f"decision_{tag}_{review.labels[k]}" for k in order}
+    keys = {k: kept_key(name, None) for k, name in names.items()}
+
+    def agree_rest() -> None:
+        for k, key in keys.items():
+            if st.session_state.get(key) is None:
+                st.session_state[key] = "agree"
+                remember(names[k])
+
+    for k in order:
+        words = DECISION_WORDS[bool(review.findings[k])]
         verdict = "present" if review.findings[k] else "absent"
-        decisions[label] = st.radio(
-            f"{label} (model: {verdict}, p={review.probs[k]:.2f})", ["agree", "disagree"],
-            horizontal=True, key=f"decision_{k}")
-    missing_options = [lab for k, lab in enumerate(review.labels)
-                       if not review.findings[k] and lab not in decisions]
-    added = st.multiselect("Findings the model missed", missing_options)
-    comment = st.text_area("Comment", max_chars=2000)
+        st.radio(f"{review.labels[k]} (model: {verdict}, p={review.fmt(review.probs[k])})",
+                 ["agree", "disagree"], horizontal=True, key=keys[k],
+                 format_func=words.__getitem__)
+        remember(names[k])
+    unanswered = [review.labels[k] for k, key in keys.items() if st.session_state[key] is None]
+    if unanswered:
+        st.button(f"Agree with the model on the {len(unanswered)} unanswered finding(s)",
+                  on_click=agree_rest)
+    comment = st.text_area("Comment", max_chars=2000, key=kept_key(f"comment_{tag}", ""))
+    remember(f"comment_{tag}")
+    if comment:
+        st.caption(f"Draft kept for this tab ({len(comment)} characters), across pages and reloads.")
+    user = current_user_name()
     if user:
         st.caption(f"Reviewer: {user} (logged in)")
         name = user
     else:
-        name = st.text_input("Reviewer name")
-    submitted = st.form_submit_button("Submit feedback")
-if submitted:  # a failure is a message; the form keeps what was typed, the review stays
-    result = save_feedback(feedback_store, Submission(
+        name = st.text_input("Reviewer name", key=kept_key("reviewer", ""))
+        remember("reviewer")
+    if not st.button("Submit feedback", type="primary"):
+        return
+    if unanswered:
+        st.error(f"Answer every finding before submitting ({len(unanswered)} unanswered: "
+                 f"{', '.join(unanswered[:5])}{'...' if len(unanswered) > 5 else ''}).")
+        return
+    decisions = {review.labels[k]: st.session_state[key] for k, key in keys.items()}
+    submission = Submission(
         image_sha256=review.image.sha256, bundle_id=review.bundle_id,
-        label_set=review.label_set, reviewer=name, labels=review.labels,
+        label_set=review.label_set, reviewer=name or "", labels=review.labels,
         probabilities=review.probs.tolist(), thresholds=review.thresholds.tolist(),
         model_positive=review.findings.tolist(), agreement=review.agreement.tolist(),
-        decisions=decisions, added_labels=added, comment=comment,
-    ), image_bytes=st.session_state.get("image_bytes"))
-    (st.success if result.saved else st.error)(result.message)
+        decisions=decisions, added_labels=[], comment=comment)
+    result = save_feedback(feedback_store, submission, image_bytes=data)
+    if not result.saved:
+        st.error(result.message)  # the form keeps what was typed; the review stays on screen
+    else:
+        (st.info if result.unchanged else st.success)(result.message)
+
+
+# --- navigation ------------------------------------------------------------------------------
+def page_list() -> list:
+    """The Review page first, then every page file in pages/ (a new file appears by itself)."""
+    pages = [st.Page(review_page, title="Review", default=True)]
+    pages += [st.Page(f"pages/{path.name}") for path in sorted(PAGES_DIR.glob("*.py"))]
+    return pages
+
+
+st.navigation(page_list()).run()

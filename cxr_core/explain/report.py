@@ -1,96 +1,281 @@
-"""One-X-ray report: a PNG grid and a PDF, positive findings first, no patient identifiers."""
+"""One-X-ray report as an A4 document (PDF, or the same pages stacked in one PNG).
+
+Header (image SHA-256, date, bundle, thresholds), the disclaimer the app shows, the findings
+table, the lungs and crop box, and the heatmaps the screen shows with the colour scale they are
+drawn with. No patient identifiers and never the uploaded file name.
+"""
 
 from __future__ import annotations
 
 import io
-import math
+import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .overlay import DEFAULT_ALPHA, mask_outline, overlay
+from .overlay import DEFAULT_ALPHA, DEFAULT_CUTOFF, draw_colorbar, overlay
+
+#: The banner the app shows on every page for a demonstration bundle (the app uses this text).
+DEMO_DISCLAIMER = ("Demonstration model trained on a few hundred public X-rays: not for clinical "
+                   "use. Findings and heatmaps illustrate the tool, not a diagnosis.")
+#: Shown in every report, demonstration bundle or not.
+DISCLAIMER = ("Decision support for research: the findings and heatmaps are a model's output, not "
+              "a diagnosis, and must be confirmed by a qualified radiologist.")
+READING_NOTE = ("How to read the maps: colour marks where the models looked for a finding; "
+                "opacity rises with the value, so the hottest region is the most strongly coloured, "
+                "and values below the dotted cut-off are not drawn. A map shows where a model "
+                "looked, not that the finding is there.")
+PAGE_SIZES = {"A4": (8.27, 11.69), "Letter": (8.5, 11.0)}  # inches
+MARGIN = 0.55  # inches
+PANELS_PER_ROW = 2
+DISPLAY_SIDE = 900  # px: maps are blended at this size, plenty for a printed panel
+PNG_DPI = 110
 
 
-def _figure(review, include_all: bool = False, extra: int = 3, uncertainty: bool = False,
-            alpha: float = DEFAULT_ALPHA, max_panels: int = 24):
-    import matplotlib
+@dataclass(frozen=True)
+class ReportOptions:
+    """What the report shows: the same choices as the screen."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    include_all: bool = False
+    uncertainty: bool = False
+    members: bool = False
+    alpha: float = DEFAULT_ALPHA
+    cutoff: float = DEFAULT_CUTOFF
+    page: str = "A4"
 
-    order = review.order(include_all=include_all, extra=extra)[:max_panels]
-    panels = [("overview", None)] + [("map", k) for k in order]
-    if uncertainty:
-        panels += [("std", k) for k in order]
-    cols = min(4, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    height, width = review.image.original_size
-    panel_h = 4.0 * min(max(height / width, 0.4), 2.0) + 0.6  # image + two title lines
-    header_h = 0.9
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, panel_h * rows + header_h), squeeze=False)
-    image = review.image.pixels
-    for ax in axes.ravel():
+
+def report_name(review, extension: str) -> str:
+    """Neutral download name: the image hash, never the uploaded file name."""
+    return f"cxr_report_{review.image.sha256[:12]}.{extension}"
+
+
+def findings_rows(review) -> list[dict]:
+    """The findings table, in the screen's order (positives first, then by probability)."""
+    rows = []
+    for k in review.order(include_all=True):
+        rows.append({"finding": review.labels[k],
+                     "group": ", ".join(review.groups.get(review.labels[k], [review.labels[k]])),
+                     "probability": review.fmt(review.probs[k]),
+                     "threshold": review.fmt(review.thresholds[k]),
+                     "models positive": f"{review.agreement[k]}/{review.n_members}",
+                     "call": review.call(k)})
+    return rows
+
+
+def panels(review, options: ReportOptions) -> list[tuple[str, int, str, int | None]]:
+    """(title, label index, kind, member) of every map panel, in the screen's order."""
+    out = []
+    for k in review.order(include_all=options.include_all):
+        out.append((review.title(k), k, "mean", None))
+        if options.uncertainty:
+            out.append((f"{review.labels[k]}: uncertainty (std over models)", k, "std", None))
+        if options.members:
+            out += [(f"{review.labels[k]}: {arch}", k, "mean", m) for m, arch in enumerate(review.archs)]
+    return out
+
+
+class _Document:
+    """Pages of fixed size filled top to bottom; positions in inches from the top-left."""
+
+    def __init__(self, page: str):
+        self.width, self.height = PAGE_SIZES[page]
+        self.figures: list = []
+        self.y = self.height  # forces a new page on first use
+
+    def new_page(self) -> None:
+        from matplotlib.figure import Figure
+
+        self.figures.append(Figure(figsize=(self.width, self.height)))
+        self.y = MARGIN
+        number = len(self.figures)
+        self.figures[-1].text(0.5, 0.25 / self.height, f"CXR Review report, page {number}",
+                              ha="center", fontsize=7, color="0.4")
+
+    def need(self, height: float) -> None:
+        if self.y + height > self.height - MARGIN:
+            self.new_page()
+
+    def axes(self, x: float, height: float, width: float):
+        """Axes at x inches from the left and the current y, `height` tall."""
+        fig = self.figures[-1]
+        return fig.add_axes((x / self.width, 1 - (self.y + height) / self.height,
+                             width / self.width, height / self.height))
+
+    def text(self, text: str, size: float = 8.5, height: float | None = None, **kwargs) -> None:
+        lines = text.count("\n") + 1
+        height = height or lines * size * 1.45 / 72
+        self.need(height)
+        self.figures[-1].text(MARGIN / self.width, 1 - self.y / self.height, text, fontsize=size,
+                              va="top", ha="left", **kwargs)
+        self.y += height
+
+
+def _build(review, options: ReportOptions) -> list:
+    doc = _Document(options.page)
+    usable = doc.width - 2 * MARGIN
+    doc.new_page()
+    doc.text("CXR Review report", size=15, weight="bold")
+    doc.y += 0.05
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    segmentation = (f"FELL BACK to the whole image ({review.pre.mask.reason})" if review.pre.fallback
+                    else "lungs found; the models read the lung crop")
+    doc.text(f"Image SHA-256: {review.image.sha256}", size=7.5, family="monospace")
+    doc.text(f"Date: {stamp}   |   Bundle: {review.bundle_id} (label set {review.label_set}, "
+             f"{review.n_members} models)\n"
+             f"Thresholds: {review.threshold_method}, chosen on the validation split   |   "
+             f"Segmentation: {segmentation}\n"
+             f"{int(review.findings.sum())} positive finding(s) of {len(review.labels)}; "
+             f"heatmaps: Grad-CAM averaged over the {review.n_members} models.")
+    doc.y += 0.1
+    notice = (DEMO_DISCLAIMER + " " if review.is_demo else "") + DISCLAIMER
+    wrapped = textwrap.fill(notice, 118)
+    doc.text(wrapped, size=8, color="#7a4b00",
+             bbox={"boxstyle": "round,pad=0.4", "facecolor": "#fff4d6", "edgecolor": "#e0b050"})
+    doc.y += 0.15
+    _table(doc, review, usable)
+    doc.y += 0.2
+    _overview(doc, review, options, usable)
+    _maps(doc, review, options, usable)
+    return doc.figures
+
+
+def _table(doc: _Document, review, usable: float) -> None:
+    rows = findings_rows(review)
+    columns = list(rows[0]) if rows else []
+    row_h = 0.2
+    widths = np.array([0.28, 0.22, 0.11, 0.1, 0.13, 0.16])
+    start = 0
+    while start < len(rows):
+        doc.need(row_h * 3)
+        fit = max(1, int((doc.height - MARGIN - doc.y) / row_h) - 1)
+        chunk = rows[start:start + fit]
+        ax = doc.axes(MARGIN, row_h * (len(chunk) + 1), usable)
         ax.axis("off")
-    for ax, (kind, k) in zip(axes.ravel(), panels):
-        if kind == "overview":
-            mask = _mask_in_original(review)
-            ax.imshow(mask_outline(image, mask, review.pre.box_original, review.pre.fallback))
-            note = "segmentation FELL BACK to whole image" if review.pre.fallback else "lungs and crop box"
-            ax.set_title(note, fontsize=9, color="red" if review.pre.fallback else "black")
-        else:
-            heat = review.heatmap_original(k, "std" if kind == "std" else "mean")
-            ax.imshow(overlay(image, heat, alpha))
-            title = review.title(k) if kind == "map" else f"{review.labels[k]}: uncertainty (std over models)"
-            ax.set_title(_wrap(title), fontsize=8.5, color="darkred" if review.findings[k] else "black")
-    header = (f"CXR Review report | bundle {review.bundle_id} | label set {review.label_set} | "
-              f"thresholds: {review.threshold_method} (validation) | "
-              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
-              f"{int(review.findings.sum())} positive finding(s) of {len(review.labels)}; "
-              f"heatmaps: Grad-CAM averaged over {review.n_members} models. Not for clinical use "
-              f"without expert review.")
-    fig.suptitle(header, fontsize=9.5, x=0.01, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 1 - header_h / (panel_h * rows + header_h)))
-    return fig
+        table = ax.table(cellText=[[r[c] for c in columns] for r in chunk], colLabels=columns,
+                         colWidths=list(widths / widths.sum()), loc="upper left",
+                         cellLoc="left", bbox=(0, 0, 1, 1))
+        table.auto_set_font_size(False)
+        table.set_fontsize(7.5)
+        for (r, _), cell in table.get_celld().items():
+            cell.set_edgecolor("0.8")
+            if r == 0:
+                cell.set_facecolor("0.92")
+                cell.set_text_props(weight="bold")
+            elif chunk[r - 1]["call"].startswith("positive"):
+                cell.set_facecolor("#fde3e3")
+        doc.y += row_h * (len(chunk) + 1)
+        start += len(chunk)
 
 
-def _wrap(text: str, width: int = 48) -> str:
-    import textwrap
+def _overview(doc: _Document, review, options: ReportOptions, usable: float) -> None:
+    """The lungs and crop box on the left; the colour scale and how to read the maps beside it."""
+    height, width = review.display_size(DISPLAY_SIDE)
+    panel_w = usable / PANELS_PER_ROW
+    panel_h = panel_w * height / width
+    doc.need(panel_h + 0.45)
+    note = ("Segmentation FELL BACK to the whole image (red box)" if review.pre.fallback
+            else "Lungs (cyan), area added below them (magenta), crop box (yellow)")
+    doc.text(note, size=8, color="red" if review.pre.fallback else "black")
+    ax = doc.axes(MARGIN, panel_h, panel_w)
+    ax.imshow(review.outline_display(DISPLAY_SIDE))
+    ax.axis("off")
+    side_x, side_w = MARGIN + panel_w + 0.3, usable - panel_w - 0.3
+    top = doc.y
+    doc.y += 0.1
+    draw_colorbar(doc.axes(side_x, 0.18, side_w), options.alpha, options.cutoff)
+    doc.y += 0.75
+    fig = doc.figures[-1]
+    fig.text(side_x / doc.width, 1 - doc.y / doc.height, textwrap.fill(READING_NOTE, 52),
+             fontsize=7.5, va="top", ha="left", color="0.2")
+    doc.y = top + panel_h + 0.2
 
-    return "\n".join(textwrap.wrap(text, width))
+
+def _maps(doc: _Document, review, options: ReportOptions, usable: float) -> None:
+    items = panels(review, options)
+    if not items:
+        doc.text("No finding passes its threshold; no heatmap is shown (as on the screen).")
+        return
+    height, width = review.display_size(DISPLAY_SIDE)
+    gap = 0.2
+    panel_w = (usable - gap * (PANELS_PER_ROW - 1)) / PANELS_PER_ROW
+    panel_h = min(panel_w * height / width, 4.0)
+    title_h, bar_h = 0.4, 0.75
+    image = review.display_pixels(DISPLAY_SIDE)
+    page_with_bar = 1  # the first page shows the scale beside the overview
+    for start in range(0, len(items), PANELS_PER_ROW):
+        doc.need(title_h + panel_h + (bar_h if page_with_bar != len(doc.figures) else 0))
+        if page_with_bar != len(doc.figures):  # the colour scale on every page with maps
+            ax = doc.axes(MARGIN, 0.18, min(usable, 4.5))
+            draw_colorbar(ax, options.alpha, options.cutoff)
+            doc.y += bar_h
+            page_with_bar = len(doc.figures)
+        for i, (title, k, kind, member) in enumerate(items[start:start + PANELS_PER_ROW]):
+            x = MARGIN + i * (panel_w + gap)
+            ax = doc.axes(x, title_h + panel_h, panel_w)
+            heat = review.heatmap_display(k, kind, member, DISPLAY_SIDE)
+            ax.imshow(overlay(image, heat, options.alpha, options.cutoff), aspect="auto")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_position((x / doc.width, 1 - (doc.y + title_h + panel_h) / doc.height,
+                             panel_w / doc.width, panel_h / doc.height))
+            ax.set_title("\n".join(textwrap.wrap(title, 52)), fontsize=7.5, loc="left",
+                         color="darkred" if review.findings[k] and kind == "mean" and member is None
+                         else "black")
+        doc.y += title_h + panel_h + 0.15
 
 
-def _mask_in_original(review) -> np.ndarray:
+def report_text(review, options: ReportOptions | None = None) -> str:
+    """Every text the report prints, in page order (for tests and accessibility checks)."""
+    figures = _build(review, options or ReportOptions())
+    texts = []
+    for fig in figures:
+        texts += [t.get_text() for t in fig.texts]
+        for ax in fig.axes:
+            texts += [ax.get_title(loc="left")] + [t.get_text() for t in ax.texts]
+            if ax.get_xlabel():  # the colour scale: its numbers and its caption
+                texts += [t.get_text() for t in ax.get_xticklabels()] + [ax.get_xlabel()]
+            for table in ax.tables:
+                texts += [cell.get_text().get_text() for cell in table.get_celld().values()]
+    return "\n".join(t for t in texts if t)
+
+
+def report_pdf(review, options: ReportOptions | None = None, **choices) -> bytes:
+    """The report as a multi-page PDF of A4 (or Letter) pages. `choices` are ReportOptions fields."""
+    options = options or ReportOptions(**choices)
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    buf = io.BytesIO()
+    with PdfPages(buf, metadata={"Title": "CXR Review report", "Author": "CXR Review"}) as pdf:
+        for fig in _build(review, options):
+            pdf.savefig(fig)
+    return buf.getvalue()
+
+
+def report_png(review, options: ReportOptions | None = None, **choices) -> bytes:
+    """The report's pages stacked into one PNG. `choices` are ReportOptions fields."""
+    options = options or ReportOptions(**choices)
     import cv2
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    height, width = review.image.original_size
-    return cv2.resize(review.pre.mask.full.astype(np.uint8), (width, height),
-                      interpolation=cv2.INTER_NEAREST)
-
-
-def report_png(review, **kwargs) -> bytes:
-    import matplotlib.pyplot as plt
-
-    fig = _figure(review, **kwargs)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    pages = []
+    for fig in _build(review, options):
+        canvas = FigureCanvasAgg(fig)
+        fig.set_dpi(PNG_DPI)
+        canvas.draw()
+        pages.append(np.asarray(canvas.buffer_rgba())[..., :3])
+    sheet = np.concatenate([np.concatenate([p, np.full((8, p.shape[1], 3), 200, np.uint8)])
+                            for p in pages])[:-8]
+    return cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))[1].tobytes()
 
 
-def report_pdf(review, **kwargs) -> bytes:
-    import matplotlib.pyplot as plt
-
-    fig = _figure(review, **kwargs)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="pdf", metadata={"Title": "CXR Review report", "Author": "CXR Review"})
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def write_report(review, out_dir: Path, stem: str, **kwargs) -> tuple[Path, Path]:
+def write_report(review, out_dir: Path, stem: str, options: ReportOptions | None = None,
+                 **choices) -> tuple[Path, Path]:
+    """Write `<stem>_report.png` and `<stem>_report.pdf`; returns their paths."""
+    options = options or ReportOptions(**choices)
     out_dir.mkdir(parents=True, exist_ok=True)
     png, pdf = out_dir / f"{stem}_report.png", out_dir / f"{stem}_report.pdf"
-    png.write_bytes(report_png(review, **kwargs))
-    pdf.write_bytes(report_pdf(review, **kwargs))
+    png.write_bytes(report_png(review, options))
+    pdf.write_bytes(report_pdf(review, options))
     return png, pdf

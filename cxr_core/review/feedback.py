@@ -361,14 +361,40 @@ class SaveResult:
     saved: bool
     message: str
     row: dict | None = None
+    unchanged: bool = False  # the same answers were already stored: nothing new written
+
+
+def latest_version(store: FeedbackStore, submission: Submission) -> dict | None:
+    """The reviewer's latest stored review of this image with this bundle, if any."""
+    frame = store.reviews_frame()
+    if frame.empty:
+        return None
+    mine = frame[(frame["image_sha256"] == submission.image_sha256)
+                 & (frame["bundle_id"] == submission.bundle_id)
+                 & (frame["reviewer"] == submission.reviewer.strip())]
+    return None if mine.empty else mine.sort_values("version").iloc[-1].to_dict()
+
+
+def same_answers(row: dict, submission: Submission) -> bool:
+    """Whether a stored review holds the same decisions, added findings and comment."""
+    return (dict(row["decisions"]) == dict(submission.decisions)
+            and list(row["added_labels"]) == list(submission.added_labels)
+            and (row["comment"] or "") == (submission.comment or ""))
 
 
 def save_feedback(open_store: Callable[[], FeedbackStore], submission: Submission,
-                  image_bytes: bytes | None = None, review_uid: str | None = None) -> SaveResult:
+                  image_bytes: bytes | None = None, review_uid: str | None = None,
+                  skip_unchanged: bool = True) -> SaveResult:
     """Open the store and submit; every failure becomes a message, never an exception, so the
-    review stays on screen and the form keeps what was typed."""
+    review stays on screen and the form keeps what was typed. A resubmission with the same
+    answers as the reviewer's latest version stores nothing (`skip_unchanged`)."""
     try:
-        row = open_store().submit(submission, image_bytes=image_bytes, review_uid=review_uid)
+        store = open_store()
+        previous = latest_version(store, submission) if skip_unchanged else None
+        if previous is not None and same_answers(previous, submission):
+            return SaveResult(True, f"Nothing changed since version {previous['version']}: "
+                                    "not saved again.", previous, unchanged=True)
+        row = store.submit(submission, image_bytes=image_bytes, review_uid=review_uid)
     except FeedbackStoreError as exc:
         return SaveResult(False, f"{exc} Nothing was saved; your answers are kept, submit again "
                                  "when the database is back.")

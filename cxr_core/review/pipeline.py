@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..explain.engines import bundle_engines, resolve_engine
 from ..explain.ensemble_maps import explain_arrays, resize_maps
-from ..explain.overlay import to_original
+from ..explain.overlay import DISPLAY_MAX_SIDE, display_size, mask_outline, shrink, to_original
 from ..imaging.image_io import DEFAULT_MAX_PIXELS, LoadedImage, load_image
 from ..imaging.preprocessing import Preprocessed, preprocess_batch
 from ..imaging.segmentation import LungSegmenter
@@ -26,6 +26,11 @@ from ..modeling.bundle import Bundle
 from ..modeling.ensemble import combine
 
 log = logging.getLogger(__name__)
+
+#: Decimals of every probability and threshold shown (table, titles, form, report).
+PRECISION = 3
+#: A finding is borderline when its probability is this close to its threshold.
+BORDERLINE_MARGIN = 0.05
 
 
 @dataclass
@@ -48,7 +53,9 @@ class Review:
     bundle_id: str
     label_set: str
     threshold_method: str
+    is_demo: bool = False
     timings: dict = field(default_factory=dict)
+    _display: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_members(self) -> int:
@@ -59,12 +66,27 @@ class Review:
         frame = pd.DataFrame({
             "finding": self.labels,
             "group": [", ".join(self.groups.get(lab, [lab])) for lab in self.labels],
-            "probability": self.probs.round(4),
-            "threshold": self.thresholds.round(4),
-            "agreement": [f"{a}/{self.n_members}" for a in self.agreement],
+            "probability": self.probs.round(PRECISION),
+            "threshold": self.thresholds.round(PRECISION),
+            "models positive": [f"{a}/{self.n_members}" for a in self.agreement],
             "positive": self.findings.astype(bool),
+            "borderline": [self.borderline(k) for k in range(len(self.labels))],
         })
         return frame.sort_values(["positive", "probability"], ascending=[False, False]).reset_index(drop=True)
+
+    def borderline(self, k: int) -> bool:
+        """Close to the threshold, or the models split on it."""
+        split = 0 < int(self.agreement[k]) < self.n_members
+        return bool(abs(float(self.probs[k]) - float(self.thresholds[k])) < BORDERLINE_MARGIN or split)
+
+    def call(self, k: int) -> str:
+        """'positive' or 'negative', with ', borderline' when it is."""
+        return ("positive" if self.findings[k] else "negative") + (", borderline" if self.borderline(k) else "")
+
+    @staticmethod
+    def fmt(value: float) -> str:
+        """A probability or threshold as shown everywhere."""
+        return f"{float(value):.{PRECISION}f}"
 
     def order(self, include_all: bool = False, extra: int = 0) -> list[int]:
         """Label indices to show: positives by probability, then `extra` next likely (or all)."""
@@ -75,16 +97,52 @@ class Review:
 
     def heatmap_original(self, k: int, kind: str = "mean", member: int | None = None) -> np.ndarray:
         """Heatmap of label k ('mean', 'std' or a member's) in the original image frame."""
+        return to_original(self.crop_map(k, kind, member), self.pre.box_original,
+                           self.image.original_size)
+
+    def crop_map(self, k: int, kind: str = "mean", member: int | None = None) -> np.ndarray:
+        """Heatmap of label k in crop space (S x S): the ensemble mean, its std or a member's."""
         if member is not None:
-            crop_map = resize_maps(self.member_cams[member][:, :, k], self.mean_maps.shape[-1])
-        else:
-            crop_map = self.std_maps[k] if kind == "std" else self.mean_maps[k]
-        return to_original(crop_map, self.pre.box_original, self.image.original_size)
+            return resize_maps(self.member_cams[member][:, :, k], self.mean_maps.shape[-1])
+        return self.std_maps[k] if kind == "std" else self.mean_maps[k]
+
+    def display_size(self, max_side: int = DISPLAY_MAX_SIDE) -> tuple[int, int]:
+        """(H, W) at which the app and the report show this X-ray."""
+        return display_size(self.image.original_size, max_side)
+
+    def display_pixels(self, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+        """The X-ray shrunk once to display size (a 6500 px image is never blended at full size)."""
+        if max_side not in self._display:
+            self._display[max_side] = shrink(self.image.pixels, self.display_size(max_side))
+        return self._display[max_side]
+
+    def heatmap_display(self, k: int, kind: str = "mean", member: int | None = None,
+                        max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+        """Heatmap of label k ('mean', 'std' or a member's) in the display frame of the X-ray."""
+        return to_original(self.crop_map(k, kind, member), self.box_display(max_side),
+                           self.display_size(max_side))
+
+    def box_display(self, max_side: int = DISPLAY_MAX_SIDE) -> tuple[int, int, int, int]:
+        """Crop box (x0, y0, x1, y1) in display pixels (per-axis scale, as the crop was taken)."""
+        (height, width), (dh, dw) = self.image.original_size, self.display_size(max_side)
+        x0, y0, x1, y1 = self.pre.box_original
+        sx, sy = dw / width, dh / height
+        return (int(round(x0 * sx)), int(round(y0 * sy)), int(round(x1 * sx)), int(round(y1 * sy)))
+
+    def outline_display(self, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+        """RGB view at display size: lungs, the area added below them and the crop box."""
+        import cv2
+
+        dh, dw = self.display_size(max_side)
+        full, lungs = (cv2.resize(m.astype(np.uint8), (dw, dh), interpolation=cv2.INTER_NEAREST)
+                       for m in (self.pre.mask.full, self.pre.mask.lungs))
+        return mask_outline(self.display_pixels(max_side), full, self.box_display(max_side),
+                            self.pre.fallback, lungs=lungs)
 
     def title(self, k: int) -> str:
         verdict = "above" if self.findings[k] else "below"
-        return (f"{self.labels[k]}: p={self.probs[k]:.3f}, {self.agreement[k]}/{self.n_members} "
-                f"models, {verdict} threshold {self.thresholds[k]:.3f}")
+        return (f"{self.labels[k]}: p={self.fmt(self.probs[k])}, {self.agreement[k]}/{self.n_members} "
+                f"models positive, {verdict} threshold {self.fmt(self.thresholds[k])}")
 
     def record(self, name: str) -> list[dict]:
         """One row per label for CSV/JSON export."""
@@ -144,6 +202,7 @@ class Reviewer:
                 member_cams=[cams[i] for cams in expl.member_cams], bundle_id=self.bundle.bundle_id,
                 label_set=self.bundle.manifest["label_set"],
                 threshold_method=method or self.bundle.manifest["threshold_method"],
+                is_demo=self.bundle.is_demo,
                 timings={k: v / len(images) for k, v in timings.items()},
             ))
         return reviews

@@ -1,7 +1,10 @@
-"""PNG/PDF report of one review: header facts, panel order, no identifiers."""
+"""The report: an A4 document with the image hash, the findings table, the screen's maps with
+their colour scale, the app's disclaimer, and no identifiers."""
 
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cxr_core.base.config import settings
@@ -18,33 +21,50 @@ def review():
     return reviewer.review_one(SAMPLES[1], filename="Doe_John_1957.png")
 
 
-def test_report_png_and_pdf_are_written(review, tmp_path):
-    from cxr_core.explain.report import report_pdf, report_png, write_report
+def test_report_is_an_a4_pdf_and_a_png_of_the_same_pages(review, tmp_path):
+    from cxr_core.explain.report import PNG_DPI, ReportOptions, report_pdf, report_png, write_report
 
-    png = report_png(review, include_all=True, uncertainty=True)
-    pdf = report_pdf(review)
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and pdf[:5] == b"%PDF-"
-    paths = write_report(review, tmp_path, "case")
+    options = ReportOptions(include_all=True, uncertainty=True, members=True)
+    pdf = report_pdf(review, options)
+    assert pdf[:5] == b"%PDF-"
+    boxes = re.findall(rb"/MediaBox \[ *0 0 ([\d.]+) ([\d.]+) *\]", pdf)
+    pages = len(boxes)
+    assert pages >= 2  # every map of every label does not fit on one page
+    assert all(abs(float(w) - 595.4) < 1 and abs(float(h) - 841.7) < 1 for w, h in boxes)  # A4
+    letter = report_pdf(review, ReportOptions(page="Letter"))
+    assert re.search(rb"/MediaBox \[ *0 0 612 792 *\]", letter)
+    import cv2
+
+    png = cv2.imdecode(np.frombuffer(report_png(review, options), np.uint8), cv2.IMREAD_COLOR)
+    assert abs(png.shape[1] - 8.27 * PNG_DPI) <= 1
+    assert abs(png.shape[0] - pages * 11.69 * PNG_DPI) < pages * 10  # the pages, stacked
+    paths = write_report(review, tmp_path, "case", include_all=True)
     assert [p.name for p in paths] == ["case_report.png", "case_report.pdf"]
 
 
-def test_report_header_panels_and_no_file_name(review):
-    import matplotlib.pyplot as plt
+def test_report_header_table_disclaimer_and_colour_scale(review):
+    from cxr_core.explain.report import DEMO_DISCLAIMER, DISCLAIMER, report_name, report_text
 
-    from cxr_core.explain.report import _figure
+    text = report_text(review)
+    flat = " ".join(text.split())
+    assert review.image.sha256 in text
+    assert review.bundle_id in text and review.threshold_method in text and "UTC" in text
+    assert DISCLAIMER in flat
+    assert (DEMO_DISCLAIMER in flat) == review.is_demo
+    for k, label in enumerate(review.labels):  # the whole findings table, screen precision
+        assert label in text and review.fmt(review.probs[k]) in text
+    assert "not drawn below 0.25" in text  # the colour scale and its cut-off
+    assert "Doe" not in text  # the uploaded file name never appears
+    assert report_name(review, "pdf") == f"cxr_report_{review.image.sha256[:12]}.pdf"
 
-    fig = _figure(review, include_all=True, uncertainty=True)
-    texts = [fig._suptitle.get_text()] + [ax.get_title() for ax in fig.axes if ax.get_title()]
-    plt.close(fig)
-    header = texts[0]
-    assert review.bundle_id in header and review.label_set in header
-    assert review.threshold_method in header and "UTC" in header
-    panels = texts[1:]
-    assert panels[0] in ("lungs and crop box", "segmentation FELL BACK to whole image")
-    labels = len(review.labels)
-    assert len(panels) == 1 + 2 * labels  # overview, one map and one uncertainty map per label
-    # positives first, by probability
-    first = [t.replace("\n", " ") for t in panels[1:1 + labels]]
-    expected = [review.title(k) for k in review.order(include_all=True)]
-    assert first == expected
-    assert all("Doe" not in t for t in texts)  # the uploaded file name never appears
+
+def test_report_maps_are_the_screens_findings_in_the_screens_order(review):
+    from cxr_core.explain.report import ReportOptions, panels, report_text
+
+    shown = [t for t, *_ in panels(review, ReportOptions())]
+    assert shown == [review.title(k) for k in review.order()]  # positives only, as on screen
+    text = report_text(review).replace("\n", " ")
+    negatives = [review.title(k) for k in range(len(review.labels)) if not review.findings[k]]
+    assert all(t not in text for t in negatives)
+    every = panels(review, ReportOptions(include_all=True, uncertainty=True, members=True))
+    assert len(every) == len(review.labels) * (2 + review.n_members)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -26,62 +27,150 @@ def app_env(tmp_path, monkeypatch):
     return tmp_path
 
 
-def sample_bytes() -> tuple[str, bytes]:
+def sample_bytes(index: int = 0) -> tuple[str, bytes]:
     samples = sorted((REPO / "assets" / "samples").glob("*.png"))
     assert samples, "the repository ships sample X-rays in assets/samples"
-    return samples[0].name, samples[0].read_bytes()
+    return samples[index].name, samples[index].read_bytes()
 
 
-def run_review(upload: tuple[str, bytes, str]) -> AppTest:
+def run_review(upload: tuple[str, bytes, str], query: dict | None = None) -> AppTest:
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    if query:
+        at.query_params.update(query)
     at.run()
     assert not at.exception
-    at.file_uploader[0].set_value(upload)
-    at.run()
-    assert not at.exception, at.exception
+    if upload is not None:
+        at.file_uploader[0].set_value(upload)
+        at.run()
+        assert not at.exception, at.exception
     return at
 
 
-def test_upload_shows_findings_heatmaps_and_demo_banner():
+def toggle(at: AppTest, label: str) -> AppTest:
+    next(t for t in at.toggle if t.label == label).set_value(True)
+    return at.run()
+
+
+def images(at: AppTest) -> list:
+    return [item for img in at.get("image") for item in img.proto.imgs]
+
+
+def test_upload_shows_findings_heatmaps_colour_scale_and_demo_banner():
+    from cxr_core.explain.report import DEMO_DISCLAIMER
+    from ui_common import DEMO_BANNER
+
     name, data = sample_bytes()
     at = run_review((name, data, "image/png"))
     assert any("not for clinical use" in w.value for w in at.warning)
-    assert len(at.dataframe) >= 1
+    assert DEMO_BANNER == DEMO_DISCLAIMER  # the report carries the app's own disclaimer
     table = at.dataframe[0].value
-    assert {"finding", "probability", "threshold", "agreement", "positive"} <= set(table.columns)
-    assert table["positive"].tolist() == sorted(table["positive"].tolist(), reverse=True)
-    # one overview image plus at least one heatmap (toggle 'all findings' to be sure)
-    at.toggle[0].set_value(True)
-    at.run()
-    assert not at.exception
-    assert len(at.get("image")) >= 1 + len(table)
-    assert [b.label for b in at.get("download_button")] == ["Download report (PNG)", "Download report (PDF)"]
+    assert list(table.columns) == ["finding", "group", "probability", "threshold",
+                                   "models positive", "call"]
+    calls = table["call"].str.startswith("positive").tolist()
+    assert calls == sorted(calls, reverse=True)  # positives first
+    assert all(round(p, 3) == p for p in table["probability"])  # one precision everywhere
+    assert table["models positive"].str.fullmatch(r"\d+/\d+").all()
+    positives = sum(calls)
+    titles = [m.value for m in at.markdown if "models positive," in m.value]
+    assert len(titles) == positives  # one map per positive finding by default
+    for title in titles:
+        probability = re.search(r"p=(\d\.\d+)", title).group(1)
+        assert len(probability) == 5 and float(probability) in table["probability"].tolist()
+    captions = [i.caption for i in images(at)]
+    assert captions[0].startswith("lungs (cyan), area added below them (magenta)")
+    assert captions.count("ensemble mean") == positives
+    if positives:  # the colour scale is shown with the maps
+        assert len(images(at)) == 1 + 1 + positives
+    assert [b.label for b in at.get("download_button")] == ["Download report (PDF)",
+                                                            "Download report (PNG)"]
+    assert any(name.replace("_", "\\_").replace(".", "\\.") in m.value for m in at.markdown)
 
 
-def test_uncertainty_and_member_toggles_add_panels():
+def test_toggles_add_panels_and_never_build_a_report(monkeypatch):
+    import cxr_core.explain.report as report
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a report was built before its download was asked for")
+
+    monkeypatch.setattr(report, "report_pdf", refuse)
+    monkeypatch.setattr(report, "report_png", refuse)
     name, data = sample_bytes()
     at = run_review((name, data, "image/png"))
-    at.toggle[0].set_value(True)  # every finding has a panel row
-    at.run()
-    base = len(at.get("image"))
+    toggle(at, "Show all findings")  # every finding has a panel row
+    base = len(images(at))
     labels = len(at.dataframe[0].value)
-    at.toggle[1].set_value(True)  # uncertainty: one more panel per finding
-    at.toggle[2].set_value(True)  # each model's map: one more per member
-    at.run()
+    toggle(at, "Uncertainty maps")
+    toggle(at, "Each model's map")
     assert not at.exception, at.exception
-    members = int(at.dataframe[0].value["agreement"][0].split("/")[1])
-    assert len(at.get("image")) == base + labels * (1 + members)
-    captions = [item.caption for img in at.get("image") for item in img.proto.imgs]
+    members = int(at.dataframe[0].value["models positive"][0].split("/")[1])
+    assert len(images(at)) == base + labels * (1 + members)
+    captions = [i.caption for i in images(at)]
     assert captions.count("uncertainty (std)") == labels
     assert captions.count("ensemble mean") == labels
 
 
-def test_sample_picker_works_without_upload():
+def test_state_survives_a_reload_of_the_tab():
+    """Image, toggles, answers and the draft comment come back for the same tab token."""
+    name, data = sample_bytes()
+    at = run_review((name, data, "image/png"))
+    toggle(at, "Uncertainty maps")
+    at.radio[0].set_value("disagree")
+    at.text_area[0].input("draft, not submitted")
+    at.text_input[0].input("Dr Reload")
+    at.run()
+    token = at.query_params["tab"]
+    token = token[0] if isinstance(token, list) else token
+    again = run_review(None, query={"tab": token})  # a reload: a new session, the same URL
+    assert len(again.dataframe) == 1
+    assert any("(upload, SHA-256" in m.value for m in again.markdown)
+    assert next(t for t in again.toggle if t.label == "Uncertainty maps").value is True
+    assert again.radio[0].value == "disagree"
+    assert again.text_area[0].value == "draft, not submitted"
+    assert any("Draft kept for this tab (20 characters)" in c.value for c in again.caption)
+    assert again.text_input[0].value == "Dr Reload"
+    fresh = run_review(None, query={"tab": "unknown-token"})  # another tab starts empty
+    assert any("Upload an X-ray" in i.value for i in fresh.info)
+
+
+def test_one_source_at_a_time_and_its_name_shown_with_the_results():
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
     at.run()
     at.selectbox[0].select_index(1)
     at.run()
-    assert not at.exception and len(at.dataframe) >= 1
+    assert not at.exception and len(at.dataframe) == 1
+    sample = at.selectbox[0].value
+    assert any(sample.split("_")[0] in m.value and "(sample" in m.value for m in at.markdown)
+    name, data = sample_bytes(2)
+    at.file_uploader[0].set_value(("my_upload.png", data, "image/png"))
+    at.run()
+    assert at.selectbox[0].value == "(none)"  # the upload replaced the sample
+    assert any("my\\_upload" in m.value and "(upload" in m.value for m in at.markdown)
+    at.selectbox[0].select_index(2)
+    at.run()
+    assert not at.file_uploader[0].value  # the sample replaced the upload
+    assert any(at.selectbox[0].value.split("_")[0] in m.value for m in at.markdown)
+    next(b for b in at.button if b.label == "Clear image").click()
+    at.run()
+    assert any("Upload an X-ray" in i.value for i in at.info) and not at.dataframe
+
+
+def test_upload_limit_is_one_number_in_mib(monkeypatch):
+    import tomllib
+
+    from cxr_core.base.config import settings
+
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["maxUploadSize"] == settings().max_upload_mb
+    monkeypatch.setenv("CXR_MAX_UPLOAD_MB", "1")
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert at.file_uploader[0].proto.max_upload_size_mb == 1  # what the uploader enforces
+    big = cv2.imencode(".png", np.random.default_rng(0).integers(0, 255, (1100, 1100), np.uint8))[1]
+    assert 2**20 < len(big) < 2 * 2**20
+    at.file_uploader[0].set_value(("big.png", big.tobytes(), "image/png"))
+    at.run()
+    errors = [e.value for e in at.error]
+    assert errors == [f"The file is {len(big) / 2**20:.1f} MB; the limit is 1 MB."]
 
 
 @pytest.mark.parametrize("upload,needle", [
@@ -101,33 +190,48 @@ def test_bad_upload_shows_one_clear_message(upload, needle):
     assert "Traceback" not in errors[0]
 
 
-def test_feedback_is_stored_and_revisions_versioned(app_env):
-    name, data = sample_bytes()
-    at = run_review((name, data, "image/png"))
-    at.toggle[0].set_value(True)  # all findings shown, so each has a decision
-    at.run()
-    at.text_input[0].input("<script>alert(1)</script>Dr Test")
-    at.text_area[0].input("looks right")
-    at.button[0].click()
-    at.run()
-    assert not at.exception
-    assert any("version 1" in s.value for s in at.success)
-    at.button[0].click()
-    at.run()
-    assert any("version 2" in s.value for s in at.success)
+def submit(at: AppTest) -> AppTest:
+    next(b for b in at.button if b.label == "Submit feedback").click()
+    return at.run()
+
+
+def test_feedback_has_no_default_answer_and_no_duplicate_versions(app_env):
     from cxr_core.base.config import settings
     from cxr_core.review.feedback import FeedbackStore
 
+    name, data = sample_bytes()
+    at = run_review((name, data, "image/png"))
+    labels = len(at.dataframe[0].value)
+    assert len(at.radio) == labels  # every finding, whatever the display toggles
+    assert all(r.value is None for r in at.radio)  # nothing pre-selected
+    at.text_input[0].input("<script>alert(1)</script>Dr Test")
+    submit(at)
+    assert any("unanswered" in e.value for e in at.error)  # an unread submit stores nothing
+    next(b for b in at.button if b.label.startswith("Agree with the model")).click()
+    at.run()
+    assert all(r.value == "agree" for r in at.radio)
+    at.radio[-1].set_value("disagree")
+    at.text_area[0].input("looks right")
+    submit(at)
+    assert not at.exception
+    assert any("version 1" in s.value for s in at.success)
+    submit(at)  # the same answers again: no new version
+    assert any("Nothing changed since version 1" in i.value for i in at.info)
+    at.text_area[0].input("looks right, revised")
+    submit(at)
+    assert any("version 2" in s.value for s in at.success)
     frame = FeedbackStore(settings().db_url).reviews_frame()
     assert frame["version"].tolist() == [1, 2]
     assert frame["reviewer"].iloc[0] == "<script>alert(1)</script>Dr Test"
+    assert len(frame["decisions"].iloc[0]) == labels
 
 
 def test_feedback_without_reviewer_is_refused():
     name, data = sample_bytes()
     at = run_review((name, data, "image/png"))
-    at.button[0].click()
+    next(b for b in at.button if b.label.startswith("Agree with the model")).click()
     at.run()
+    submit(at)
     assert any("reviewer" in e.value for e in at.error)
 
 
@@ -169,10 +273,9 @@ def test_review_page_runs_a_compiled_bundle_on_the_lite_engine(tmp_path, monkeyp
     name, data = sample_bytes()
     at = run_review((name, data, "image/png"))
     assert len(at.dataframe) >= 1
-    at.toggle[0].set_value(True)
-    at.run()
+    toggle(at, "Show all findings")
     assert not at.exception
-    assert len(at.get("image")) >= 1 + len(at.dataframe[0].value)
+    assert len(images(at)) >= 1 + len(at.dataframe[0].value)
     from ui_common import get_reviewer
 
     assert [e.kind for e in get_reviewer(str(models / "compiled")).engines] == ["lite"] * 3
