@@ -1,6 +1,7 @@
 """One entry point for every image the tool reads: PNG (8/16-bit), JPEG and DICOM.
 
-Returns float32 pixels in [0, 1] plus the metadata the pipeline needs; never patient tags.
+Returns float32 pixels in [0, 1] plus the metadata the pipeline needs: for DICOM also the
+body part, view position and modality (for the input check); never patient tags.
 Every bad input raises a specific `ImageError` subclass with one clear sentence.
 """
 
@@ -45,6 +46,10 @@ class LoadedImage:
     bit_depth: int
     photometric: str  # "MONOCHROME2" for ordinary grayscale; DICOM's own value otherwise
     sha256: str  # of the raw bytes; used to key feedback, never the file name
+    # DICOM acquisition facts for the input check (None when absent or not DICOM); no patient tags
+    body_part: str | None = None  # BodyPartExamined, e.g. "CHEST"
+    view_position: str | None = None  # ViewPosition, e.g. "PA", "AP", "LL"
+    modality: str | None = None  # Modality, e.g. "CR", "DX"
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -128,7 +133,20 @@ def _decode_raster(data: bytes, fmt: str, max_pixels: int) -> tuple[np.ndarray, 
     return _to_gray(pixels), bit_depth
 
 
-def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, int, str]:
+#: the only DICOM attributes read besides the pixel module: what was imaged, how, by what
+ACQUISITION_TAGS = {"body_part": "BodyPartExamined", "view_position": "ViewPosition", "modality": "Modality"}
+
+
+def _acquisition(ds) -> dict[str, str | None]:
+    """BodyPartExamined / ViewPosition / Modality, upper-cased and stripped; None when empty."""
+    out = {}
+    for key, keyword in ACQUISITION_TAGS.items():
+        value = str(ds.get(keyword, "") or "").strip().upper()
+        out[key] = value or None
+    return out
+
+
+def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, int, str, dict]:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -161,7 +179,7 @@ def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, int, str]:
     else:
         pixels = _to_gray(np.asarray(pixels)[..., ::-1] if pixels.ndim == 3 else pixels)
     bit_depth = int(ds.get("BitsStored", 8) or 8)
-    return np.asarray(pixels), bit_depth, photometric
+    return np.asarray(pixels), bit_depth, photometric, _acquisition(ds)
 
 
 def load_image(
@@ -200,9 +218,9 @@ def load_image(
         raise UnsupportedFormatError("The file is not a PNG, JPEG or DICOM image.")
     if filename and SUPPORTED_EXTENSIONS.get(Path(filename).suffix.lower()) not in (None, fmt):
         log.warning("file extension does not match its content (%s); using the content", fmt)
-    photometric = "MONOCHROME2"
+    photometric, acquisition = "MONOCHROME2", {}
     if fmt == "dicom":
-        raw, bit_depth, photometric = _decode_dicom(data, max_pixels)
+        raw, bit_depth, photometric, acquisition = _decode_dicom(data, max_pixels)
     else:
         raw, bit_depth = _decode_raster(data, fmt, max_pixels)
     pixels = _to_unit_range(raw)
@@ -215,6 +233,7 @@ def load_image(
         bit_depth=bit_depth,
         photometric=photometric,
         sha256=hashlib.sha256(data).hexdigest(),
+        **acquisition,
     )
 
 
