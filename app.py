@@ -23,6 +23,7 @@ from ui_common import (
     get_reviewer,
     load_bundle_or_stop,
 )
+from ui_input_check import input_check_record, render_input_check
 
 log = logging.getLogger("cxr_app")
 SAMPLES_DIR = REPO_ROOT / "assets" / "samples"
@@ -84,6 +85,10 @@ if st.session_state.get("review_key") != key:
         st.stop()
     st.session_state.update(review_key=key, review=review, reports={}, image_bytes=data)
 review = st.session_state["review"]
+
+# --- input check: is this a frontal chest X-ray? (findings hidden unless shown anyway) --------
+if not render_input_check(review):
+    st.stop()
 
 # --- overview --------------------------------------------------------------------------------
 left, right = st.columns([2, 3])
@@ -170,6 +175,7 @@ if submitted:
             probabilities=review.probs.tolist(), thresholds=review.thresholds.tolist(),
             model_positive=review.findings.tolist(), agreement=review.agreement.tolist(),
             decisions=decisions, added_labels=added, comment=comment,
+            input_check=input_check_record(review),
         ), image_bytes=st.session_state.get("image_bytes"))
         st.success(f"Feedback saved (version {row['version']} for this reviewer and image). "
                    f"Final labels: {', '.join(row['expert_labels']) or 'none'}.")

@@ -1,8 +1,9 @@
 """Seeded generator of images that are NOT frontal chest X-rays, for the input check.
 
 Kinds: natural-image-like scenes (a cartoon landscape, random shapes, smooth clouds), text
-pages, noise, and real X-rays rotated or cropped so that they no longer show a whole frontal
-chest. Every image is float32 in [0, 1] (colour scenes converted to grayscale like the loader).
+pages and noise (of these the input check's fit sees only uniform noise), and real X-rays
+rotated or cropped (`cxr_core.imaging.input_negatives`, here applied to X-rays the fit never
+saw). Every image is float32 in [0, 1] (colour scenes converted to grayscale like the loader).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
+from cxr_core.imaging.input_negatives import XRAY_TRANSFORMS, transform_xray
+
 SYNTHETIC_KINDS = ("landscape", "shapes", "clouds", "text_dark_on_light", "text_light_on_dark",
                    "uniform_noise", "gaussian_noise", "salt_pepper")
-XRAY_KINDS = ("rotate90", "rotate180", "rotate270", "left_half", "right_half", "top_half",
-              "bottom_half", "corner_quarter")
+XRAY_KINDS = XRAY_TRANSFORMS
 
 
 def _gray(bgr: np.ndarray) -> np.ndarray:
@@ -110,28 +112,6 @@ def salt_pepper(rng: np.random.Generator, size: int = 512) -> np.ndarray:
     img[u < 0.1] = 0.0
     img[u > 0.9] = 1.0
     return img
-
-
-def transform_xray(image: np.ndarray, kind: str) -> np.ndarray:
-    """A real X-ray rotated or cropped so that it no longer shows a whole frontal chest."""
-    h, w = image.shape
-    if kind == "rotate90":
-        return np.ascontiguousarray(np.rot90(image, 1))
-    if kind == "rotate180":
-        return np.ascontiguousarray(np.rot90(image, 2))
-    if kind == "rotate270":
-        return np.ascontiguousarray(np.rot90(image, 3))
-    if kind == "left_half":
-        return np.ascontiguousarray(image[:, : w // 2])
-    if kind == "right_half":
-        return np.ascontiguousarray(image[:, w // 2:])
-    if kind == "top_half":
-        return np.ascontiguousarray(image[: h // 2])
-    if kind == "bottom_half":
-        return np.ascontiguousarray(image[h // 2:])
-    if kind == "corner_quarter":
-        return np.ascontiguousarray(image[: h // 2, : w // 2])
-    raise ValueError(f"unknown X-ray transform {kind}")
 
 
 def synthetic_images(per_kind: int, seed: int = 0, size: int = 512) -> Iterator[tuple[str, np.ndarray]]:

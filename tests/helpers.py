@@ -38,3 +38,29 @@ def xray_batch(n: int, size: int, seed: int = 0) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size] / size
     base = 0.5 + 0.3 * np.sin(6 * xx) * np.cos(4 * yy)
     return np.clip(base[None] + rng.normal(0, 0.05, (n, size, size)), 0, 1).astype("float32")
+
+
+def png_as_dicom(path, **tags) -> bytes:
+    """An 8-bit PNG X-ray as an uncompressed 12-bit MONOCHROME2 DICOM with the given header
+    keywords (e.g. BodyPartExamined="HAND"); no patient tags."""
+    import io
+
+    import cv2
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    pixels = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.uint16) * 16
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    ds.PixelData = pixels.tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()

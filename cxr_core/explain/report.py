@@ -49,9 +49,22 @@ def _figure(review, include_all: bool = False, extra: int = 3, uncertainty: bool
               f"{int(review.findings.sum())} positive finding(s) of {len(review.labels)}; "
               f"heatmaps: Grad-CAM averaged over {review.n_members} models. Not for clinical use "
               f"without expert review.")
-    fig.suptitle(header, fontsize=9.5, x=0.01, ha="left")
+    refusal = refusal_line(review)
+    if refusal:
+        header = f"{refusal}\n{header}"
+    fig.suptitle(header, fontsize=9.5, x=0.01, ha="left", color="darkred" if refusal else "black")
     fig.tight_layout(rect=(0, 0, 1, 1 - header_h / (panel_h * rows + header_h)))
     return fig
+
+
+def refusal_line(review) -> str:
+    """The input check's refusal, for a report made although it refused the image; '' otherwise.
+    (Reports of refused images are only made on request: 'show anyway' or `explain --force`.)"""
+    check = getattr(review, "input_check", None)
+    if check is None or check.passed:
+        return ""
+    return (f"INPUT CHECK REFUSED THIS IMAGE: {check.reason} The findings below were shown anyway "
+            f"at the reader's request.")
 
 
 def _wrap(text: str, width: int = 48) -> str:

@@ -3,7 +3,7 @@
 Cheap (no network beyond the segmenter that already ran) and independent of the classifiers: a
 16 x 16 thumbnail of the working image standardised to zero mean and unit variance (where the
 bright and dark regions are: shoulders above, abdomen below, dark lungs either side of a bright
-mediastinum), a 16-bin intensity histogram, a 16 x 16 thumbnail of the lung mask, and the
+mediastinum) and its left-right mirror similarity, a 16-bin intensity histogram, a 16 x 16 thumbnail of the lung mask, and the
 lung-geometry measurements.
 """
 
@@ -25,11 +25,12 @@ def describe_input(work: np.ndarray, mask: MaskResult,
     work = np.asarray(work, np.float32)
     thumb = cv2.resize(work, (THUMB, THUMB), interpolation=cv2.INTER_AREA).ravel()
     thumb = (thumb - thumb.mean()) / max(float(thumb.std()), 1e-3)
+    mirror = float(np.mean(thumb * thumb.reshape(THUMB, THUMB)[:, ::-1].ravel()))
     hist = np.histogram(work, bins=BINS, range=(0.0, 1.0))[0].astype(np.float32) / work.size
     lungs = cv2.resize(mask.lungs.astype(np.float32), (THUMB, THUMB), interpolation=cv2.INTER_AREA).ravel()
     geometry = geometry or measure_lungs(mask.lungs)
-    return np.concatenate([thumb, hist, lungs, geometry.vector()]).astype(np.float32)
+    return np.concatenate([thumb, [mirror], hist, lungs, geometry.vector()]).astype(np.float32)
 
 
 def descriptor_size() -> int:
-    return 2 * THUMB * THUMB + BINS + len(LungGeometry.names())
+    return 2 * THUMB * THUMB + 1 + BINS + len(LungGeometry.names())

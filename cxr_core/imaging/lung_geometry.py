@@ -36,6 +36,10 @@ class LungGeometry:
     border_bottom: float
     border_left: float
     border_right: float
+    top: float  # extent of all lung pixels (rows and columns) as fractions
+    bottom: float
+    left: float
+    right: float
 
     def vector(self) -> np.ndarray:
         """The measurements as a float32 vector (field order)."""
@@ -55,6 +59,10 @@ def measure_lungs(lungs: np.ndarray) -> LungGeometry:
     band_y, band_x = max(1, int(round(BORDER_BAND * height))), max(1, int(round(BORDER_BAND * width)))
     share = (lambda part: float(part.sum()) / total) if total else (lambda part: 0.0)
     border = (share(mask[:band_y]), share(mask[-band_y:]), share(mask[:, :band_x]), share(mask[:, -band_x:]))
+    ys, xs = np.nonzero(mask)
+    extent = ((ys.min() / height, (ys.max() + 1) / height, xs.min() / width, (xs.max() + 1) / width)
+              if ys.size else (0.0, 0.0, 0.0, 0.0))
+    border = (*border, *(float(v) for v in extent))
     comps = sorted(range(1, count), key=lambda k: -stats[k, cv2.CC_STAT_AREA])[:2]
     comps.sort(key=lambda k: centroids[k][0])
     if len(comps) < 2:
@@ -71,11 +79,10 @@ def measure_lungs(lungs: np.ndarray) -> LungGeometry:
     overlap = (min(tops[0] + heights[0], tops[1] + heights[1]) - max(tops[0], tops[1])) / heights.max()
     (xa, ya), (xb, yb) = centroids[a], centroids[b]
     return LungGeometry(
-        fields_found=count - 1, area=total / mask.size, area_ratio=float(areas.min() / areas.max()),
-        centre_x=float((xa + xb) / 2 / width), centre_y=float((ya + yb) / 2 / height),
-        separation_x=float((xb - xa) / width), offset_y=float(abs(ya - yb) / height),
-        vertical_overlap=float(overlap), elongation=float(np.mean(heights / np.maximum(widths, 1))),
-        border_top=border[0], border_bottom=border[1], border_left=border[2], border_right=border[3])
+        count - 1, total / mask.size, float(areas.min() / areas.max()),
+        float((xa + xb) / 2 / width), float((ya + yb) / 2 / height),
+        float((xb - xa) / width), float(abs(ya - yb) / height),
+        float(overlap), float(np.mean(heights / np.maximum(widths, 1))), *border)
 
 
 def geometry_problem(mask: MaskResult, geometry: LungGeometry) -> str:

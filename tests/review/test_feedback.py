@@ -90,3 +90,17 @@ def test_concurrent_threads_and_processes_lose_nothing(tmp_path):
     # versions per reviewer are exactly 1..n: no duplicates, no gaps
     for reviewer, group in frame.groupby("reviewer"):
         assert sorted(group["version"]) == list(range(1, len(group) + 1)), reviewer
+
+
+def test_input_check_is_stored_inside_the_model_output(tmp_path):
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'fb.sqlite'}")
+    verdict = {"passed": False, "reason": "The lung segmentation failed (no lung found).",
+               "score": 4.2, "threshold": 1.5, "checks": ["lungs", "score"], "method": "m"}
+    sub = make_submission()
+    sub.input_check = verdict
+    row = store.submit(sub)
+    assert row["model_output"]["input_check"] == verdict
+    plain = store.submit(make_submission(reviewer="Dr B"))
+    assert "input_check" not in plain["model_output"]
+    stored = store.reviews_frame()
+    assert len(stored) == 2 and "input_check" not in stored.columns  # no new column
