@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=REPO / "models" / "cxr-public-demo")
     parser.add_argument("--with-features", action="store_true")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv or [])  # run_all calls main() with no arguments
     logging.basicConfig(level=logging.INFO)
     if not (SHARED / "nih-sample" / "metadata.csv").is_file():
         print(f"skipped: real data not available under {SHARED}")
@@ -194,4 +194,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

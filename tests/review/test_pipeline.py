@@ -72,3 +72,13 @@ def test_unknown_engine_is_one_clear_error():
 
     with pytest.raises(EngineError, match="Unknown inference engine"):
         Reviewer.from_paths(settings().default_bundle_path, engine="onnx")
+
+
+def test_reviews_carry_the_input_check(reviewer):
+    review = reviewer.review_one(SAMPLES[2])
+    check = review.input_check
+    assert check is not None and check.passed and not review.refused and "lungs" in check.checks
+    assert (check.score is None) == (reviewer.input_model is None)
+    row = review.record("x.png")[0]
+    assert row["input_check_passed"] is True and row["input_check_reason"] == ""
+    assert row["input_check_score"] == check.score
