@@ -60,6 +60,26 @@ def image_facts(segmenter, images: list, batch: int = 16, keep_crops: bool = Fal
     return facts, crops
 
 
+def tradeoff(frame: pd.DataFrame, neg_frame: pd.DataFrame, fitted: float) -> list[dict]:
+    """Real X-rays refused and generated images passed at other thresholds than the fitted one
+    (the lung check's refusals stay): what choosing the threshold elsewhere would give."""
+    unseen = ~frame["split"].isin(["train", "val"])
+    real_lungs = frame["verdict"].isin(["lungs", "dicom"])
+    neg_lungs = neg_frame["verdict"].isin(["lungs", "dicom"])
+    rows = []
+    candidates = {"fitted": fitted, **{f"real_q{q}": float(frame.loc[unseen, "score"].quantile(q))
+                                       for q in (0.98, 0.99, 0.995)}}
+    for name, threshold in candidates.items():
+        real_refused = real_lungs | (frame["score"] > threshold)
+        neg_passed = ~neg_lungs & (neg_frame["score"] <= threshold)
+        rows.append({"threshold": name, "value": round(threshold, 3),
+                     "real_refused_share": round(float(real_refused.mean()), 4),
+                     "real_refused_share_not_used_by_the_fit": round(float(real_refused[unseen].mean()), 4),
+                     "generated_passed": int(neg_passed.sum()),
+                     "generated_passed_by_kind": neg_frame.loc[neg_passed, "kind"].value_counts().to_dict()})
+    return rows
+
+
 def which_check(check) -> str:
     if check.passed:
         return "passed"
@@ -184,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             "seconds_per_image_score": round(seconds_decide, 6),
             "targets": {"real_refused_share_max": 0.01, "generated_passed_max": 0},
         }
+        if model is not None:
+            result["tradeoff"] = tradeoff(frame, neg_frame, model.threshold)
         if args.with_features:
             result["feature_baseline"] = feature_baseline(
                 bundle, real_crops, frame["split"].tolist(), neg_crops, kinds)
