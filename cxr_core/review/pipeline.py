@@ -140,8 +140,10 @@ class Reviewer:
         timings = {}
         t0 = time.perf_counter()
         pres = preprocess_batch(images, self.segmenter)
-        checks = [check_input(image, pre, self.input_model) for image, pre in zip(images, pres)]
         timings["preprocess_s"] = time.perf_counter() - t0
+        t_check = time.perf_counter()
+        checks = [check_input(image, pre, self.input_model) for image, pre in zip(images, pres)]
+        timings["input_check_s"] = time.perf_counter() - t_check
         t1 = time.perf_counter()
         crops = np.stack([p.crop for p in pres])
         expl = explain_arrays(self.engines, crops, self.map_size)

@@ -48,3 +48,21 @@ def test_report_header_panels_and_no_file_name(review):
     expected = [review.title(k) for k in review.order(include_all=True)]
     assert first == expected
     assert all("Doe" not in t for t in texts)  # the uploaded file name never appears
+
+
+def test_report_of_a_refused_image_says_so_in_its_header(review):
+    import dataclasses
+
+    import matplotlib.pyplot as plt
+
+    from cxr_core.explain.report import _figure, refusal_line
+    from cxr_core.review.input_check import InputCheck
+
+    assert refusal_line(review) == ""  # the sample passes
+    refused = dataclasses.replace(review, input_check=InputCheck(
+        False, "The DICOM header says the body part is HAND, not the chest.", None, None, ("dicom", "lungs")))
+    fig = _figure(refused)
+    header = fig._suptitle.get_text()
+    plt.close(fig)
+    assert header.startswith("INPUT CHECK REFUSED THIS IMAGE: The DICOM header says the body part is HAND")
+    assert "shown anyway" in header and refused.bundle_id in header
