@@ -137,9 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     from cxr_core.imaging.segmentation import LungSegmenter
     from cxr_core.modeling.bundle import Bundle
     from cxr_core.modeling.input_model import fit_input_check, load_input_model
-    from cxr_core.review.pipeline import resolve_segmenter
-
     from cxr_core.review.input_check import decide
+    from cxr_core.review.pipeline import resolve_segmenter
 
     work = Path(tempfile.mkdtemp(prefix="bench-input-check-"))
     try:

@@ -3,8 +3,8 @@
 Cheap (no network beyond the segmenter that already ran) and independent of the classifiers: a
 16 x 16 thumbnail of the working image standardised to zero mean and unit variance (where the
 bright and dark regions are: shoulders above, abdomen below, dark lungs either side of a bright
-mediastinum) and its left-right mirror similarity, a 16-bin intensity histogram, a 16 x 16 thumbnail of the lung mask, and the
-lung-geometry measurements.
+mediastinum) and its left-right mirror similarity, a 16-bin intensity histogram, a 16 x 16
+thumbnail of the lung mask, and the lung-geometry measurements.
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ def review_page(upload) -> AppTest:
 
 
 def test_refused_image_shows_the_reason_and_findings_only_when_shown_anyway(app_env):
-    at = review_page(("hand.dcm", png_as_dicom(SAMPLE, Modality="DX", BodyPartExamined="HAND", ViewPosition="PA"), "application/dicom"))
+    hand = png_as_dicom(SAMPLE, Modality="DX", BodyPartExamined="HAND", ViewPosition="PA")
+    at = review_page(("hand.dcm", hand, "application/dicom"))
     errors = [e.value for e in at.error]
     assert any("does not look like a frontal chest X-ray" in e and "body part is HAND" in e
                for e in errors), errors
