@@ -30,6 +30,7 @@ from ui_common import (
     get_reviewer,
     load_bundle_or_stop,
 )
+from ui_input_check import input_check_record, render_input_check
 
 log = logging.getLogger("cxr_app")
 SAMPLES_DIR = REPO_ROOT / "assets" / "samples"
@@ -172,8 +173,9 @@ def review_page() -> None:
         st.session_state.update(review_key=key, review=review, images={})
     review = st.session_state["review"]
 
-    # --- input gating: is this a frontal chest X-ray? -----------------------------------------
-    # (reserved: the plausibility check runs here, before any finding is shown)
+    # --- input check: is this a frontal chest X-ray? (findings hidden unless shown anyway) ----
+    if not render_input_check(review):
+        return
 
     show_findings(review, show_overview(review))
     heatmaps_and_report(review)
@@ -369,7 +371,8 @@ def show_feedback(review, data: bytes) -> None:
         label_set=review.label_set, reviewer=name or "", labels=review.labels,
         probabilities=review.probs.tolist(), thresholds=review.thresholds.tolist(),
         model_positive=review.findings.tolist(), agreement=review.agreement.tolist(),
-        decisions=decisions, added_labels=[], comment=comment)
+        decisions=decisions, added_labels=[], comment=comment,
+        input_check=input_check_record(review))
     result = save_feedback(feedback_store, submission, image_bytes=data)
     if not result.saved:
         st.error(result.message)  # the form keeps what was typed; the review stays on screen

@@ -203,8 +203,24 @@ def _cmd_explain(args) -> int:
     failures = explain_paths(args.inputs, args.bundle or _default_bundle(), args.out,
                              all_labels=args.all_labels, uncertainty=args.uncertainty,
                              batch_size=args.batch_size, engine=args.engine,
-                             dicom_out=args.dicom_out)
+                             dicom_out=args.dicom_out, force=args.force)
     return _report_failures(failures, f"reports and predictions written to {args.out}")
+
+
+def _cmd_fit_input_check(args) -> int:
+    from .imaging.segmentation import LungSegmenter
+    from .modeling.bundle import Bundle
+    from .modeling.input_model import fit_input_check
+    from .review.pipeline import resolve_segmenter
+
+    bundle_dir = args.bundle or _default_bundle()
+    segmenter = LungSegmenter.load(resolve_segmenter(Bundle.load(bundle_dir)))
+    summary = fit_input_check(bundle_dir, args.images, segmenter, split_csv=args.split,
+                              max_images=args.max_images, margin=args.margin, seed=args.seed)
+    print(f"input check fitted on {summary['train_images']} training and {summary['val_images']} "
+          f"validation X-rays ({summary['negatives']} generated non-X-rays): threshold "
+          f"{summary['threshold']:.3f}; stored in {bundle_dir}")
+    return 0
 
 
 def _cmd_compile_bundle(args) -> int:
@@ -363,7 +379,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dicom-out", action="store_true",
                    help="for DICOM inputs also write a Structured Report of the findings and a "
                         "Secondary Capture of the report (README: DICOM output)")
+    p.add_argument("--force", action="store_true",
+                   help="explain images the input check refuses (not frontal chest X-rays) anyway")
     p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("fit-input-check",
+                       help="fit the 'is this a frontal chest X-ray?' check and store it in a bundle")
+    p.add_argument("--bundle", type=Path, default=None, help="default: the app's default bundle")
+    p.add_argument("--images", required=True, type=Path,
+                   help="folder with the bundle's training images (as for 'preprocess')")
+    p.add_argument("--split", type=Path, default=None, help="default: the bundle's split.csv")
+    p.add_argument("--max-images", type=int, default=400, help="per split (train, val)")
+    p.add_argument("--margin", type=float, default=0.0,
+                   help="added to the highest validation score to make the threshold")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_fit_input_check)
 
     p = sub.add_parser("compile-bundle", help="add TensorFlow Lite members to a bundle (fast start)")
     p.add_argument("bundle", type=Path)

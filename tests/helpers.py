@@ -44,7 +44,6 @@ def dicom_xray_bytes(size: int = 256, seed: int = 0, window: tuple[float, float]
                      uids: bool = True) -> bytes:
     """A small synthetic 12-bit DICOM chest X-ray with patient tags that must never leak,
     optionally a VOI window (centre, width) and study/series/instance UIDs."""
-    import io
 
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -67,6 +66,28 @@ def dicom_xray_bytes(size: int = 256, seed: int = 0, window: tuple[float, float]
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     if window is not None:
         ds.WindowCenter, ds.WindowWidth = window
+
+
+def png_as_dicom(path, **tags) -> bytes:
+    """An 8-bit PNG X-ray as an uncompressed 12-bit MONOCHROME2 DICOM with the given header
+    keywords (e.g. BodyPartExamined="HAND"); no patient tags."""
+    import io
+
+    import cv2
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    pixels = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.uint16) * 16
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
     ds.PixelData = pixels.tobytes()
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)

@@ -20,7 +20,7 @@ def test_bad_arguments_exit_2_with_one_line(argv, capsys):
 def test_every_documented_command_exists():
     text = build_parser().format_help()
     for command in ("prepare", "segmenter", "segment", "preprocess", "train", "train-ensemble",
-                    "evaluate", "explain", "compile-bundle", "retrain", "build-demo"):
+                    "evaluate", "explain", "compile-bundle", "retrain", "build-demo", "fit-input-check"):
         assert command in text
 
 
@@ -31,3 +31,15 @@ def test_missing_inputs_are_one_sentence_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Input folder not found" in err and "manifest.json is missing" in err
     assert "Traceback" not in err
+
+
+def test_fit_input_check_missing_images_is_one_sentence(tmp_path, capsys):
+    import shutil
+
+    from cxr_core.base.config import settings
+
+    bundle = tmp_path / "b"
+    shutil.copytree(settings().default_bundle_path, bundle)
+    assert main(["fit-input-check", "--bundle", str(bundle), "--images", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "'train' images are not under" in err and "Traceback" not in err

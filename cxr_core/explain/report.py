@@ -118,6 +118,9 @@ def _build(review, options: ReportOptions) -> list:
     doc.new_page()
     doc.text("CXR Review report", size=15, weight="bold")
     doc.y += 0.05
+    refusal = refusal_line(review)
+    if refusal:
+        doc.text(textwrap.fill(refusal, 110), size=9, weight="bold", color="darkred")
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     segmentation = (f"FELL BACK to the whole image ({review.pre.mask.reason})" if review.pre.fallback
                     else "lungs found; the models read the lung crop")
@@ -139,6 +142,16 @@ def _build(review, options: ReportOptions) -> list:
     _overview(doc, review, options, usable)
     _maps(doc, review, options, usable)
     return doc.figures
+
+
+def refusal_line(review) -> str:
+    """The input check's refusal, for a report made although it refused the image; '' otherwise.
+    (Reports of refused images are only made on request: 'show anyway' or `explain --force`.)"""
+    check = getattr(review, "input_check", None)
+    if check is None or check.passed:
+        return ""
+    return (f"INPUT CHECK REFUSED THIS IMAGE: {check.reason} The findings below were shown anyway "
+            f"at the reader's request.")
 
 
 def _table(doc: _Document, review, usable: float) -> None:

@@ -86,7 +86,8 @@ def segment_folder(in_dir: Path, out_dir: Path, segmenter, lungs_only: bool = Fa
     return failures
 
 
-def _source_path(images_dir: Path, image_id: str, image_dir: str | None) -> Path:
+def source_path(images_dir: Path, image_id: str, image_dir: str | None) -> Path:
+    """The file of a split row: under its ImageDir when that exists, else directly in images_dir."""
     if image_dir not in (None, "", "nan"):
         nested = images_dir / str(image_dir).split(".")[0] / image_id
         if nested.is_file():
@@ -156,7 +157,7 @@ def preprocess_split(images_dir: Path, split_csv: Path, out_dir: Path, segmenter
             if new_log:
                 writer.writerow(LOG_COLUMNS)
             for chunk in _chunks(todo, batch_size):
-                paths = [str(_source_path(images_dir, i, d)) for i, d in chunk]
+                paths = [str(source_path(images_dir, i, d)) for i, d in chunk]
                 mapper = pool.map if pool else map
                 loaded = list(mapper(_load_work, paths))
                 good = [(i, w) for (i, _), (w, _, _) in zip(chunk, loaded) if w is not None]

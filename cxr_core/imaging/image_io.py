@@ -1,6 +1,7 @@
 """One entry point for every image the tool reads: PNG (8/16-bit), JPEG and DICOM.
 
-Returns float32 pixels in [0, 1] plus the metadata the pipeline needs; never patient tags.
+Returns float32 pixels in [0, 1] plus the metadata the pipeline needs: for DICOM also the
+body part, view position and modality (for the input check); never patient tags.
 Every bad input raises a specific `ImageError` subclass with one clear sentence.
 """
 
@@ -50,6 +51,10 @@ class LoadedImage:
     window: tuple[float, float] | None = None
     #: DICOM input only: the study/series/instance UIDs that results must reference (no patient tags)
     dicom_ref: DicomReference | None = None
+    # DICOM acquisition facts for the input check (None when absent or not DICOM); no patient tags
+    body_part: str | None = None  # BodyPartExamined, e.g. "CHEST"
+    view_position: str | None = None  # ViewPosition, e.g. "PA", "AP", "LL"
+    modality: str | None = None  # Modality, e.g. "CR", "DX"
 
 
 @dataclass(frozen=True)
@@ -210,6 +215,19 @@ def _voi_window_edges(ds) -> tuple[float, float] | None:
     return float(mapped[0]), float(mapped[1])
 
 
+#: the only DICOM attributes read besides the pixel module: what was imaged, how, by what
+ACQUISITION_TAGS = {"body_part": "BodyPartExamined", "view_position": "ViewPosition", "modality": "Modality"}
+
+
+def _acquisition(ds) -> dict[str, str | None]:
+    """BodyPartExamined / ViewPosition / Modality, upper-cased and stripped; None when empty."""
+    out = {}
+    for key, keyword in ACQUISITION_TAGS.items():
+        value = str(ds.get(keyword, "") or "").strip().upper()
+        out[key] = value or None
+    return out
+
+
 def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, int, str, dict]:
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -245,7 +263,8 @@ def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, int, str, d
     else:
         pixels = _to_gray(np.asarray(pixels)[..., ::-1] if pixels.ndim == 3 else pixels)
     bit_depth = int(ds.get("BitsStored", 8) or 8)
-    return np.asarray(pixels), bit_depth, photometric, {"edges": edges, "ref": dicom_reference(ds)}
+    return np.asarray(pixels), bit_depth, photometric, {"edges": edges, "ref": dicom_reference(ds),
+                                                        "acquisition": _acquisition(ds)}
 
 
 def load_image(
@@ -284,7 +303,7 @@ def load_image(
         raise UnsupportedFormatError("The file is not a PNG, JPEG or DICOM image.")
     if filename and SUPPORTED_EXTENSIONS.get(Path(filename).suffix.lower()) not in (None, fmt):
         log.warning("file extension does not match its content (%s); using the content", fmt)
-    photometric, facts = "MONOCHROME2", {"edges": None, "ref": None}
+    photometric, facts = "MONOCHROME2", {"edges": None, "ref": None, "acquisition": {}}
     if fmt == "dicom":
         raw, bit_depth, photometric, facts = _decode_dicom(data, max_pixels)
     else:
@@ -304,6 +323,7 @@ def load_image(
         sha256=hashlib.sha256(data).hexdigest(),
         window=window,
         dicom_ref=facts["ref"],
+        **facts["acquisition"],
     )
 
 

@@ -30,16 +30,20 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
 def explain_paths(inputs: list[Path], bundle_dir: Path, out_dir: Path, all_labels: bool = False,
                   uncertainty: bool = False, batch_size: int = 8,
                   reviewer: Reviewer | None = None, engine: str | None = None,
-                  dicom_out: bool = False) -> list[tuple[str, str]]:
+                  dicom_out: bool = False, force: bool = False) -> list[tuple[str, str]]:
     """Write `<stem>_report.png/.pdf` per image and `predictions.csv/json`; with `dicom_out`,
     also `<stem>_findings_sr.dcm` and `<stem>_report_sc.dcm` for each DICOM input
-    (`dicom_out.write_dicom_results`). Returns failures."""
+    (`dicom_out.write_dicom_results`). Returns failures.
+
+    Images the input check refuses are skipped with its reason (listed under "refused" in
+    predictions.json) unless `force`, which explains them with the refusal in the report."""
     reviewer = reviewer or Reviewer.from_paths(bundle_dir, engine=engine)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = expand_inputs(inputs)
     failures: list[tuple[str, str]] = []
     records: list[dict] = []
+    refused: list[dict] = []
     with tqdm(total=len(files), desc="explain", unit="img", disable=None) as bar:
         for start in range(0, len(files), batch_size):
             chunk = files[start:start + batch_size]
@@ -52,6 +56,12 @@ def explain_paths(inputs: list[Path], bundle_dir: Path, out_dir: Path, all_label
                     failures.append((path.name, str(exc)))
             if loaded:
                 for path, review in zip(names, reviewer.review(loaded)):
+                    if review.refused:
+                        refused.append({"file": path.name, **review.input_check.record()})
+                        if not force:
+                            log.warning("skipped %s: %s (--force explains it anyway)", path.name,
+                                        review.input_check.reason)
+                            continue
                     png, _ = write_report(review, out_dir, path.stem, include_all=all_labels,
                                           uncertainty=uncertainty)
                     if dicom_out and review.image.dicom_ref is not None:
@@ -65,6 +75,7 @@ def explain_paths(inputs: list[Path], bundle_dir: Path, out_dir: Path, all_label
     (out_dir / "predictions.json").write_text(json.dumps({
         "bundle_id": reviewer.bundle.bundle_id, "label_set": reviewer.bundle.manifest["label_set"],
         "threshold_method": reviewer.bundle.manifest["threshold_method"],
-        "predictions": records, "failures": [{"file": n, "error": e} for n, e in failures],
+        "predictions": records, "refused": refused, "forced": force,
+        "failures": [{"file": n, "error": e} for n, e in failures],
     }, indent=2))
     return failures

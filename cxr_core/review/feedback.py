@@ -114,6 +114,7 @@ class Submission:
     decisions: dict[str, str]  # label -> agree/disagree (for the model's shown findings)
     added_labels: list[str] = field(default_factory=list)
     comment: str = ""
+    input_check: dict | None = None  # the review's input-check verdict and score (`InputCheck.record`)
 
     def expert_labels(self) -> list[str]:
         """Final labels: model positives the expert agreed with, model negatives the expert
@@ -259,7 +260,9 @@ class FeedbackStore:
             "model_output": {"labels": submission.labels,
                              "probabilities": [round(float(p), 6) for p in submission.probabilities],
                              "thresholds": [round(float(t), 6) for t in submission.thresholds],
-                             "agreement": [int(a) for a in submission.agreement]},
+                             "agreement": [int(a) for a in submission.agreement],
+                             **({"input_check": submission.input_check}
+                                if submission.input_check is not None else {})},
             "model_labels": [lab for lab, pos in zip(submission.labels, submission.model_positive) if pos],
             "decisions": dict(submission.decisions),
             "added_labels": list(submission.added_labels),

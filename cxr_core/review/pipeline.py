@@ -1,7 +1,8 @@
 """The review pipeline: one X-ray (or many) in, findings with heatmaps out.
 
-decode -> preprocess (segment, post-process, crop) -> every member's probabilities and all-label
-Grad-CAM maps -> ensemble findings, agreement, mean and uncertainty maps.
+decode -> preprocess (segment, post-process, crop) -> input check (is it a frontal chest X-ray?)
+-> every member's probabilities and all-label Grad-CAM maps -> ensemble findings, agreement,
+mean and uncertainty maps.
 Used by the app, the `explain` CLI and the benchmarks alike.
 """
 
@@ -24,6 +25,8 @@ from ..imaging.segmentation import LungSegmenter
 from ..imaging.segmenter_lite import load_segmenter
 from ..modeling.bundle import Bundle
 from ..modeling.ensemble import combine
+from ..modeling.input_model import load_input_model
+from .input_check import InputCheck, check_input
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,13 @@ class Review:
     threshold_method: str
     is_demo: bool = False
     timings: dict = field(default_factory=dict)
+    input_check: InputCheck | None = None  # None only for reviews built without the pipeline
     _display: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def refused(self) -> bool:
+        """Whether the input check refused the image (findings hidden unless shown anyway)."""
+        return self.input_check is not None and not self.input_check.passed
 
     @property
     def n_members(self) -> int:
@@ -151,8 +160,17 @@ class Review:
             "probability": float(self.probs[k]), "threshold": float(self.thresholds[k]),
             "positive": bool(self.findings[k]), "agreement": int(self.agreement[k]),
             "members": int(self.n_members), "segmentation_fallback": bool(self.pre.fallback),
+            **_check_columns(self.input_check),
             **{f"p_{arch}": float(self.member_probs[m, k]) for m, arch in enumerate(self.archs)},
         } for k, lab in enumerate(self.labels)]
+
+
+def _check_columns(check: InputCheck | None) -> dict:
+    """Input-check columns of an exported row."""
+    if check is None:
+        return {}
+    return {"input_check_passed": check.passed, "input_check_score": check.score,
+            "input_check_threshold": check.threshold, "input_check_reason": check.reason}
 
 
 class Reviewer:
@@ -163,6 +181,7 @@ class Reviewer:
         self.bundle = bundle
         self.engines = bundle_engines(bundle, engine)  # opened now: the first review pays no set-up
         self.segmenter = segmenter
+        self.input_model = load_input_model(bundle)  # None (warned) when the bundle has none
         self.max_pixels = max_pixels
         self.map_size = map_size or bundle.input_size
 
@@ -186,6 +205,9 @@ class Reviewer:
         t0 = time.perf_counter()
         pres = preprocess_batch(images, self.segmenter)
         timings["preprocess_s"] = time.perf_counter() - t0
+        t_check = time.perf_counter()
+        checks = [check_input(image, pre, self.input_model) for image, pre in zip(images, pres)]
+        timings["input_check_s"] = time.perf_counter() - t_check
         t1 = time.perf_counter()
         crops = np.stack([p.crop for p in pres])
         expl = explain_arrays(self.engines, crops, self.map_size)
@@ -204,6 +226,7 @@ class Reviewer:
                 threshold_method=method or self.bundle.manifest["threshold_method"],
                 is_demo=self.bundle.is_demo,
                 timings={k: v / len(images) for k, v in timings.items()},
+                input_check=checks[i],
             ))
         return reviews
 

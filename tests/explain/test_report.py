@@ -68,3 +68,18 @@ def test_report_maps_are_the_screens_findings_in_the_screens_order(review):
     assert all(t not in text for t in negatives)
     every = panels(review, ReportOptions(include_all=True, uncertainty=True, members=True))
     assert len(every) == len(review.labels) * (2 + review.n_members)
+
+
+def test_report_of_a_refused_image_says_so_in_its_header(review):
+    import dataclasses
+
+    from cxr_core.explain.report import refusal_line, report_text
+    from cxr_core.review.input_check import InputCheck
+
+    assert refusal_line(review) == ""  # the sample passes
+    refused = dataclasses.replace(review, input_check=InputCheck(
+        False, "The DICOM header says the body part is HAND, not the chest.", None, None, ("dicom", "lungs")))
+    text = report_text(refused).replace("\n", " ")
+    assert "INPUT CHECK REFUSED THIS IMAGE: The DICOM header says the body part is HAND" in text
+    assert "shown anyway" in text and refused.bundle_id in text
+    assert text.index("INPUT CHECK REFUSED") < text.index(refused.bundle_id)  # at the top

@@ -46,7 +46,8 @@ def test_jpeg_and_rgb_become_grayscale(tmp_path):
     assert load_image(_png(rgba), filename="d.png").pixels.ndim == 2
 
 
-def _dicom_bytes(pixels, photometric="MONOCHROME2", slope=1.0, intercept=0.0, with_pixels=True):
+def _dicom_bytes(pixels, photometric="MONOCHROME2", slope=1.0, intercept=0.0, with_pixels=True,
+                 **tags):
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -64,6 +65,8 @@ def _dicom_bytes(pixels, photometric="MONOCHROME2", slope=1.0, intercept=0.0, wi
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
     ds.PixelRepresentation = 0
     ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
     if with_pixels:
         ds.PixelData = pixels.astype(np.uint16).tobytes()
     buf = io.BytesIO()
@@ -86,6 +89,16 @@ def test_dicom_never_exposes_patient_tags():
     img = load_image(_dicom_bytes(_xray(dtype=np.uint16)), filename="h.dcm")
     text = repr(img.__dict__.keys()) + repr([v for k, v in img.__dict__.items() if k != "pixels"])
     assert "Secret" not in text and "ID-123" not in text
+
+
+def test_dicom_acquisition_tags_exposed_and_png_has_none():
+    img = load_image(_dicom_bytes(_xray(dtype=np.uint16), BodyPartExamined="CHEST",
+                                  ViewPosition="LL", Modality="CR"), filename="t.dcm")
+    assert (img.body_part, img.view_position, img.modality) == ("CHEST", "LL", "CR")
+    bare = load_image(_dicom_bytes(_xray(dtype=np.uint16)), filename="u.dcm")
+    assert (bare.body_part, bare.view_position, bare.modality) == (None, None, "DX")
+    png = load_image(_png(_xray()), filename="v.png")
+    assert (png.body_part, png.view_position, png.modality) == (None, None, None)
 
 
 def test_dicom_without_pixel_data():

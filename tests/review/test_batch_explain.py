@@ -8,6 +8,7 @@ import pandas as pd
 
 from cxr_core.base.config import settings
 from cxr_core.cli import main
+from ..helpers import png_as_dicom
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((REPO / "assets" / "samples").glob("*.png"))
@@ -61,3 +62,20 @@ def test_compile_bundle_then_explain_with_lite_gives_the_same_predictions(tmp_pa
     assert (lite["positive"] == tf_frame["positive"]).mean() > 0.99
     assert main(["explain", str(SAMPLES[0]), "--out", str(tmp_path / "x"), "--engine", "lite"]) == 2
     assert "no TensorFlow Lite members" in capsys.readouterr().err  # the default bundle has none
+
+
+def test_explain_skips_what_the_input_check_refuses_unless_forced(tmp_path, caplog):
+    hand = tmp_path / "hand.dcm"
+    hand.write_bytes(png_as_dicom(SAMPLES[0], Modality="DX", BodyPartExamined="HAND"))
+    assert main(["explain", str(hand), str(SAMPLES[1]), "--out", str(tmp_path / "skip")]) == 0
+    assert "skipped hand.dcm: The DICOM header says the body part is HAND" in caplog.text
+    assert not (tmp_path / "skip" / "hand_report.png").exists()
+    assert (tmp_path / "skip" / f"{SAMPLES[1].stem}_report.png").is_file()
+    payload = json.loads((tmp_path / "skip" / "predictions.json").read_text())
+    assert [r["file"] for r in payload["refused"]] == ["hand.dcm"] and payload["forced"] is False
+    assert {r["image"] for r in payload["predictions"]} == {SAMPLES[1].name}
+    assert all(r["input_check_passed"] for r in payload["predictions"])
+    assert main(["explain", str(hand), "--out", str(tmp_path / "forced"), "--force"]) == 0
+    frame = pd.read_csv(tmp_path / "forced" / "predictions.csv")
+    assert set(frame["image"]) == {"hand.dcm"} and not frame["input_check_passed"].any()
+    assert (tmp_path / "forced" / "hand_report.pdf").is_file()

@@ -290,3 +290,19 @@ def test_database_lost_under_an_open_store(postgres_server, tmp_path):
     assert not result.saved and result.message.startswith("Saving the feedback failed")
     assert not (tmp_path / "images").exists()
     store.close()
+
+
+
+
+def test_input_check_is_stored_inside_the_model_output(tmp_path):
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'fb.sqlite'}")
+    verdict = {"passed": False, "reason": "The lung segmentation failed (no lung found).",
+               "score": 4.2, "threshold": 1.5, "checks": ["lungs", "score"], "method": "m"}
+    sub = make_submission()
+    sub.input_check = verdict
+    row = store.submit(sub)
+    assert row["model_output"]["input_check"] == verdict
+    plain = store.submit(make_submission(reviewer="Dr B"))
+    assert "input_check" not in plain["model_output"]
+    stored = store.reviews_frame()
+    assert len(stored) == 2 and "input_check" not in stored.columns  # no new column

@@ -121,3 +121,13 @@ def test_compiled_bundle_reviews_without_importing_tensorflow(tmp_path):
 
     reference = Reviewer.from_paths(bundle, engine="tensorflow").review_one(SAMPLES[0])
     assert np.abs(np.array(child["probs"]) - reference.probs).max() < 1e-3
+
+
+def test_reviews_carry_the_input_check(reviewer):
+    review = reviewer.review_one(SAMPLES[2])
+    check = review.input_check
+    assert check is not None and check.passed and not review.refused and "lungs" in check.checks
+    assert (check.score is None) == (reviewer.input_model is None)
+    row = review.record("x.png")[0]
+    assert row["input_check_passed"] is True and row["input_check_reason"] == ""
+    assert row["input_check_score"] == check.score

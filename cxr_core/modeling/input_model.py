@@ -1,0 +1,185 @@
+"""The input check's statistics, stored in a bundle: fit, save, load and score.
+
+A logistic model on the input descriptor (`imaging.input_descriptor`: layout thumbnail, mirror
+similarity, histogram, lung-mask thumbnail and geometry), fitted with the bundle's own training
+X-rays (plus jittered copies) as frontal chest X-rays and rotated / cut-out copies of them plus
+noise as everything else. Its out-of-distribution score is the negative log-odds (higher = less
+like the training X-rays); the threshold is the highest score of the bundle's validation X-rays
+plus a margin, so every validation X-ray passes. Stored as `input_check.npz` (plain arrays,
+checksummed by the manifest) with a summary under the manifest's "input_check" key. No
+classifier is run: it fits on any bundle, in minutes on a CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..base.errors import BundleError, DataError
+from ..imaging.input_descriptor import describe_input, descriptor_size
+
+log = logging.getLogger(__name__)
+
+INPUT_CHECK_FILE = "input_check.npz"
+METHOD = "logistic-descriptor-v1"
+
+
+@dataclass(frozen=True)
+class InputModel:
+    """Standardisation, logistic weights and the refusal threshold on the OOD score."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+    threshold: float
+
+    def scores(self, descriptors: np.ndarray) -> np.ndarray:
+        """Out-of-distribution scores (negative log-odds of 'frontal chest X-ray') for (N, D)."""
+        z = (np.atleast_2d(np.asarray(descriptors, np.float64)) - self.mean) / self.scale
+        return -(z @ self.coef + self.intercept)
+
+    def save(self, path: Path) -> None:
+        np.savez(path, mean=self.mean, scale=self.scale, coef=self.coef,
+                 intercept=np.float64(self.intercept), threshold=np.float64(self.threshold))
+
+    @classmethod
+    def load(cls, path: Path) -> "InputModel":
+        with np.load(path, allow_pickle=False) as data:
+            model = cls(data["mean"], data["scale"], data["coef"], float(data["intercept"]),
+                        float(data["threshold"]))
+        if model.coef.shape != (descriptor_size(),):
+            raise BundleError(f"{path.name} was fitted for another input descriptor; run "
+                              f"'python -m cxr_core fit-input-check' on the bundle again.")
+        return model
+
+
+def load_input_model(bundle) -> InputModel | None:
+    """The bundle's input-check statistics, or None (with a warning) when it has none."""
+    entry = bundle.manifest.get("input_check")
+    if not entry:
+        log.warning("bundle %s has no input-check statistics: only the DICOM and lung-shape checks "
+                    "run; fit them with 'python -m cxr_core fit-input-check --bundle %s'",
+                    bundle.bundle_id, bundle.path)
+        return None
+    return InputModel.load(bundle.path / entry["file"])
+
+
+def fit_logistic(positives: np.ndarray, negatives: np.ndarray, val_positives: np.ndarray,
+                 margin: float = 0.0, c: float = 0.1) -> tuple[InputModel, dict]:
+    """Fit the model on descriptors; threshold = highest validation score + margin."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.concatenate([positives, negatives]).astype(np.float64)
+    y = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale = np.where(scale > 1e-6, scale, 1.0)
+    clf = LogisticRegression(C=c, max_iter=5000, class_weight="balanced").fit((x - mean) / scale, y)
+    model = InputModel(mean, scale, clf.coef_[0].astype(np.float64), float(clf.intercept_[0]), 0.0)
+    val = model.scores(val_positives)
+    train_pos, train_neg = model.scores(positives), model.scores(negatives)
+    threshold = float(val.max() + margin)
+    model = InputModel(mean, scale, model.coef, model.intercept, threshold)
+    summary = {
+        "threshold": threshold, "margin": margin, "c": c,
+        "val_scores": {"max": float(val.max()), "median": float(np.median(val)), "n": int(len(val))},
+        "train_refused": float(np.mean(train_pos > threshold)),
+        "train_negatives_passed": float(np.mean(train_neg <= threshold)),
+    }
+    return model, summary
+
+
+def _describe_batch(works: list[np.ndarray], segmenter) -> np.ndarray:
+    from ..imaging.preprocessing import segment_works
+
+    masks = segment_works(np.stack(works), segmenter)
+    return np.stack([describe_input(w, m) for w, m in zip(works, masks)])
+
+
+def describe_rows(paths: list[Path], segmenter, rng: np.random.Generator | None = None,
+                  jitter_copies: int = 0, negatives: int = 0, batch: int = 8) -> dict[str, np.ndarray]:
+    """Descriptors of X-ray files ('positives'), of `jitter_copies` jittered copies of each, and
+    of `negatives` rotations / cut-outs of each (the kinds taken in turn) plus one noise image
+    per two files."""
+    from ..imaging.image_io import load_image
+    from ..imaging.input_negatives import XRAY_TRANSFORMS, jitter_xray, noise_image, transform_xray
+    from ..imaging.preprocessing import to_work
+
+    rng = rng or np.random.default_rng(0)
+    pos, neg = [], []
+    turn = 0
+    for start in range(0, len(paths), batch):
+        works = [to_work(load_image(p)) for p in paths[start:start + batch]]
+        extra = [jitter_xray(w, rng) for w in works for _ in range(jitter_copies)]
+        pos.append(_describe_batch(works + extra, segmenter))
+        if negatives:
+            made = []
+            for w in works:
+                for _ in range(negatives):
+                    made.append(to_work(transform_xray(w, XRAY_TRANSFORMS[turn % len(XRAY_TRANSFORMS)])))
+                    turn += 1
+            made += [noise_image(rng) for _ in range((len(works) + 1) // 2)]
+            neg.append(_describe_batch(made, segmenter))
+        log.info("input check: described %d / %d images", min(start + batch, len(paths)), len(paths))
+    empty = np.zeros((0, descriptor_size()), np.float32)
+    return {"positives": np.concatenate(pos) if pos else empty,
+            "negatives": np.concatenate(neg) if neg else empty}
+
+
+def fit_input_check(bundle_dir: str | Path, images_dir: str | Path, segmenter,
+                    split_csv: str | Path | None = None, max_images: int = 400,
+                    jitter_copies: int = 1, negatives_per_image: int = 3, margin: float = 0.0,
+                    seed: int = 0) -> dict:
+    """Fit the input check on a bundle's own train / validation X-rays (rows of its split file,
+    files under `images_dir`) and store it in the bundle; returns the manifest summary."""
+    from ..data.split_table import read_split
+    from ..imaging.batch_preprocess import source_path
+    from .bundle import Bundle
+
+    bundle = Bundle.load(bundle_dir)
+    split_csv = Path(split_csv) if split_csv else bundle.path / "split.csv"
+    table = read_split(split_csv)
+    rng = np.random.default_rng(seed)
+
+    def rows(split: str) -> list[Path]:
+        part = table.part(split)
+        if part.empty:
+            raise DataError(f"{split_csv} has no '{split}' rows to fit the input check on.")
+        if len(part) > max_images:
+            part = part.iloc[np.sort(rng.choice(len(part), max_images, replace=False))]
+        paths = [source_path(Path(images_dir), str(r.ImageID), getattr(r, "ImageDir", None))
+                 for r in part.itertuples()]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise DataError(f"{len(missing)} of {len(paths)} '{split}' images are not under "
+                            f"{images_dir} (first: {missing[0]}).")
+        return paths
+
+    start = time.perf_counter()
+    train = describe_rows(rows("train"), segmenter, rng, jitter_copies, negatives_per_image)
+    val = describe_rows(rows("val"), segmenter)["positives"]
+    model, summary = fit_logistic(train["positives"], train["negatives"], val, margin)
+    info = {"seed": seed, "split": split_csv.name,
+            "train_images": int(len(train["positives"]) // (1 + jitter_copies)),
+            "jitter_copies": jitter_copies, "negatives_per_image": negatives_per_image,
+            "negatives": int(len(train["negatives"])), "val_images": int(len(val)),
+            "fit_seconds": round(time.perf_counter() - start, 1), **summary}
+    return store_input_model(bundle, model, info)
+
+
+def store_input_model(bundle, model: InputModel, info: dict) -> dict:
+    """Write the statistics into a bundle, summarise them in its manifest and re-checksum."""
+    from .bundle import write_manifest
+
+    model.save(bundle.path / INPUT_CHECK_FILE)
+    bundle.manifest["input_check"] = {
+        "file": INPUT_CHECK_FILE, "method": METHOD, "descriptor_size": descriptor_size(),
+        "fitted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "threshold": model.threshold,
+        **info}
+    write_manifest(bundle.path, bundle.manifest)
+    log.info("input check stored in %s: threshold %.3f", bundle.bundle_id, model.threshold)
+    return bundle.manifest["input_check"]

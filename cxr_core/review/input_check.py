@@ -1,0 +1,102 @@
+"""Is this a frontal chest X-ray? The check that runs before any finding is shown.
+
+Three checks, in this order, each giving one sentence when it refuses:
+1. the DICOM header, when it has them: BodyPartExamined must name the chest, ViewPosition must
+   not be lateral or oblique, Modality must be a radiograph;
+2. the lung segmentation (`imaging.lung_geometry`): it must have found two lung fields side by
+   side;
+3. the out-of-distribution score of the bundle's stored statistics (`modeling.input_model`) must
+   not exceed its threshold. Bundles without them get checks 1 and 2 only (logged once).
+A refused image still gets its findings computed: the app and the CLI hide them unless an expert
+asks to see them anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..imaging.image_io import LoadedImage
+from ..imaging.input_descriptor import describe_input
+from ..imaging.lung_geometry import geometry_problem, measure_lungs
+from ..imaging.preprocessing import Preprocessed
+from ..modeling.input_model import METHOD, InputModel
+
+CHEST_WORDS = ("CHEST", "THORAX", "TORAX", "TÓRAX", "LUNG", "PULM")
+UNINFORMATIVE = {"UNKNOWN", "OTHER", "NONE", "-", "NA", "N/A"}
+LATERAL_VIEWS = {"LL", "RL", "LLD", "RLD", "LLO", "RLO", "LAT", "LATERAL", "LLAT", "RLAT"}
+NOT_RADIOGRAPHS = {"CT": "computed tomography", "MR": "magnetic resonance", "US": "ultrasound",
+                   "NM": "nuclear medicine", "PT": "PET", "MG": "mammography", "XA": "angiography",
+                   "RF": "fluoroscopy", "IO": "intra-oral radiography", "PX": "panoramic dental",
+                   "OP": "ophthalmic photography", "OPT": "ophthalmic tomography",
+                   "ES": "endoscopy", "SM": "slide microscopy", "XC": "external camera photography",
+                   "ECG": "electrocardiography", "BMD": "bone densitometry"}
+
+
+@dataclass(frozen=True)
+class InputCheck:
+    """The verdict on one image: passed or why not, and the out-of-distribution score."""
+
+    passed: bool
+    reason: str  # one sentence when refused, "" when passed
+    score: float | None  # out-of-distribution score; None without stored statistics
+    threshold: float | None
+    checks: tuple[str, ...]  # the checks that ran: "dicom", "lungs", "score"
+
+    def record(self) -> dict:
+        """Plain-JSON form, stored with the review's model output."""
+        return {"passed": self.passed, "reason": self.reason,
+                "score": None if self.score is None else round(self.score, 4),
+                "threshold": None if self.threshold is None else round(self.threshold, 4),
+                "checks": list(self.checks), "method": METHOD if self.score is not None else None}
+
+
+def dicom_problem(image: LoadedImage) -> str:
+    """One sentence when the DICOM header says this is not a frontal chest radiograph, else ''."""
+    part, view, modality = image.body_part, image.view_position, image.modality
+    if modality and modality in NOT_RADIOGRAPHS:
+        return (f"The DICOM header says this is {NOT_RADIOGRAPHS[modality]} ({modality}), "
+                f"not a chest radiograph.")
+    if part and part not in UNINFORMATIVE and not any(word in part for word in CHEST_WORDS):
+        return f"The DICOM header says the body part is {part}, not the chest."
+    if view and view in LATERAL_VIEWS:
+        return f"The DICOM header says the view is {view} (lateral or oblique); the models read frontal views."
+    return ""
+
+
+@dataclass(frozen=True)
+class InputFacts:
+    """What the check needs from one image, before any bundle statistics are applied."""
+
+    dicom: bool  # whether a DICOM header was read
+    reason: str  # the DICOM or lung-geometry refusal, '' when neither refuses
+    descriptor: np.ndarray  # `describe_input` of the working image and its lung mask
+
+
+def input_facts(image: LoadedImage, pre: Preprocessed) -> InputFacts:
+    """Checks 1 and 2 of the module docstring and the descriptor for check 3."""
+    geometry = measure_lungs(pre.mask.lungs)
+    reason = dicom_problem(image) or geometry_problem(pre.mask, geometry)
+    return InputFacts(image.source_format == "dicom", reason,
+                      describe_input(pre.image, pre.mask, geometry))
+
+
+def check_input(image: LoadedImage, pre: Preprocessed, model: InputModel | None) -> InputCheck:
+    """Run the checks of the module docstring on a decoded and preprocessed image."""
+    return decide(input_facts(image, pre), model)
+
+
+def decide(facts: InputFacts, model: InputModel | None) -> InputCheck:
+    """The verdict from an image's facts and the bundle's statistics (None: checks 1-2 only)."""
+    checks = (["dicom"] if facts.dicom else []) + ["lungs"]
+    reason, score, threshold = facts.reason, None, None
+    if model is not None:
+        checks.append("score")
+        score = float(model.scores(facts.descriptor[None])[0])
+        threshold = model.threshold
+        if not reason and score > threshold:
+            reason = (f"The image does not look like the frontal chest X-rays the models were "
+                      f"trained on (out-of-distribution score {score:.2f} > {threshold:.2f}).")
+    return InputCheck(not reason, reason, score, threshold, tuple(checks))
+

@@ -1,0 +1,58 @@
+"""Lung-mask geometry, the gross refusals, and the input descriptor built on them."""
+
+import cv2
+import numpy as np
+
+from cxr_core.imaging.input_descriptor import describe_input, descriptor_size
+from cxr_core.imaging.lung_geometry import LungGeometry, geometry_problem, measure_lungs
+from cxr_core.imaging.postprocess import MaskResult
+
+
+def _lungs(size=256, centres=((0.3, 0.45), (0.7, 0.45)), axes=(0.12, 0.25)) -> np.ndarray:
+    mask = np.zeros((size, size), np.uint8)
+    for cx, cy in centres:
+        cv2.ellipse(mask, (int(cx * size), int(cy * size)), (int(axes[0] * size), int(axes[1] * size)),
+                    0, 0, 360, 1, -1)
+    return mask
+
+
+def _result(mask, fallback=False, reason=""):
+    return MaskResult(mask, mask.copy(), (0, 0, mask.shape[1], mask.shape[0]), fallback, reason)
+
+
+def test_two_lungs_side_by_side_measure_as_such_and_pass():
+    g = measure_lungs(_lungs())
+    assert g.fields_found == 2 and g.area_ratio > 0.95
+    assert abs(g.centre_x - 0.5) < 0.02 and abs(g.separation_x - 0.4) < 0.02
+    assert g.offset_y < 0.01 and g.vertical_overlap > 0.95 and g.elongation > 1.5
+    assert g.border_left == g.border_right == g.border_top == g.border_bottom == 0.0
+    assert 0.19 < g.top < 0.22 and 0.69 < g.bottom < 0.72
+    assert geometry_problem(_result(_lungs()), g) == ""
+
+
+def test_stacked_lungs_and_failed_segmentation_are_refused():
+    stacked = _lungs(centres=((0.5, 0.25), (0.5, 0.75)), axes=(0.25, 0.12))
+    g = measure_lungs(stacked)
+    assert g.vertical_overlap < 0 and g.offset_y > g.separation_x
+    assert "one above the other" in geometry_problem(_result(stacked), g)
+    empty = np.zeros((64, 64), np.uint8)
+    problem = geometry_problem(_result(empty, True, "no lung found"), measure_lungs(empty))
+    assert problem == "The lung segmentation failed (no lung found)."
+
+
+def test_a_lung_cut_by_the_border_shows_in_the_border_shares():
+    cut = _lungs(centres=((0.05, 0.45), (0.6, 0.45)))
+    g = measure_lungs(cut)
+    assert g.border_left > 0.01 and g.border_right == 0.0 and g.left == 0.0
+
+
+def test_descriptor_has_the_declared_size_and_sees_mirror_symmetry():
+    yy, xx = np.mgrid[0:512, 0:512] / 512.0
+    symmetric = (0.5 + 0.4 * np.cos(6 * (xx - 0.5)) * np.sin(3 * yy)).astype(np.float32)
+    lopsided = (0.5 + 0.4 * np.sin(7 * xx) * np.sin(3 * yy)).astype(np.float32)
+    mask = _result(_lungs(512))
+    a, b = describe_input(symmetric, mask), describe_input(lopsided, mask)
+    assert a.shape == b.shape == (descriptor_size(),) and a.dtype == np.float32
+    mirror = 256  # right after the 16 x 16 layout thumbnail
+    assert a[mirror] > 0.95 and b[mirror] < 0.5
+    assert np.allclose(a[-len(LungGeometry.names()):], measure_lungs(mask.lungs).vector())

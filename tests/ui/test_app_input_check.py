@@ -1,0 +1,67 @@
+"""Review page: an image the input check refuses shows why and no findings, until 'show anyway'."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from ..helpers import png_as_dicom
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT = 300
+SAMPLE = sorted((REPO / "assets" / "samples").glob("*.png"))[0]
+
+
+@pytest.fixture(autouse=True)
+def app_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("CXR_DB_URL", raising=False)
+    monkeypatch.delenv("CXR_BUNDLE", raising=False)
+    monkeypatch.chdir(REPO)
+    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])  # see test_app.py
+    return tmp_path
+
+
+def review_page(upload) -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    at.file_uploader[0].set_value(upload)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_refused_image_shows_the_reason_and_findings_only_when_shown_anyway(app_env):
+    hand = png_as_dicom(SAMPLE, Modality="DX", BodyPartExamined="HAND", ViewPosition="PA")
+    at = review_page(("hand.dcm", hand, "application/dicom"))
+    errors = [e.value for e in at.error]
+    assert any("does not look like a frontal chest X-ray" in e and "body part is HAND" in e
+               for e in errors), errors
+    assert len(at.dataframe) == 0 and len(at.get("download_button")) == 0  # no findings, no report
+    show = at.checkbox(key=next(c.key for c in at.checkbox if c.label.startswith("Show the findings anyway")))
+    show.check()
+    at.run()
+    assert not at.exception, at.exception
+    assert len(at.dataframe) == 1
+    assert any("input check refused" in w.value for w in at.warning)
+    at.text_input[0].input("Dr Test")
+    at.button[0].click()
+    at.run()
+    assert any("version 1" in s.value for s in at.success)
+    from cxr_core.base.config import settings
+    from cxr_core.review.feedback import FeedbackStore
+
+    stored = FeedbackStore(settings().db_url).reviews_frame()["model_output"].iloc[0]
+    check = (stored if isinstance(stored, dict) else json.loads(stored))["input_check"]
+    assert check["passed"] is False and "HAND" in check["reason"]
+
+
+def test_frontal_xray_passes_with_a_caption():
+    at = review_page((SAMPLE.name, SAMPLE.read_bytes(), "image/png"))
+    assert not any("does not look like" in e.value for e in at.error)
+    assert any(c.value.startswith("Input check: frontal chest X-ray") for c in at.caption)
+    assert len(at.dataframe) == 1
