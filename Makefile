@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 8501
 ADDRESS ?= 127.0.0.1
 
-.PHONY: run test bench install clean-venv browser
+.PHONY: run test bench gpu-check install clean-venv browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ test: install browser
 
 bench: install
 	$(PY) -m benchmarks.run_all
+
+gpu-check: install
+	$(PY) -m benchmarks.gpu_check
 
 clean-venv:
 	rm -rf $(VENV)
