@@ -133,14 +133,16 @@ def gradcam_exactness(arch: str, size: int) -> dict:
     x = rng.random((2, size, size, 1)).astype("float32")
     _, cams, weights = all_label_cams(built, x, return_weights=True)
     map_diff = weight_diff = 0.0
+    nonzero = 0
     for k in range(4):
         ref_map, ref_weights = naive_gradcam(built, x, k, return_weights=True)
         scale = max(float(np.abs(ref_weights).max()), 1e-12)
         weight_diff = max(weight_diff, float(np.abs(ref_weights - weights[..., k]).max()) / scale)
         map_diff = max(map_diff, float(np.abs(normalise_maps(ref_map) - normalise_maps(cams[..., k])).max()))
+        nonzero += int(ref_map.max() > 0)
     configure(mixed_precision=False)
     return {"max_map_diff": round(map_diff, 5), "max_weight_rel_diff": round(weight_diff, 5),
-            "within_2e-2": map_diff < 2e-2 and weight_diff < 2e-2}
+            "labels_with_nonzero_maps": nonzero, "within_2e-2": map_diff < 2e-2 and weight_diff < 2e-2}
 
 
 def ensemble_images_per_s(archs: list[str], size: int, batch: int, repeats: int = 10) -> float:
