@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 8501
 ADDRESS ?= 127.0.0.1
 
-.PHONY: run test bench install clean-venv browser postgres
+.PHONY: run test bench gpu-check install clean-venv browser postgres
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ test: install browser postgres
 
 bench: install
 	$(PY) -m benchmarks.run_all
+
+gpu-check: install
+	$(PY) -m benchmarks.gpu_check
 
 clean-venv:
 	rm -rf $(VENV)

@@ -197,8 +197,8 @@ def all_agree_to_stop(strategy, stop: bool) -> bool:
         return bool(stop)
     import tensorflow as tf
 
-    value = strategy.run(lambda: tf.constant(1.0 if stop else 0.0))
-    return bool(strategy.reduce(tf.distribute.ReduceOp.MAX, value, axis=None).numpy() > 0)
+    value = strategy.run(lambda: tf.constant(1.0 if stop else 0.0))  # tf.distribute has no MAX
+    return bool(strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None).numpy() > 0)
 
 
 def strategy_record(strategy, global_batch: int) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -130,3 +129,17 @@ def test_mixed_float16_on_cpu_finite_loss_float32_logits_and_exact_gradcam():
     finally:
         runtime.configure(mixed_precision=False)
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_gpu_check_exits_cleanly_without_a_gpu(capsys, monkeypatch):
+    import tensorflow as tf
+
+    from benchmarks import common, gpu_check
+
+    assert tf.config.list_physical_devices("GPU") == []  # the suite hides GPUs
+    written = []
+    monkeypatch.setattr(common, "write_result", lambda name, result: written.append(name))
+    assert gpu_check.main([]) == 0
+    out = capsys.readouterr().out
+    assert "no GPU is visible" in out and "Exiting without results" in out
+    assert written == []

@@ -1,0 +1,220 @@
+"""GPU readiness check (`make gpu-check`): what the PadChest training needs from a GPU machine.
+
+For each of the method's five architectures at 224 px, batch 32: train steps/s in float32 and
+mixed_float16, each with and without XLA; the input pipeline's images/s (16-bit PNG crops ->
+batches); Grad-CAM under mixed precision against the naive GradientTape reference; ensemble
+inference images/s (all five members); and train steps/s under MirroredStrategy over all GPUs.
+Writes benchmarks/results/gpu_check.json. On a machine without a GPU it says so and exits 0
+without measuring anything (`--allow-cpu` runs the same code on the CPU as a smoke test; those
+figures are not GPU figures and are written to gpu_check_cpu_smoke.json).
+
+    python -m benchmarks.gpu_check [--size 224] [--batch 32] [--steps 30] [--arch NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("gpu_check")
+NO_GPU = ("gpu-check: no GPU is visible to TensorFlow on this machine, so there is nothing to "
+          "measure (install tensorflow[and-cuda] with the pinned version on a GPU machine and run "
+          "'make gpu-check' there). Exiting without results.")
+LABELS = [f"label{k}" for k in range(35)]
+PRECISIONS = (("float32", False), ("float32", True), ("mixed_float16", False), ("mixed_float16", True))
+
+
+def gpu_devices() -> list:
+    import tensorflow as tf
+
+    return tf.config.list_physical_devices("GPU")
+
+
+def gpu_names(gpus: list) -> list[str]:
+    import tensorflow as tf
+
+    names = []
+    for gpu in gpus:
+        try:
+            names.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
+        except (RuntimeError, ValueError):
+            names.append(gpu.name)
+    return names
+
+
+def synthetic_batches(size: int, batch: int, seed: int = 0):
+    """An endless in-memory dataset of one batch of X-ray-like images and random targets."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch, size, size, 1)).astype("float32")
+    y = (rng.random((batch, len(LABELS))) < 0.2).astype("float32")
+    return tf.data.Dataset.from_tensors((x, y)).repeat(), y
+
+
+def train_steps_per_s(arch: str, size: int, batch: int, steps: int, policy: str, xla: bool,
+                      strategy=None) -> float:
+    """Train steps per second of one member (weights=None; speed does not depend on them)."""
+    import keras
+
+    from cxr_core.modeling.losses import label_weights, make_weighted_bce
+    from cxr_core.modeling.model_building import build_classifier
+    from cxr_core.modeling.runtime import configure
+
+    keras.backend.clear_session()
+    configure(mixed_precision=policy == "mixed_float16")
+    ds, y = synthetic_batches(size, batch)
+    scope = strategy.scope() if strategy is not None else _nullcontext()
+    with scope:
+        model = build_classifier(arch, LABELS, size, weights=None).model
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=make_weighted_bce(*label_weights(y)),
+                      jit_compile=xla)
+    model.fit(ds, steps_per_epoch=3, epochs=1, verbose=0)  # trace, compile, warm up
+    started = time.perf_counter()
+    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+    return steps / (time.perf_counter() - started)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def pipeline_images_per_s(size: int, batch: int, batches: int = 20) -> float:
+    """The training input pipeline (PNG decode, resize, batch, prefetch) on 512 px crops."""
+    import cv2
+
+    from cxr_core.modeling.datasets import make_dataset
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i in range(64):
+            path = Path(tmp) / f"crop{i}.png"
+            cv2.imwrite(str(path), (rng.random((512, 512)) * 65535).astype(np.uint16))
+            paths.append(str(path))
+        ds = make_dataset(paths, np.zeros((64, len(LABELS)), "float32"), size, batch,
+                          shuffle=True).repeat()
+        it = iter(ds)
+        next(it)
+        started = time.perf_counter()
+        for _ in range(batches):
+            next(it)
+        return batches * batch / (time.perf_counter() - started)
+
+
+def gradcam_exactness(arch: str, size: int) -> dict:
+    """Largest difference between the closed-form all-label Grad-CAM and the naive reference
+    under mixed_float16 (normalised maps; channel weights relative to their largest)."""
+    import keras
+
+    from cxr_core.explain.gradcam import all_label_cams, naive_gradcam, normalise_maps
+    from cxr_core.modeling.model_building import build_classifier
+    from cxr_core.modeling.runtime import configure
+
+    keras.backend.clear_session()
+    configure(mixed_precision=True)
+    keras.utils.set_random_seed(0)
+    built = build_classifier(arch, LABELS[:4], size, weights=None, augment=False)
+    rng = np.random.default_rng(0)
+    for name in ("head_dense", "logits"):  # a random head gives mostly zero maps; widen it
+        layer = built.model.get_layer(name)
+        layer.set_weights([rng.normal(0, 0.05, w.shape).astype("float32") for w in layer.get_weights()])
+    x = rng.random((2, size, size, 1)).astype("float32")
+    _, cams, weights = all_label_cams(built, x, return_weights=True)
+    map_diff = weight_diff = 0.0
+    nonzero = 0
+    for k in range(4):
+        ref_map, ref_weights = naive_gradcam(built, x, k, return_weights=True)
+        scale = max(float(np.abs(ref_weights).max()), 1e-12)
+        weight_diff = max(weight_diff, float(np.abs(ref_weights - weights[..., k]).max()) / scale)
+        map_diff = max(map_diff, float(np.abs(normalise_maps(ref_map) - normalise_maps(cams[..., k])).max()))
+        nonzero += int(ref_map.max() > 0)
+    configure(mixed_precision=False)
+    return {"max_map_diff": round(map_diff, 5), "max_weight_rel_diff": round(weight_diff, 5),
+            "labels_with_nonzero_maps": nonzero, "within_2e-2": map_diff < 2e-2 and weight_diff < 2e-2}
+
+
+def ensemble_images_per_s(archs: list[str], size: int, batch: int, repeats: int = 10) -> float:
+    """Images per second through every member's compiled inference graph (one batch size)."""
+    import keras
+
+    from cxr_core.modeling.model_building import build_classifier
+    from cxr_core.modeling.runtime import configure
+
+    keras.backend.clear_session()
+    configure(mixed_precision=False)
+    members = [build_classifier(a, LABELS, size, weights=None) for a in archs]
+    x = np.random.default_rng(0).random((batch, size, size, 1)).astype("float32")
+    for member in members:
+        member.features_and_logits(x)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        for member in members:
+            member.features_and_logits(x)
+    return repeats * batch / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cxr_core.modeling.registry import METHOD_ARCHITECTURES
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--arch", action="append", default=None)
+    parser.add_argument("--allow-cpu", action="store_true", help="smoke-run on the CPU (not GPU figures)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    gpus = gpu_devices()
+    if not gpus and not args.allow_cpu:
+        print(NO_GPU)
+        return 0
+    import tensorflow as tf
+
+    from benchmarks.common import write_result
+
+    archs = args.arch or list(METHOD_ARCHITECTURES)
+    result: dict = {"gpus": gpu_names(gpus), "size": args.size, "batch": args.batch,
+                    "steps": args.steps, "archs": archs, "train_steps_per_s": {},
+                    "gradcam_mixed_precision": {}}
+    for arch in archs:
+        rates = {}
+        for policy, xla in PRECISIONS:
+            key = f"{policy}{'+xla' if xla else ''}"
+            try:
+                rates[key] = round(train_steps_per_s(arch, args.size, args.batch, args.steps, policy, xla), 2)
+            except Exception as exc:  # one failing combination (e.g. XLA) must not hide the rest
+                rates[key] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+            log.info("%s %s: %s steps/s", arch, key, rates[key])
+        result["train_steps_per_s"][arch] = rates
+        result["gradcam_mixed_precision"][arch] = gradcam_exactness(arch, args.size)
+        log.info("%s Grad-CAM under mixed precision: %s", arch, result["gradcam_mixed_precision"][arch])
+    result["pipeline_images_per_s"] = round(pipeline_images_per_s(args.size, args.batch), 1)
+    result["ensemble_inference_images_per_s"] = round(ensemble_images_per_s(archs, args.size, args.batch), 1)
+    devices = [d.name for d in tf.config.list_logical_devices("GPU")] or None
+    strategy = tf.distribute.MirroredStrategy(devices)
+    global_batch = args.batch * strategy.num_replicas_in_sync
+    result["mirrored"] = {
+        "replicas": strategy.num_replicas_in_sync, "global_batch": global_batch, "arch": archs[0],
+        "train_steps_per_s": round(train_steps_per_s(archs[0], args.size, global_batch, args.steps,
+                                                     "mixed_float16" if gpus else "float32", False,
+                                                     strategy=strategy), 2)}
+    result["mirrored"]["images_per_s"] = round(result["mirrored"]["train_steps_per_s"] * global_batch, 1)
+    write_result("gpu_check" if gpus else "gpu_check_cpu_smoke", result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
