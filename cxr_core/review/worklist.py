@@ -130,6 +130,8 @@ class Worklist:
 
     def __init__(self) -> None:
         self.items: list[WorkItem] = []
+        self.current: str | None = None  # the study open in the viewer
+        self.uploads_seen: set[str] = set()  # upload ids already added (the page re-sends them)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
