@@ -5,11 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import cv2
@@ -18,6 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.review.test_worklist import mixed_files
+from tests.ui.test_browser import ARGS, server  # noqa: F401  (the streamlit server fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = str(REPO / "pages" / "0_Worklist.py")
@@ -183,7 +181,6 @@ def test_feedback_from_the_worklist_is_stored_and_marks_the_study_read(app_env):
 
 
 # --- a real browser ----------------------------------------------------------------------------
-from tests.ui.test_browser import ARGS, server  # noqa: E402,F401  (the fixture)
 
 SCREENSHOTS = Path(os.environ["CXR_SCREENSHOT_DIR"]) if os.environ.get("CXR_SCREENSHOT_DIR") else None
 
@@ -198,7 +195,7 @@ def _plot_state(page) -> dict:
     }""")
 
 
-def test_worklist_viewer_and_feedback_in_a_real_browser(server, tmp_path):
+def test_worklist_viewer_and_feedback_in_a_real_browser(server, tmp_path):  # noqa: F811
     from playwright.sync_api import sync_playwright
 
     url, server_tmp = server
