@@ -41,17 +41,18 @@ uploads = st.file_uploader(
     "X-rays (PNG, JPEG, DICOM) or zip archives of them", type=UPLOAD_TYPES,
     accept_multiple_files=True, key="worklist_upload",
     help=f"Up to {cfg.max_upload_mb} MB a file; a zip may hold folders of images.")
-new = []
+new, refused = [], []
 for upload in uploads or []:
     if upload.file_id in worklist.uploads_seen:
         continue
     worklist.uploads_seen.add(upload.file_id)
-    data = upload.getvalue()
-    if len(data) > cfg.max_upload_mb * 1024 * 1024 and not upload.name.lower().endswith(".zip"):
-        data = b""  # listed as failed ("The file is empty.") rather than read whole
-    new.append((upload.name, data))
-if new:
-    worklist.add(new)
+    if upload.size > cfg.max_upload_mb * 1024 * 1024 and not upload.name.lower().endswith(".zip"):
+        refused.append((upload.name, f"The file is {upload.size / 1e6:.1f} MB; the limit is "
+                                     f"{cfg.max_upload_mb} MB."))
+        continue
+    new.append((upload.name, upload.getvalue()))
+if new or refused:
+    worklist.add(new, refused)
 if worklist.counts["queued"] and not worklist.running:
     try:
         worklist.start(get_reviewer(str(bundle.path)), batch_size=BATCH_SIZE)
