@@ -47,8 +47,8 @@ for upload in uploads or []:
         continue
     worklist.uploads_seen.add(upload.file_id)
     if upload.size > cfg.max_upload_mb * 1024 * 1024 and not upload.name.lower().endswith(".zip"):
-        refused.append((upload.name, f"The file is {upload.size / 1e6:.1f} MB; the limit is "
-                                     f"{cfg.max_upload_mb} MB."))
+        sentence = f"The file is {upload.size / 1e6:.1f} MB; the limit is {cfg.max_upload_mb} MB."
+        refused.append((upload.name, sentence))
         continue
     new.append((upload.name, upload.getvalue()))
 if new or refused:
