@@ -250,6 +250,21 @@ def test_worklist_viewer_and_feedback_in_a_real_browser(server, tmp_path):  # no
             page.wait_for_timeout(3000)
             assert float(slider.input_value()) < float(start_value)
             assert _plot_state(page)["hash"] != after["hash"]
+            # a click on the findings table's second row shows that finding's map
+            caption = page.locator("[data-testid=stCaptionContainer]").filter(has_text="Scroll to zoom")
+            title_before = caption.inner_text()  # "<finding>: p=..., n/m models, ... Scroll to zoom"
+            findings_table = page.locator("[data-testid=stDataFrame]").nth(1)
+            findings_table.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            table_box = findings_table.bounding_box()
+            picture_before = _plot_state(page)["hash"]
+            page.mouse.click(table_box["x"] + 15, table_box["y"] + 35 * 2.5)
+            page.wait_for_function(
+                "(before) => Array.from(document.querySelectorAll('[data-testid=stCaptionContainer]'))"
+                ".some(e => e.innerText.includes('Scroll to zoom') && e.innerText !== before)",
+                arg=title_before, timeout=60_000)
+            page.wait_for_timeout(3000)
+            assert _plot_state(page)["hash"] != picture_before
             page.mouse.dblclick(pbox["x"] + pbox["width"] / 2, pbox["y"] + pbox["height"] / 2)
             page.wait_for_timeout(1000)
             viewer = page.locator("[data-testid=stHorizontalBlock]").filter(has=plot).last
