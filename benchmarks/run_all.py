@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("bench_prepare", "bench_preprocess", "bench_training", "bench_explain")
+BENCHMARKS = ("bench_prepare", "bench_preprocess", "bench_training", "bench_explain", "bench_app_start")
 
 
 def main(names: list[str]) -> int:
