@@ -225,7 +225,6 @@ def _cmd_fit_input_check(args) -> int:
 
 def _cmd_compile_bundle(args) -> int:
     from .explain.engines import compile_bundle
-
     from .imaging.segmenter_lite import LITE_NAME, export_segmenter_lite
     from .review.pipeline import resolve_segmenter
 

@@ -130,13 +130,17 @@ class Worklist:
 
     def __init__(self) -> None:
         self.items: list[WorkItem] = []
+        self.current: str | None = None  # the study open in the viewer
+        self.uploads_seen: set[str] = set()  # upload ids already added (the page re-sends them)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def add(self, files: list[tuple[str, bytes]]) -> int:
-        """Add uploads (zips expanded); unreadable archives are listed as failed. Returns the
-        number of entries added. A file already in the list (same name and bytes) is skipped."""
+    def add(self, files: list[tuple[str, bytes]], refused: list[tuple[str, str]] | None = None) -> int:
+        """Add uploads (zips expanded); unreadable archives, and files the caller `refused`
+        (name, sentence), are listed as failed. Returns the number of entries added. A file
+        already in the list (same name and bytes) is skipped."""
         images, failures = expand_uploads(files)
+        failures += refused or []
         with self._lock:
             known = {(item.name, len(item.data), hash(item.data)) for item in self.items}
             added = [WorkItem(n, d) for n, d in images if (n, len(d), hash(d)) not in known]

@@ -109,3 +109,14 @@ def test_five_mixed_files_one_failed_rest_ordered_by_triage(reviewer):
     assert [worklist.next_name(n) for n in order] == order[1:] + [None]
     worklist.mark_reviewed(order[0])
     assert worklist.table().set_index("file").loc[order[0], "reviewed"] == "yes"
+
+
+def test_refused_and_damaged_uploads_are_listed_as_failed_without_reviewing():
+    worklist = Worklist()
+    added = worklist.add([("bad.zip", b"not a zip")], refused=[("huge.dcm", "The file is 80.0 MB; the limit is 50 MB.")])
+    assert added == 2 and worklist.counts == {"queued": 0, "ready": 0, "failed": 2, "total": 2}
+    table = worklist.table()
+    assert dict(zip(table["file"], table["top findings"])) == {
+        "bad.zip": "The zip archive is damaged or is not a zip file.",
+        "huge.dcm": "The file is 80.0 MB; the limit is 50 MB."}
+    assert worklist.next_name(None) is None

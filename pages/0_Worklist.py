@@ -1,0 +1,170 @@
+"""Worklist: upload many X-rays (or zips of them), review them in the background, read them
+most abnormal first in the viewer, send feedback and download results (DICOM for DICOM input).
+
+This page only lays out the UI; everything it shows comes from `cxr_core`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import PurePosixPath
+
+import streamlit as st
+
+from cxr_core.base.config import settings
+from cxr_core.base.errors import CxrError
+from cxr_core.explain.report import report_pdf, report_png
+from cxr_core.review.dicom_out import dicom_results
+from cxr_core.review.worklist import NORMAL_LABELS
+from ui_common import (
+    demo_banner,
+    feedback_form,
+    get_reviewer,
+    load_bundle_or_stop,
+    session_worklist,
+)
+from ui_viewer import show_viewer
+
+log = logging.getLogger("cxr_app")
+BATCH_SIZE = 4
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "dcm", "dicom", "zip"]
+
+st.set_page_config(page_title="Worklist · CXR Review", page_icon="🩻", layout="wide")
+st.title("Worklist")
+bundle = load_bundle_or_stop()
+demo_banner(bundle)
+cfg = settings()
+worklist = session_worklist()
+
+# --- input -----------------------------------------------------------------------------------
+uploads = st.file_uploader(
+    "X-rays (PNG, JPEG, DICOM) or zip archives of them", type=UPLOAD_TYPES,
+    accept_multiple_files=True, key="worklist_upload",
+    help=f"Up to {cfg.max_upload_mb} MB a file; a zip may hold folders of images.")
+new, refused = [], []
+for upload in uploads or []:
+    if upload.file_id in worklist.uploads_seen:
+        continue
+    worklist.uploads_seen.add(upload.file_id)
+    if upload.size > cfg.max_upload_mb * 1024 * 1024 and not upload.name.lower().endswith(".zip"):
+        sentence = f"The file is {upload.size / 1e6:.1f} MB; the limit is {cfg.max_upload_mb} MB."
+        refused.append((upload.name, sentence))
+        continue
+    new.append((upload.name, upload.getvalue()))
+if new or refused:
+    worklist.add(new, refused)
+if worklist.counts["queued"] and not worklist.running:
+    try:
+        worklist.start(get_reviewer(str(bundle.path)), batch_size=BATCH_SIZE)
+    except CxrError as exc:  # e.g. an unknown CXR_ENGINE or a damaged TensorFlow Lite member
+        st.error(f"The models could not be loaded: {exc}")
+        st.stop()
+
+if not worklist.items:
+    st.info("Upload X-rays (or a zip of them) to start a worklist. They are reviewed in the "
+            "background and listed most abnormal first.")
+    st.stop()
+
+
+@st.fragment(run_every=1.0 if worklist.running else None)
+def progress() -> None:
+    """Progress of the background review; the whole page refreshes when a batch lands."""
+    counts = worklist.counts
+    done = counts["ready"] + counts["failed"]
+    if counts["queued"]:
+        st.progress(done / max(counts["total"], 1),
+                    text=f"Reviewing: {done} of {counts['total']} done ({counts['failed']} failed)")
+    else:
+        st.caption(f"{counts['ready']} analysed, {counts['failed']} failed, "
+                   f"{int((worklist.table()['reviewed'] == 'yes').sum())} reviewed by a reader.")
+    if (done, counts["total"]) != st.session_state.get("worklist_progress_seen"):
+        st.session_state["worklist_progress_seen"] = (done, counts["total"])
+        if st.session_state.get("worklist_progress_shown"):
+            st.rerun()
+    st.session_state["worklist_progress_shown"] = True
+
+
+progress()
+
+# --- the list --------------------------------------------------------------------------------
+table = worklist.table()
+ready_names = table.loc[table["status"] == "ready", "file"].tolist()
+if worklist.current not in ready_names:
+    worklist.current = ready_names[0] if ready_names else None
+
+
+def open_from_table() -> None:
+    rows = st.session_state["worklist_table"].selection.rows
+    if rows and table.iloc[rows[0]]["status"] == "ready":
+        worklist.current = table.iloc[rows[0]]["file"]
+
+
+def open_from_picker() -> None:
+    worklist.current = st.session_state["worklist_open"]
+
+
+def next_study() -> None:
+    if worklist.current:
+        worklist.mark_reviewed(worklist.current)
+    following = worklist.next_name(worklist.current)
+    if following:
+        worklist.current = following
+
+
+has_normal = any(lab.strip().lower() in NORMAL_LABELS for lab in bundle.labels)
+score_help = ("1 - p(normal)" if has_normal else
+              "highest probability divided by its label's threshold (1 or more: a finding passes)")
+st.dataframe(
+    table, hide_index=True, width="stretch", key="worklist_table", on_select=open_from_table,
+    selection_mode="single-row",
+    column_config={"triage score": st.column_config.NumberColumn("triage score", format="%.3f",
+                                                                 help=score_help),
+                   "segmentation fallback": st.column_config.CheckboxColumn("segmentation fallback")})
+st.caption(f"Most abnormal first. Triage score: {score_help}. Click a row to open the study.")
+
+if worklist.current is None:
+    st.info("No study is ready yet.")
+    st.stop()
+
+# --- the open study ----------------------------------------------------------------------------
+st.session_state["worklist_open"] = worklist.current
+pick_col, next_col = st.columns([4, 1])
+pick_col.selectbox("Open study", ready_names, key="worklist_open", on_change=open_from_picker)
+next_col.button("Reviewed, next ▶", on_click=next_study, width="stretch",
+                help="mark this study as read and open the next one down the list")
+item = worklist.item(worklist.current)
+review = item.review
+st.subheader(PurePosixPath(item.name).name)
+show_viewer(review, key="worklist_viewer")
+
+results_col, feedback_col = st.columns([2, 3])
+with results_col:
+    st.markdown("**Results**")
+    stem = PurePosixPath(item.name).stem
+    reports = st.session_state.setdefault("worklist_reports", {})
+    if st.button("Prepare report" + (" and DICOM results" if review.image.dicom_ref else ""),
+                 key="worklist_prepare"):
+        with st.spinner("Preparing the report..."):
+            png = report_png(review)
+            files = {"png": png, "pdf": report_pdf(review)}
+            if review.image.dicom_ref is not None:
+                try:
+                    results = dicom_results(review, png)
+                    files.update(sr=results.sr, sc=results.sc)
+                except CxrError as exc:
+                    st.error(str(exc))
+            reports[item.name] = files
+    files = reports.get(item.name, {})
+    if files:
+        st.download_button("Report (PNG)", files["png"], file_name=f"{stem}_report.png", mime="image/png")
+        st.download_button("Report (PDF)", files["pdf"], file_name=f"{stem}_report.pdf",
+                           mime="application/pdf")
+    if "sr" in files:
+        st.download_button("Findings (DICOM SR)", files["sr"], file_name=f"{stem}_findings_sr.dcm",
+                           mime="application/dicom")
+        st.download_button("Report (DICOM Secondary Capture)", files["sc"],
+                           file_name=f"{stem}_report_sc.dcm", mime="application/dicom")
+with feedback_col:
+    st.markdown("**Expert feedback**")
+    if feedback_form(review, item.data, key=f"worklist_feedback_{review.image.sha256[:12]}"):
+        worklist.mark_reviewed(item.name)

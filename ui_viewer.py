@@ -1,0 +1,153 @@
+"""The X-ray viewer (UI only): a Plotly image with zoom and pan, window/level, the heatmap of
+the chosen finding toggled over it, the lung outline, and a findings table whose rows pick the
+map. One call: `show_viewer(review, key=...)`; everything shown comes from the `Review`.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import cv2
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from cxr_core.explain.overlay import DEFAULT_ALPHA, overlay
+
+#: images whose longer side exceeds this are shown downsampled (the browser then stays fluid);
+#: detector images up to 4096 px are shown pixel for pixel
+MAX_VIEW_SIDE = 4096
+MIN_WIDTH = 0.02  # narrowest window, in units of the image's [0, 1] range
+PLOT_CONFIG = {"scrollZoom": True, "displaylogo": False, "displayModeBar": True,
+               "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d"],
+               "toImageButtonOptions": {"format": "png", "filename": "cxr_view"}}
+
+
+def default_window(review) -> tuple[float, float]:
+    """(centre, width) the viewer starts from: a DICOM's own VOI window, else the whole range."""
+    window = getattr(review.image, "window", None)
+    return (float(window[0]), float(window[1])) if window else (0.5, 1.0)
+
+
+def apply_window(pixels: np.ndarray, centre: float, width: float) -> np.ndarray:
+    """Window/level: values centre - width/2 .. centre + width/2 stretched to 0 .. 1, clipped."""
+    width = max(float(width), MIN_WIDTH)
+    return np.clip((pixels - (centre - width / 2)) / width, 0.0, 1.0).astype(np.float32)
+
+
+def _view_scale(shape: tuple[int, int]) -> float:
+    return min(1.0, MAX_VIEW_SIDE / max(shape))
+
+
+def _png_uri(rgb: np.ndarray) -> str:
+    _, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]),
+                           [cv2.IMWRITE_PNG_COMPRESSION, 1])  # fast; the image is lossless anyway
+    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def _outline_traces(review, scale: float) -> list[go.Scatter]:
+    """Lung outline (cyan) and crop box (yellow; red when segmentation fell back) as vector
+    lines in the original image's pixel coordinates."""
+    height, width = review.image.original_size
+    mask = cv2.resize(review.pre.mask.full.astype(np.uint8), (width, height),
+                      interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    for contour in contours:
+        points = contour[:, 0, :].astype(float)
+        points = np.vstack([points, points[:1]])
+        xs += [*points[:, 0], None]
+        ys += [*points[:, 1], None]
+    x0, y0, x1, y1 = review.pre.box_original
+    box_colour = "#ff3c3c" if review.pre.fallback else "#ffdc00"
+    return [
+        go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#00dcff", "width": 2},
+                   name="lung outline", hoverinfo="skip"),
+        go.Scatter(x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], mode="lines",
+                   line={"color": box_colour, "width": 2, "dash": "dot"}, name="crop box",
+                   hoverinfo="skip"),
+    ]
+
+
+def viewer_figure(review, finding: int | None, alpha: float, outline: bool,
+                  centre: float, width: float, height_px: int = 720) -> go.Figure:
+    """The image (windowed, the finding's heatmap blended when `finding` is not None) at full
+    resolution, in original pixel coordinates, pannable and zoomable."""
+    pixels = review.image.pixels
+    scale = _view_scale(pixels.shape)
+    shown = apply_window(pixels, centre, width)
+    heat = review.heatmap_original(finding) if finding is not None else None
+    if scale < 1.0:
+        size = (round(pixels.shape[1] * scale), round(pixels.shape[0] * scale))
+        shown = cv2.resize(shown, size, interpolation=cv2.INTER_AREA)
+        heat = None if heat is None else cv2.resize(heat, size, interpolation=cv2.INTER_AREA)
+    if heat is None:
+        rgb = np.repeat((shown * 255).round().astype(np.uint8)[..., None], 3, axis=2)
+    else:
+        rgb = overlay(shown, heat, alpha)
+    fig = go.Figure(go.Image(source=_png_uri(rgb), x0=0, y0=0, dx=1 / scale, dy=1 / scale,
+                             hoverinfo="skip", name="x-ray"))
+    if outline:
+        for trace in _outline_traces(review, scale):
+            fig.add_trace(trace)
+    height, width_px = review.image.original_size
+    fig.update_xaxes(visible=False, range=[-0.5, width_px - 0.5], constrain="domain")
+    fig.update_yaxes(visible=False, range=[height - 0.5, -0.5], scaleanchor="x", constrain="domain")
+    fig.update_layout(height=height_px, margin={"l": 0, "r": 0, "t": 0, "b": 0}, dragmode="pan",
+                      showlegend=False, plot_bgcolor="black", paper_bgcolor="black",
+                      uirevision=review.image.sha256)  # zoom survives control changes
+    return fig
+
+
+def _finding_labels(review) -> list[str]:
+    return [review.labels[k] for k in review.order(include_all=True)]
+
+
+def _pick_from_table(key: str, table_labels: list[str]) -> None:
+    """Table row clicked: show that finding's map."""
+    rows = st.session_state[f"{key}_table"].selection.rows
+    if rows:
+        st.session_state[f"{key}_finding"] = table_labels[rows[0]]
+        st.session_state[f"{key}_heat"] = True
+
+
+def _reset_window(key: str, window: tuple[float, float]) -> None:
+    st.session_state[f"{key}_centre"], st.session_state[f"{key}_width"] = window
+
+
+def show_viewer(review, key: str = "viewer") -> None:
+    """The viewer for one review; `key` keeps several viewers (and studies) apart."""
+    key = f"{key}_{review.image.sha256[:12]}"  # each study keeps its own window and finding
+    window = default_window(review)
+    labels = _finding_labels(review)
+    st.session_state.setdefault(f"{key}_centre", round(window[0], 3))
+    st.session_state.setdefault(f"{key}_width", round(min(max(window[1], MIN_WIDTH), 2.0), 3))
+    view_col, side_col = st.columns([3, 2])
+    with side_col:
+        finding = st.selectbox("Heatmap of", labels, key=f"{key}_finding",
+                               help="or click a row of the findings table")
+        c1, c2 = st.columns(2)
+        show_heat = c1.toggle("Heatmap", value=True, key=f"{key}_heat")
+        outline = c2.toggle("Lung outline", value=True, key=f"{key}_outline")
+        alpha = st.slider("Heatmap opacity", 0.0, 1.0, DEFAULT_ALPHA, 0.05, key=f"{key}_alpha")
+        centre = st.slider("Window centre (level)", 0.0, 1.0, step=0.005, key=f"{key}_centre",
+                           help="in units of the image's range; DICOM starts at its VOI window")
+        width = st.slider("Window width", MIN_WIDTH, 2.0, step=0.005, key=f"{key}_width")
+        st.button("Reset window", key=f"{key}_reset", on_click=_reset_window,
+                  args=(key, (round(window[0], 3), round(min(max(window[1], MIN_WIDTH), 2.0), 3))))
+        table = review.table()
+        st.dataframe(table, hide_index=True, width="stretch", key=f"{key}_table",
+                     on_select=lambda: _pick_from_table(key, table["finding"].tolist()),
+                     selection_mode="single-row",
+                     column_config={"probability": st.column_config.ProgressColumn(
+                         "probability", min_value=0.0, max_value=1.0, format="%.2f")})
+    k = review.labels.index(finding)
+    with view_col:
+        fig = viewer_figure(review, k if show_heat else None, alpha, outline, centre, width)
+        st.plotly_chart(fig, config=PLOT_CONFIG, key=f"{key}_figure", width="stretch")
+        caption = review.title(k) if show_heat else "X-ray without heatmap"
+        if review.pre.fallback:
+            st.warning(f"Lung segmentation fell back to the whole image ({review.pre.mask.reason}); "
+                       "findings may be less reliable.", icon="⚠️")
+        st.caption(f"{caption}. Scroll to zoom, drag to pan, double-click to reset the view.")
