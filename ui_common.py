@@ -16,7 +16,7 @@ import streamlit as st
 from cxr_core.base.config import settings
 from cxr_core.base.errors import CxrError
 from cxr_core.modeling.bundle import Bundle, find_bundles
-from cxr_core.review.feedback import FeedbackStore, Submission
+from cxr_core.review.feedback import FeedbackStore, Submission, save_feedback
 from cxr_core.review.pipeline import Reviewer
 from cxr_core.review.worklist import Worklist
 
@@ -167,9 +167,9 @@ def feedback_form(review, image_bytes: bytes | None, key: str = "feedback") -> d
         decisions = {}
         for k in shown:
             verdict = "present" if review.findings[k] else "absent"
-            decisions[review.labels[k]] = st.radio(
-                f"{review.labels[k]} (model: {verdict}, p={review.probs[k]:.2f})",
-                ["agree", "disagree"], horizontal=True, key=f"{key}_decision_{k}")
+            decisions[review.labels[k]] = st.radio(  # no default answer: an unread submit is refused
+                f"{review.labels[k]} (model: {verdict}, p={review.probs[k]:.3f})",
+                ["agree", "disagree"], horizontal=True, index=None, key=f"{key}_decision_{k}")
         missing = [lab for k, lab in enumerate(review.labels)
                    if not review.findings[k] and lab not in decisions]
         added = st.multiselect("Findings the model missed", missing, key=f"{key}_added")
@@ -182,17 +182,21 @@ def feedback_form(review, image_bytes: bytes | None, key: str = "feedback") -> d
         submitted = st.form_submit_button("Submit feedback")
     if not submitted:
         return None
-    try:
-        row = feedback_store().submit(Submission(
-            image_sha256=review.image.sha256, bundle_id=review.bundle_id,
-            label_set=review.label_set, reviewer=name, labels=review.labels,
-            probabilities=review.probs.tolist(), thresholds=review.thresholds.tolist(),
-            model_positive=review.findings.tolist(), agreement=review.agreement.tolist(),
-            decisions=decisions, added_labels=added, comment=comment,
-        ), image_bytes=image_bytes)
-    except CxrError as exc:
-        st.error(str(exc))
+    unanswered = [label for label, answer in decisions.items() if answer is None]
+    if unanswered:
+        st.error(f"Answer every finding before submitting ({len(unanswered)} unanswered: "
+                 f"{', '.join(unanswered[:5])}{'...' if len(unanswered) > 5 else ''}).")
         return None
-    st.success(f"Feedback saved (version {row['version']} for this reviewer and image). "
-               f"Final labels: {', '.join(row['expert_labels']) or 'none'}.")
-    return row
+    result = save_feedback(feedback_store, Submission(
+        image_sha256=review.image.sha256, bundle_id=review.bundle_id,
+        label_set=review.label_set, reviewer=name, labels=review.labels,
+        probabilities=review.probs.tolist(), thresholds=review.thresholds.tolist(),
+        model_positive=review.findings.tolist(), agreement=review.agreement.tolist(),
+        decisions=decisions, added_labels=added, comment=comment,
+        input_check=review.input_check.record() if review.input_check is not None else None,
+    ), image_bytes=image_bytes)
+    if not result.saved:
+        st.error(result.message)
+        return None
+    (st.info if result.unchanged else st.success)(result.message)
+    return result.row
