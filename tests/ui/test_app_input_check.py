@@ -49,7 +49,9 @@ def test_refused_image_shows_the_reason_and_findings_only_when_shown_anyway(app_
     assert len(at.dataframe) == 1
     assert any("input check refused" in w.value for w in at.warning)
     at.text_input[0].input("Dr Test")
-    at.button[0].click()
+    next(b for b in at.button if b.label.startswith("Agree with the model")).click()
+    at.run()
+    next(b for b in at.button if b.label == "Submit feedback").click()
     at.run()
     assert any("version 1" in s.value for s in at.success)
     from cxr_core.base.config import settings
