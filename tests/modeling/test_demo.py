@@ -34,3 +34,20 @@ def test_recipe_overrides_only_what_is_given():
     assert base.weights is None and base.seed == 3 and base.monitor == "val_auc"
     changed = demo_train_config(seed=3, epochs=2, learning_rate=None)
     assert changed.epochs == 2 and changed.learning_rate == base.learning_rate
+
+
+def test_model_card_shows_auc_per_source():
+    from cxr_core.modeling.model_card import render_model_card
+
+    manifest = {"bundle_id": "b", "demo": True, "label_set": "x", "labels": [], "members": [],
+                "threshold_method": "f1", "preprocessing": {},
+                "data": {"per_source": {NIH: {"images": 8, "patients": 5,
+                                              "images_per_split": {"train": 6}}}},
+                "metrics": {"by_source": {"model": "CTP", "min_test_positives": 10, "rows": [
+                    {"label": "pneumonia", "all positives": 30, "all AUC": 0.81,
+                     f"{NIH} positives": 20, f"{NIH} AUC": 0.7123}]}}}
+    card = render_model_card(manifest)
+    assert "## Test AUC per source (CTP ensemble)" in card
+    assert f"| label | all positives | all AUC | {NIH} positives | {NIH} AUC |" in card
+    assert "| pneumonia | 30 | 0.810 | 20 | 0.712 |" in card
+    assert f"- {NIH}: 8 images of 5 patients" in card
