@@ -95,13 +95,47 @@ def _check_size(height: int, width: int, max_pixels: int) -> None:
         )
 
 
-def _to_unit_range(pixels: np.ndarray) -> np.ndarray:
-    """Min-max scale to [0, 1]; a constant image is refused (it holds no X-ray)."""
+#: Percentiles that bound the bulk of the pixel values (the X-ray itself).
+BULK_PERCENTILES = (0.5, 99.5)
+#: An empty gap in the histogram wider than this fraction of the bulk's width separates outliers.
+OUTLIER_GAP = 0.5
+#: The bulk percentiles are estimated on at most this many pixels (a strided subsample).
+_PERCENTILE_SAMPLE = 1_000_000
+
+
+def _outer_edge(tail: np.ndarray, start: float, gap: float) -> float:
+    """Walk upward from `start` through the tail values (all above it); stop before the first
+    empty gap wider than `gap`. The low edge is found by passing negated values."""
+    values = np.unique(np.append(tail, np.float32(start)))
+    jumps = np.nonzero(np.diff(values) > gap)[0]
+    return float(values[jumps[0]] if jumps.size else values[-1])
+
+
+def scale_intensity(pixels: np.ndarray) -> np.ndarray:
+    """Scale raw pixel values to [0, 1], robust to hot pixels and burned-in markers.
+
+    The range runs from the lowest to the highest value still connected to the bulk of the
+    histogram (0.5th..99.5th percentile): values beyond an empty gap wider than half the bulk's
+    width (a single 65535 pixel in 12-bit data) are clipped to 0 or 1 instead of setting the
+    range. An ordinary 8-bit X-ray has no such gap, so it is scaled exactly min-max as before.
+    A constant image is refused (it holds no X-ray).
+    """
+    floating = np.issubdtype(pixels.dtype, np.floating)
     pixels = pixels.astype(np.float32)
-    low, high = float(np.min(pixels)), float(np.max(pixels))
-    if not np.isfinite(low) or not np.isfinite(high) or high - low < 1e-6:
+    if floating and not np.isfinite(pixels).all():
+        raise DegenerateImageError("The image holds invalid (infinite or NaN) pixel values.")
+    step = max(1, int(np.sqrt(pixels.size / _PERCENTILE_SAMPLE)))
+    bulk_low, bulk_high = (float(v) for v in np.percentile(pixels[::step, ::step], BULK_PERCENTILES))
+    width = bulk_high - bulk_low
+    if width < 1e-6:  # at least 99% of the pixels share one value: no bulk to measure against
+        low, high = float(pixels.min()), float(pixels.max())
+    else:
+        gap = OUTLIER_GAP * width
+        high = _outer_edge(pixels[pixels > bulk_high], bulk_high, gap)
+        low = -_outer_edge(-pixels[pixels < bulk_low], -bulk_low, gap)
+    if high - low < 1e-6:
         raise DegenerateImageError("The image is blank: every pixel has the same value.")
-    return (pixels - low) / (high - low)
+    return np.clip((pixels - low) / (high - low), 0.0, 1.0)
 
 
 def _to_gray(pixels: np.ndarray) -> np.ndarray:
@@ -205,7 +239,7 @@ def load_image(
         raw, bit_depth, photometric = _decode_dicom(data, max_pixels)
     else:
         raw, bit_depth = _decode_raster(data, fmt, max_pixels)
-    pixels = _to_unit_range(raw)
+    pixels = scale_intensity(raw)
     if photometric == "MONOCHROME1":
         pixels = 1.0 - pixels
     return LoadedImage(

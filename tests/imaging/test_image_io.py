@@ -136,3 +136,38 @@ def test_all_image_errors_share_one_base_class():
     for exc in (errors.EmptyImageError, errors.CorruptImageError, errors.DicomError,
                 errors.ImageTooLargeError, errors.DegenerateImageError):
         assert issubclass(exc, errors.ImageError) and issubclass(exc, errors.CxrError)
+
+
+def _sample_8bit():
+    from pathlib import Path
+
+    path = sorted((Path(__file__).resolve().parents[2] / "assets" / "samples").glob("*.png"))[0]
+    return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+
+
+def test_one_hot_pixel_does_not_darken_a_12_bit_image():
+    arr = _sample_8bit().astype(np.uint16) * 16  # 12-bit detector values in a 16-bit PNG
+    hot = arr.copy()
+    hot[10, 10] = 65535
+    clean, spoiled = load_image(_png(arr), filename="a.png"), load_image(_png(hot), filename="b.png")
+    rest = np.ones(arr.shape, bool)
+    rest[10, 10] = False
+    assert np.abs(clean.pixels - spoiled.pixels)[rest].max() < 1e-6
+    assert spoiled.pixels[10, 10] == 1.0 and np.median(spoiled.pixels) > 0.2
+    dark = arr.copy() + 1000
+    dark[10, 10] = 0  # a dead pixel far below the bulk is clipped the same way
+    assert np.abs(load_image(_png(dark), filename="c.png").pixels - clean.pixels)[rest].max() < 0.01
+
+
+def test_ordinary_8_bit_xrays_keep_min_max_scaling():
+    from pathlib import Path
+
+    from cxr_core.imaging.image_io import scale_intensity
+
+    for path in sorted((Path(__file__).resolve().parents[2] / "assets" / "samples").glob("*.png")):
+        raw = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.float32)
+        min_max = (raw - raw.min()) / (raw.max() - raw.min())
+        assert np.abs(load_image(path).pixels - min_max).max() < 1e-6
+        assert np.abs(scale_intensity(raw) - min_max).max() < 1e-6
+    gradient = np.tile(np.arange(256, dtype=np.uint8), (64, 1))  # spans 0..255 evenly
+    assert np.abs(load_image(_png(gradient), filename="g.png").pixels - gradient / 255.0).max() < 1e-6

@@ -72,3 +72,19 @@ def test_unknown_engine_is_one_clear_error():
 
     with pytest.raises(EngineError, match="Unknown inference engine"):
         Reviewer.from_paths(settings().default_bundle_path, engine="onnx")
+
+
+def test_one_hot_pixel_leaves_the_findings_unchanged(reviewer):
+    """A 12-bit X-ray in a 16-bit PNG with one pixel at 65535 is reviewed like the clean one."""
+    import cv2
+
+    from cxr_core.imaging.image_io import load_image
+
+    arr = cv2.imread(str(SAMPLES[0]), cv2.IMREAD_GRAYSCALE).astype(np.uint16) * 16
+    hot = arr.copy()
+    hot[5, 5] = 65535
+    encoded = [cv2.imencode(".png", a)[1].tobytes() for a in (arr, hot)]
+    clean, spoiled = reviewer.review([load_image(e, filename="x.png") for e in encoded])
+    assert np.abs(clean.probs - spoiled.probs).max() < 0.01
+    assert (clean.findings == spoiled.findings).all()
+    assert clean.pre.mask.box == spoiled.pre.mask.box
