@@ -303,7 +303,8 @@ def _cmd_build_demo(args) -> int:
     config = demo_train_config(args.seed, input_size=args.input_size,
                                learning_rate=args.learning_rate, patience=args.patience,
                                epochs=args.epochs, max_minutes=args.max_minutes,
-                               batch_size=args.batch_size, monitor=args.monitor)
+                               batch_size=args.batch_size, monitor=args.monitor,
+                               augment=args.augment)
     out = build_demo_bundle(args.data, args.out, args.work, args.segmenter,
                             tuple(args.arch or args.arch_default), config, seed=args.seed,
                             term_tree=args.term_tree)
@@ -332,5 +333,7 @@ def _register_build_demo(sub) -> None:
     p.add_argument("--max-minutes", type=float, default=None, help="per member")
     p.add_argument("--monitor", default=None, choices=["val_loss", "val_auc"],
                    help="checkpoint/early-stopping criterion (default val_auc: the val split is small)")
+    p.add_argument("--augment", default=None, choices=["mild", "method"],
+                   help="classifier augmentation (default: mild)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_build_demo, arch_default=DEMO_ARCHITECTURES)

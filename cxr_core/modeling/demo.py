@@ -28,8 +28,8 @@ def demo_train_config(seed: int = 0, **overrides):
     """The demo recipe (chosen on the validation split; README 'The bundled demo model')."""
     from .training import TrainConfig
 
-    settings = dict(weights=None, input_size=160, learning_rate=1e-3, epochs=40, patience=12,
-                    batch_size=32, monitor="val_auc", seed=seed)
+    settings = dict(weights=None, input_size=128, learning_rate=1e-3, epochs=30, patience=8,
+                    batch_size=32, augment="mild", monitor="val_auc", seed=seed)
     settings.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**settings)
 

@@ -12,7 +12,7 @@ from cxr_core.review.feedback import (
     latest_reviews,
 )
 
-LABELS = ["COVID-19", "Viral", "Bacterial"]
+LABELS = ["pneumonia", "pleural effusion", "atelectasis"]
 
 
 def make_submission(reviewer="Dr A", sha=None, decisions=None, added=None, comment=""):
@@ -20,32 +20,32 @@ def make_submission(reviewer="Dr A", sha=None, decisions=None, added=None, comme
         image_sha256=sha or hashlib.sha256(b"img").hexdigest(), bundle_id="b1", label_set="demo",
         reviewer=reviewer, labels=LABELS, probabilities=[0.9, 0.8, 0.1], thresholds=[0.5] * 3,
         model_positive=[True, True, False], agreement=[3, 2, 0],
-        decisions=decisions if decisions is not None else {"COVID-19": "agree", "Viral": "disagree"},
+        decisions=decisions if decisions is not None else {"pneumonia": "agree", "pleural effusion": "disagree"},
         added_labels=added or [], comment=comment)
 
 
 def test_expert_labels_policy():
-    sub = make_submission(decisions={"COVID-19": "agree", "Viral": "disagree"}, added=["Bacterial"])
-    assert sub.expert_labels() == ["COVID-19", "Bacterial"]
+    sub = make_submission(decisions={"pneumonia": "agree", "pleural effusion": "disagree"}, added=["atelectasis"])
+    assert sub.expert_labels() == ["pneumonia", "atelectasis"]
     # no decision on a model positive keeps it
-    assert make_submission(decisions={}).expert_labels() == ["COVID-19", "Viral"]
+    assert make_submission(decisions={}).expert_labels() == ["pneumonia", "pleural effusion"]
 
 
 def test_submit_persists_and_revisions_are_new_versions(tmp_path):
     url = f"sqlite:///{tmp_path / 'fb.sqlite'}"
     store = FeedbackStore(url, image_dir=tmp_path / "images")
     first = store.submit(make_submission(comment="<b>bold?</b>"), image_bytes=b"raw-image")
-    second = store.submit(make_submission(decisions={"COVID-19": "agree"}))
+    second = store.submit(make_submission(decisions={"pneumonia": "agree"}))
     assert (first["version"], second["version"]) == (1, 2)
     frame = FeedbackStore(url).reviews_frame()  # a new connection sees both
     assert len(frame) == 2 and frame["comment"].iloc[0] == "<b>bold?</b>"
-    assert list(frame["expert_labels"].iloc[1]) == ["COVID-19", "Viral"]
+    assert list(frame["expert_labels"].iloc[1]) == ["pneumonia", "pleural effusion"]
     assert len(latest_reviews(frame)) == 1
     stored = list((tmp_path / "images").iterdir())
     assert [p.name for p in stored] == [hashlib.sha256(b"img").hexdigest() + ".img"]
     export = store.export_for_retraining()
     assert list(export.columns[:3]) == ["image_sha256", "bundle_id", "label_set"]
-    assert export["expert_labels"].tolist() == ["COVID-19", "COVID-19|Viral"]
+    assert export["expert_labels"].tolist() == ["pneumonia", "pneumonia|pleural effusion"]
 
 
 def test_invalid_submissions_are_refused(tmp_path):
@@ -59,13 +59,13 @@ def test_invalid_submissions_are_refused(tmp_path):
 
 def test_agreement_between_model_experts_and_experts(tmp_path):
     store = FeedbackStore(f"sqlite:///{tmp_path / 'fb.sqlite'}")
-    store.submit(make_submission("A", decisions={"COVID-19": "agree", "Viral": "agree"}))
-    store.submit(make_submission("B", decisions={"COVID-19": "agree", "Viral": "disagree"}))
+    store.submit(make_submission("A", decisions={"pneumonia": "agree", "pleural effusion": "agree"}))
+    store.submit(make_submission("B", decisions={"pneumonia": "agree", "pleural effusion": "disagree"}))
     stats = agreement_stats(store.reviews_frame(), LABELS).set_index("label")
-    assert stats.loc["COVID-19", "model_expert_agreement"] == 1.0
-    assert stats.loc["Viral", "model_expert_agreement"] == 0.5
-    assert stats.loc["Viral", "inter_expert_agreement"] == 0.0
-    assert stats.loc["COVID-19", "inter_expert_agreement"] == 1.0
+    assert stats.loc["pneumonia", "model_expert_agreement"] == 1.0
+    assert stats.loc["pleural effusion", "model_expert_agreement"] == 0.5
+    assert stats.loc["pleural effusion", "inter_expert_agreement"] == 0.0
+    assert stats.loc["pneumonia", "inter_expert_agreement"] == 1.0
 
 
 def _writer(url: str, reviewer: str, count: int) -> None:
