@@ -19,7 +19,7 @@ from .metrics import label_metrics
 log = logging.getLogger(__name__)
 
 DEMO_BUNDLE_NAME = "cxr-demo"
-DEMO_ARCHITECTURES = ("MobileNetV2", "MobileNetV3Small", "MobileNet")
+DEMO_ARCHITECTURES = ("MobileNetV2", "MobileNetV3Small")
 #: Test AUCs are averaged over labels with at least this many test positives (and negatives).
 MIN_TEST_POSITIVES = 10
 
