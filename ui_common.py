@@ -21,7 +21,7 @@ from cxr_core.review.pipeline import Reviewer
 from cxr_core.review.worklist import Worklist
 
 log = logging.getLogger("cxr_app")
-DEMO_BANNER = ("Demonstration model trained on a few hundred public X-rays: not for clinical use. "
+DEMO_BANNER = ("Demonstration model trained on about 1,200 public X-rays: not for clinical use. "
                "Findings and heatmaps illustrate the tool, not a diagnosis.")
 
 

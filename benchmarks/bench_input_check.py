@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, default=REPO / "models" / "cxr-public-demo")
+    parser.add_argument("--bundle", type=Path, default=REPO / "models" / "cxr-demo")
     parser.add_argument("--with-features", action="store_true")
     args = parser.parse_args(argv or [])  # run_all calls main() with no arguments
     logging.basicConfig(level=logging.INFO)

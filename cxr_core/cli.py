@@ -432,15 +432,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_build_demo(args) -> int:
-    from .modeling.demo import build_demo_bundle
-    from .modeling.training import TrainConfig
+    from .modeling.demo import build_demo_bundle, demo_train_config
 
-    config = TrainConfig(weights=None, learning_rate=args.learning_rate, patience=args.patience,
-                         epochs=args.epochs, seed=args.seed, max_minutes=args.max_minutes,
-                         batch_size=args.batch_size, monitor=args.monitor)
+    config = demo_train_config(args.seed, input_size=args.input_size,
+                               learning_rate=args.learning_rate, patience=args.patience,
+                               epochs=args.epochs, max_minutes=args.max_minutes,
+                               batch_size=args.batch_size, monitor=args.monitor,
+                               augment=args.augment)
     out = build_demo_bundle(args.data, args.out, args.work, args.segmenter,
-                            tuple(args.arch or args.arch_default),
-                            config, seed=args.seed)
+                            tuple(args.arch or args.arch_default), config, seed=args.seed,
+                            term_tree=args.term_tree)
     print(f"demo bundle written to {out}")
     return 0
 
@@ -448,18 +449,25 @@ def _cmd_build_demo(args) -> int:
 def _register_build_demo(sub) -> None:
     from .modeling.demo import DEMO_ARCHITECTURES
 
-    p = sub.add_parser("build-demo", help="train the bundled demo model on cxr-public")
-    p.add_argument("--data", required=True, type=Path)
+    p = sub.add_parser("build-demo", help="train the bundled demo model on the public X-rays "
+                                           "(nih-sample + cxr-public)")
+    p.add_argument("--data", required=True, type=Path,
+                   help="folder holding nih-sample/, cxr-public/ and padchest/term_tree.txt")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--work", required=True, type=Path, help="folder for the cache and runs")
     p.add_argument("--segmenter", type=Path, default=Path("models/segmenter"))
+    p.add_argument("--term-tree", type=Path, default=None,
+                   help="PadChest term tree (default: DATA/padchest/term_tree.txt)")
     p.add_argument("--arch", action="append", default=None)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--patience", type=int, default=10)
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-minutes", type=float, default=8.0, help="per member")
-    p.add_argument("--monitor", default="val_auc", choices=["val_loss", "val_auc"],
-                   help="checkpoint/early-stopping criterion (val_auc suits the tiny val split)")
+    p.add_argument("--input-size", type=int, default=None, help="default: the demo recipe's")
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--patience", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-minutes", type=float, default=None, help="per member")
+    p.add_argument("--monitor", default=None, choices=["val_loss", "val_auc"],
+                   help="checkpoint/early-stopping criterion (default val_auc: the val split is small)")
+    p.add_argument("--augment", default=None, choices=["mild", "method"],
+                   help="classifier augmentation (default: mild)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_build_demo, arch_default=DEMO_ARCHITECTURES)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_BUNDLE_NAME = "cxr-public-demo"
+DEFAULT_BUNDLE_NAME = "cxr-demo"
 
 
 @dataclass(frozen=True)

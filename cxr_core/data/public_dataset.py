@@ -1,5 +1,6 @@
-"""The bundled demonstration model: label set, split and bundle from the public X-rays in
-`../shared/data/cxr-public` (Cohen et al.), through the same code path as a PadChest bundle."""
+"""The bundled demonstration model's data: the public X-rays in `../shared/data` (NIH
+ChestX-ray14 sample and the COVID-19 image data collection of Cohen et al.) as one label table
+in the PadChest vocabulary, and its patient-level split in the same format as `prepare`."""
 
 from __future__ import annotations
 
@@ -11,72 +12,147 @@ import pandas as pd
 
 from ..base.errors import DataError
 from .split import split_quality, stratified_patient_split
+from .term_tree import TermTree, normalise_label
 
 log = logging.getLogger(__name__)
 
+NIH = "nih-sample"
+COHEN = "cxr-public"
+SOURCES = (NIH, COHEN)
+SOURCE_TITLES = {
+    NIH: "NIH Clinical Center ChestX-ray14 sample (Wang et al., CVPR 2017)",
+    COHEN: "COVID-19 image data collection (Cohen et al.)",
+}
+#: Source spellings that differ from the PadChest term tree's (NIH 'Edema' is pulmonary edema).
+NIH_TO_PADCHEST = {"edema": "pulmonary edema"}
+#: cxr-public finding nodes that have a PadChest term (the other nodes are organisms).
+COHEN_TO_PADCHEST = {"No Finding": "normal", "Pneumonia": "pneumonia", "Viral": "viral pneumonia",
+                     "COVID-19": "COVID 19"}
+#: A label is kept when the reference source alone has this many positives and negatives:
+#: at the 20 % test share that is about 10 of each among unseen NIH patients' test images.
+MIN_EACH_CLASS = 50
+
+
 def read_metadata(data_dir: Path) -> tuple[pd.DataFrame, list[str]]:
-    """Labelled rows of `metadata.csv` and the finding-node columns."""
-    path = Path(data_dir) / "metadata.csv"
-    if not path.is_file():
-        raise DataError(f"No metadata.csv in {data_dir}.")
-    meta = pd.read_csv(path, dtype={"patient_id": str})
+    """Labelled rows of cxr-public's `metadata.csv` and its finding-node columns."""
+    meta = _read_csv(Path(data_dir) / "metadata.csv")
     nodes = list(meta.columns[meta.columns.get_loc("license") + 1:])
     labelled = meta[meta["finding"].notna() & (meta["finding"].astype(str).str.len() > 0)].copy()
     return labelled.reset_index(drop=True), nodes
 
 
-def finding_groups(findings: pd.Series) -> dict[str, list[str]]:
-    """General group of each node: its ancestor directly below the top of the hierarchy
-    (Pneumonia/Viral/COVID-19 -> Viral); top-level nodes map to themselves."""
-    groups: dict[str, list[str]] = {}
-    for finding in findings.dropna():
-        for path in str(finding).split("|"):
-            parts = [p.strip() for p in path.split("/") if p.strip()]
-            for depth, node in enumerate(parts):
-                group = parts[1] if depth >= 1 else parts[0]
-                groups.setdefault(node, [])
-                if group not in groups[node]:
-                    groups[node].append(group)
-    return groups
+def read_nih_sample(data_dir: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Rows of the NIH sample's `metadata.csv` and its finding columns (PadChest spelling)."""
+    meta = _read_csv(Path(data_dir) / "metadata.csv")
+    if "license" not in meta.columns:
+        raise DataError(f"{data_dir}/metadata.csv lacks the 'license' column.")
+    findings = list(meta.columns[meta.columns.get_loc("license") + 1:])
+    if not findings:
+        raise DataError(f"{data_dir}/metadata.csv has no finding columns.")
+    return meta, findings
 
 
-def select_labels(frame: pd.DataFrame, nodes: list[str], min_each_class: int = 20) -> list[str]:
-    """Nodes with at least `min_each_class` positives and negatives (meaningful test AUC)."""
-    counts = frame[nodes].fillna(0).astype(int).sum()
-    keep = [n for n in nodes if counts[n] >= min_each_class and len(frame) - counts[n] >= min_each_class]
-    return sorted(keep, key=lambda n: (-counts[n], n))
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"No metadata.csv in {path.parent}.")
+    return pd.read_csv(path, dtype={"patient_id": str})
 
 
-def build_split(data_dir: Path, out_csv: Path, seed: int = 0, min_each_class: int = 20) -> dict:
-    """Write a `split.csv` in the same format as `prepare`, patient-level and stratified."""
-    frame, nodes = read_metadata(data_dir)
-    labels = select_labels(frame, nodes, min_each_class)
-    matrix = frame[labels].fillna(0).astype(np.uint8).to_numpy()
-    split = stratified_patient_split(frame["patient_id"].to_numpy(), matrix, seed=seed)
-    table = pd.DataFrame({
-        "ImageID": frame["image"].map(lambda p: Path(p).name),
-        "ImageDir": frame["image"].map(lambda p: str(Path(p).parent)),
-        "PatientID": frame["patient_id"].astype(str),
-        "split": split,
-    })
-    table = pd.concat([table, pd.DataFrame(matrix, columns=labels)], axis=1)
+def padchest_name(name: str, tree: TermTree) -> str:
+    """The term tree's own spelling of a finding (source spellings mapped first)."""
+    key = normalise_label(NIH_TO_PADCHEST.get(normalise_label(name), name))
+    return tree.display.get(key, key)
+
+
+def combined_table(data_root: Path, tree: TermTree) -> tuple[pd.DataFrame, list[str]]:
+    """Both sources as one table: ImageID, ImageDir (relative to `data_root`), PatientID
+    (prefixed by source), source, view, licence and one 0/1 column per PadChest finding.
+
+    A finding a source does not annotate is 0 there (cxr-public says nothing of effusions)."""
+    nih, nih_findings = read_nih_sample(Path(data_root) / NIH)
+    cohen, _ = read_metadata(Path(data_root) / COHEN)
+    parts = []
+    for source, frame, mapping in (
+            (NIH, nih, {f: padchest_name(f, tree) for f in nih_findings}),
+            (COHEN, cohen, {n: padchest_name(p, tree) for n, p in COHEN_TO_PADCHEST.items()})):
+        part = pd.DataFrame({
+            "ImageID": frame["image"].map(lambda p: Path(p).name),
+            "ImageDir": frame["image"].map(lambda p, s=source: f"{s}/{Path(p).parent.as_posix()}"),
+            "PatientID": source + "-" + frame["patient_id"].astype(str),
+            "source": source,
+            "view": frame["view"].fillna("?").astype(str),
+            "license": frame["license"].fillna("").astype(str).str.strip(),
+        })
+        for column, label in mapping.items():
+            part[label] = frame[column].fillna(0).astype(np.uint8).to_numpy()
+        parts.append(part)
+    table = pd.concat(parts, ignore_index=True)
+    findings = [c for c in table.columns if c not in ("ImageID", "ImageDir", "PatientID", "source",
+                                                     "view", "license")]
+    table[findings] = table[findings].fillna(0).astype(np.uint8)
+    if table["ImageID"].map(lambda i: Path(i).stem).duplicated().any():
+        raise DataError("Two source images share a file name; the crop cache needs unique names.")
+    return table, findings
+
+
+def select_labels(table: pd.DataFrame, findings: list[str], reference: str = NIH,
+                  min_each_class: int = MIN_EACH_CLASS) -> list[str]:
+    """Findings with >= `min_each_class` positives and negatives within the reference source,
+    most frequent first: a label must be learnable and testable on one collection's own
+    images, so a finding only one collection has (COVID 19) cannot be a collection detector."""
+    ref = table[table["source"] == reference]
+    counts = ref[findings].sum()
+    keep = [f for f in findings
+            if counts[f] >= min_each_class and len(ref) - counts[f] >= min_each_class]
+    return sorted(keep, key=lambda f: (-int(table[f].sum()), f))
+
+
+def source_of(image_dirs: pd.Series) -> pd.Series:
+    """The source collection of split rows, from their ImageDir (`<source>/images`)."""
+    return image_dirs.astype(str).map(lambda d: d.split("/")[0])
+
+
+def build_split(data_root: Path, out_csv: Path, tree: TermTree, seed: int = 0,
+                min_each_class: int = MIN_EACH_CLASS) -> dict:
+    """Write a `split.csv` over both sources (patient-level, stratified by label and source);
+    returns the data summary stored in the bundle manifest."""
+    table, findings = combined_table(data_root, tree)
+    labels = select_labels(table, findings, min_each_class=min_each_class)
+    matrix = table[labels].to_numpy(np.uint8)
+    by_source = np.stack([(table["source"] == s).to_numpy(np.uint8) for s in SOURCES], axis=1)
+    split = stratified_patient_split(table["PatientID"].to_numpy(), np.hstack([matrix, by_source]),
+                                     seed=seed)
+    out = table[["ImageID", "ImageDir", "PatientID"]].assign(split=split)
+    out = pd.concat([out, table[labels].reset_index(drop=True)], axis=1)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_csv, index=False)
-    quality = split_quality(split, frame["patient_id"].to_numpy(), matrix, labels)
-    all_counts = frame[nodes].fillna(0).astype(int).sum()
+    out.to_csv(out_csv, index=False)
+    quality = split_quality(split, table["PatientID"].to_numpy(), matrix, labels)
+    per_source = {}
+    for source in SOURCES:
+        rows = (table["source"] == source).to_numpy()
+        per_source[source] = {
+            "images": int(rows.sum()),
+            "patients": int(table.loc[rows, "PatientID"].nunique()),
+            "images_per_split": {s: int(((split == s) & rows).sum()) for s in ("train", "val", "test")},
+            "positives": {f: int(table.loc[rows, f].sum()) for f in findings},
+        }
+    licences = table["license"].replace("", "not stated")
     return {
-        "images_root": str(Path(data_dir).resolve()),
-        "source": "cxr-public (COVID-19 image data collection, Cohen et al.), 8-bit PNG, longest side 512 px",
-        "images": int(len(table)),
-        "views": frame["view"].value_counts().to_dict(),
+        "images_root": str(Path(data_root).resolve()),
+        "source": "; ".join(f"{s}: {SOURCE_TITLES[s]}, 8-bit PNG, longest side 512 px"
+                            for s in SOURCES),
+        "images": int(len(out)),
+        "views": table["view"].value_counts().to_dict(),
         "patients_per_split": quality.patients,
         "images_per_split": quality.images,
+        "per_source": per_source,
         "labels": {lab: {s: int(quality.counts.loc[lab, s]) for s in quality.counts.columns}
                    for lab in labels},
-        "label_rule": f"finding nodes with >= {min_each_class} positive and >= {min_each_class} "
-                      "negative labelled images",
-        "labels_not_kept": {n: int(all_counts[n]) for n in nodes if n not in labels},
+        "label_rule": (f"PadChest findings with >= {min_each_class} positive and >= "
+                       f"{min_each_class} negative images within {NIH} (about 10 of each in its "
+                       "test share); findings a source does not annotate are 0 there"),
+        "labels_not_kept": {f: int(table[f].sum()) for f in findings if f not in labels},
         "worst_share_deviation": round(quality.worst_deviation, 4),
-        "licences": frame["license"].fillna("not stated").replace("", "not stated").value_counts().to_dict(),
-        "groups": {lab: finding_groups(frame["finding"]).get(lab, [lab]) for lab in labels},
+        "licences": licences.value_counts().to_dict(),
+        "groups": {lab: tree.general_labels(lab) for lab in labels},
     }

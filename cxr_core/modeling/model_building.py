@@ -60,22 +60,23 @@ def _register_layers():
         """The method's random augmentation, active only in training (identity at inference),
         so it runs inside the training step, on the accelerator when there is one."""
 
-        def __init__(self, enabled: bool = True, **kwargs):
+        def __init__(self, enabled: bool = True, preset: str = "method", **kwargs):
             super().__init__(**kwargs)
             self.enabled = enabled
+            self.preset = preset
 
         def call(self, x, training=None):
             if training and self.enabled:
-                from ..imaging.augment import augment_images
+                from ..imaging.augment import CLASSIFIER_AUGMENTS, augment_images
 
-                return augment_images(x)
+                return augment_images(x, CLASSIFIER_AUGMENTS[self.preset])
             return x
 
         def compute_output_shape(self, input_shape):
             return input_shape
 
         def get_config(self):
-            return {**super().get_config(), "enabled": self.enabled}
+            return {**super().get_config(), "enabled": self.enabled, "preset": self.preset}
 
     return GrayToBackboneInput, XrayAugment
 
@@ -157,17 +158,24 @@ def freeze_first_convs(model, fraction: float = FREEZE_FRACTION) -> int:
 
 def build_classifier(arch: str, labels: list[str], input_size: int | None = None,
                      weights: str | None = None, freeze_fraction: float = FREEZE_FRACTION,
-                     augment: bool = True) -> Classifier:
-    """Build one flat classifier for `labels` (see module docstring)."""
+                     augment: bool | str = True) -> Classifier:
+    """Build one flat classifier for `labels` (see module docstring); `augment` is on/off
+    (the method's augmentation) or the name of a classifier augmentation ("method", "mild")."""
     import keras
     from keras import layers
 
+    from ..imaging.augment import CLASSIFIER_AUGMENTS
+
     spec = get_arch(arch)
+    preset = augment if isinstance(augment, str) else "method"
+    if preset not in CLASSIFIER_AUGMENTS:
+        raise ValueError(f"Unknown augmentation '{preset}'; choose one of: "
+                         f"{', '.join(CLASSIFIER_AUGMENTS)}.")
     size = int(input_size or spec.default_size)
     if size < spec.min_size:
         raise ValueError(f"{spec.name} needs an input of at least {spec.min_size} px, not {size}")
     inputs = keras.Input((size, size, 1), name="image")
-    x = augment_layer_class()(enabled=augment, name="augment")(inputs)
+    x = augment_layer_class()(enabled=bool(augment), preset=preset, name="augment")(inputs)
     x = gray_layer_class()(mode=spec.preprocessing, name="to_backbone_input")(x)
     backbone = _backbone(spec, x, weights)
     features = backbone.output

@@ -21,14 +21,32 @@ def _with_interval(row: dict, key: str) -> str:
     return _fmt(row.get(key)) + interval
 
 
+def _by_source_lines(by_source: dict | None) -> list[str]:
+    """The test AUC within each source collection (a model can learn the collection)."""
+    if not by_source or not by_source.get("rows"):
+        return []
+    rows = by_source["rows"]
+    names = [k[:-len(" AUC")] for k in rows[0] if k.endswith(" AUC")]
+    lines = [f"## Test AUC per source ({by_source.get('model', 'CTP')} ensemble)", "",
+             "Within one source the collection cannot give the answer away; the last row averages "
+             f"the labels with >= {by_source.get('min_test_positives')} test positives and "
+             "negatives there (its 'positives' cell counts those labels).", "",
+             "| label | " + " | ".join(f"{n} positives | {n} AUC" for n in names) + " |",
+             "|---|" + "---|---|" * len(names)]
+    for row in rows:
+        cells = [f"{_fmt(row.get(f'{n} positives'))} | {_fmt(row.get(f'{n} AUC'))}" for n in names]
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def render_model_card(manifest: dict) -> str:
     """Markdown text of the model card for one bundle manifest."""
     data = manifest.get("data", {})
     metrics = manifest.get("metrics", {})
     lines = [f"# Model card: {manifest['bundle_id']}", ""]
     if manifest.get("demo"):
-        lines += ["**Demonstration model: not for clinical use.** Trained from scratch on CPU on a few "
-                  "hundred public X-rays; it shows how the tool works, not what a PadChest-scale "
+        lines += ["**Demonstration model: not for clinical use.** Trained from scratch on CPU on about "
+                  "a thousand public X-rays; it shows how the tool works, not what a PadChest-scale "
                   "model achieves.", ""]
     members = ", ".join(f"{m['arch']} ({m['input_size']} px)" for m in manifest["members"])
     lines += [f"- Label set: `{manifest['label_set']}`; {len(manifest['labels'])} findings",
@@ -44,6 +62,9 @@ def render_model_card(manifest: dict) -> str:
                     "label_rule", "worst_share_deviation"):
             if key in data:
                 lines.append(f"- {key.replace('_', ' ')}: {_fmt(data[key])}")
+        for source, info in (data.get("per_source") or {}).items():
+            lines.append(f"- {source}: {info['images']} images of {info['patients']} patients, "
+                         f"per split {info['images_per_split']}")
         if data.get("labels_not_kept"):
             lines.append(f"- labels not kept (positives): {_fmt(data['labels_not_kept'])}")
         if data.get("licences"):
@@ -78,6 +99,7 @@ def render_model_card(manifest: dict) -> str:
                       f"{_with_interval(r, 'f1_macro')} | {_fmt(r['f1_positive'])} | "
                       f"{'; '.join(n for n in (r.get('note'), r.get('ci_note')) if n)} |" for r in ctp]
         lines.append("")
+    lines += _by_source_lines(metrics.get("by_source"))
     if manifest.get("lineage"):
         lineage = {k: v for k, v in manifest["lineage"].items() if k not in ("before", "after")}
         parent = lineage.pop("parent_bundle_id", None)

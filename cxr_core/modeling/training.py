@@ -37,7 +37,7 @@ class TrainConfig:
     patience: int = 25
     min_delta: float = 0.001
     weights: str | None = "imagenet"
-    augment: bool = True
+    augment: bool | str = True  # on/off (the method's), or a name in CLASSIFIER_AUGMENTS
     mixed_precision: bool | None = None  # None: on when a GPU is present
     xla: bool = False
     seed: int = 0

@@ -9,7 +9,7 @@ def test_defaults_and_environment_overrides(monkeypatch, tmp_path):
     default = settings()
     assert default.data_dir.name == "data" and default.models_dir.name == "models"
     assert default.db_url.endswith("data/feedback.sqlite") and default.db_url.startswith("sqlite:///")
-    assert default.default_bundle_path == default.models_dir / "cxr-public-demo"
+    assert default.default_bundle_path == default.models_dir / "cxr-demo"
     assert not default.store_images
     monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("CXR_BUNDLE", str(tmp_path / "b"))

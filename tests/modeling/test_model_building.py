@@ -71,3 +71,28 @@ def test_save_and_load_keeps_feature_layer(tmp_path):
     loaded.get_layer("out_relu")
     x = xray_batch(1, 96)[..., None]
     assert np.allclose(np.asarray(loaded(x)), np.asarray(built.model(x)), atol=1e-5)
+
+
+def test_named_augmentation_is_a_training_only_layer_setting():
+    import numpy as np
+    import pytest
+    import tensorflow as tf
+
+    from cxr_core.imaging.augment import CLASSIFIER_AUGMENTS, augment_images
+    from cxr_core.modeling.model_building import build_classifier
+
+    mild = build_classifier("MobileNet", ["a", "b"], 64, augment="mild")
+    layer = mild.model.get_layer("augment")
+    assert layer.get_config()["preset"] == "mild" and layer.enabled
+    assert not build_classifier("MobileNet", ["a"], 64, augment=False).model.get_layer("augment").enabled
+    with pytest.raises(ValueError, match="Unknown augmentation"):
+        build_classifier("MobileNet", ["a"], 64, augment="wild")
+    # a vertical bar: the method's up-to-45-degree rotations move it much more than the mild one
+    image = np.zeros((64, 64, 64, 1), np.float32)
+    image[:, 8:56, 30:34] = 1.0
+    tf.random.set_seed(0)
+    moved = {name: float(tf.reduce_mean(tf.abs(augment_images(image, cfg) - image)))
+             for name, cfg in CLASSIFIER_AUGMENTS.items()}
+    assert moved["mild"] < 0.8 * moved["method"]
+    x = tf.constant(image[:2])
+    assert np.array_equal(layer(x, training=False).numpy(), image[:2])  # identity at inference

@@ -18,19 +18,18 @@ from cxr_core.modeling.training import TrainConfig, train_ensemble
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from ..conftest import CXR_PUBLIC, require
+    from ..conftest import SHARED, require
 
-    require(CXR_PUBLIC / "metadata.csv")
-    meta = pd.read_csv(CXR_PUBLIC / "metadata.csv")
-    meta = meta[meta["finding"].notna()].head(36).reset_index(drop=True)
+    nih = require(SHARED / "nih-sample")
+    meta = pd.read_csv(require(nih / "metadata.csv")).sample(36, random_state=3).reset_index(drop=True)
     split = np.array(["train"] * 20 + ["val"] * 8 + ["test"] * 8)
     table = pd.DataFrame({"ImageID": meta["image"].str.split("/").str[-1], "ImageDir": "images",
                           "PatientID": meta["patient_id"].astype(str), "split": split,
-                          "COVID-19": meta["COVID-19"].astype(int),
-                          "Bacterial": (np.arange(36) % 3 == 0).astype(int)})
+                          "pneumonia": meta["pneumonia"].astype(int),
+                          "infiltrates": meta["infiltrates"].astype(int)})
     root = tmp_path_factory.mktemp("tiny")
     table.to_csv(root / "split.csv", index=False)
-    summary = preprocess_split(CXR_PUBLIC, root / "split.csv", root / "cache", LungSegmenter.load(),
+    summary = preprocess_split(nih, root / "split.csv", root / "cache", LungSegmenter.load(),
                                workers=1)
     assert summary["failed"] == 0
     return root

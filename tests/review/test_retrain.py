@@ -11,6 +11,8 @@ from cxr_core.modeling.bundle import Bundle
 from cxr_core.review.feedback import FeedbackStore, Submission, latest_reviews
 from cxr_core.review.retrain import consensus_labels, retrain
 
+from ..conftest import require
+
 
 def test_consensus_policy_majority_tie_counts_present():
     frame = pd.DataFrame({
@@ -28,6 +30,8 @@ def test_consensus_policy_majority_tie_counts_present():
 
 def test_retrain_end_to_end_on_default_bundle(tmp_path, cxr_public):
     # a compiled copy of the default bundle: the child must keep the Lite members
+    data_root = cxr_public.parent  # the bundle's ImageDir is '<collection>/images' below it
+    require(data_root / "nih-sample" / "metadata.csv")
     parent_dir = tmp_path / "parent"
     shutil.copytree(settings().default_bundle_path, parent_dir)
     parent = compile_bundle(parent_dir)
@@ -38,7 +42,7 @@ def test_retrain_end_to_end_on_default_bundle(tmp_path, cxr_public):
     url = f"sqlite:///{tmp_path / 'fb.sqlite'}"
     store = FeedbackStore(url)
     for _, row in picks.iterrows():
-        source = cxr_public / row["ImageDir"] / row["ImageID"]
+        source = data_root / row["ImageDir"] / row["ImageID"]
         shutil.copy(source, images / row["ImageID"])
         k = len(parent.labels)
         store.submit(Submission(
@@ -47,7 +51,7 @@ def test_retrain_end_to_end_on_default_bundle(tmp_path, cxr_public):
             probabilities=[0.5] * k, thresholds=[0.5] * k, model_positive=[True] * k,
             agreement=[1] * k, decisions={parent.labels[0]: "disagree"}))
     result = retrain(parent_dir, url, images, tmp_path / "child", epochs=1,
-                     data_root=cxr_public, work_dir=tmp_path / "work")
+                     data_root=data_root, work_dir=tmp_path / "work")
     child = Bundle.load(tmp_path / "child")
     lineage = child.manifest["lineage"]
     assert lineage["parent_bundle_id"] == parent.bundle_id

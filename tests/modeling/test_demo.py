@@ -1,0 +1,54 @@
+"""Demo-bundle helpers: the recipe and test AUC within each source collection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from cxr_core.data.public_dataset import COHEN, NIH
+from cxr_core.modeling.demo import auc_by_source, demo_train_config
+
+
+def test_collection_detector_is_exposed_by_within_source_auc():
+    rng = np.random.default_rng(0)
+    n = 80
+    dirs = pd.Series([f"{NIH}/images"] * n + [f"{COHEN}/images"] * n)
+    finding = np.r_[rng.integers(0, 2, n), np.ones(n, int)]
+    source_only = np.r_[np.full(n, 0.2), np.full(n, 0.9)]  # says only where the image came from
+    real = np.r_[finding[:n] * 0.6 + rng.random(n) * 0.5, rng.random(n)]
+    targets = np.stack([finding, finding], axis=1)
+    table = auc_by_source(dirs, targets, np.stack([source_only, real], axis=1), ["source", "real"])
+    by = table.set_index("label")
+    assert by.loc["source", "all AUC"] > 0.75
+    assert by.loc["source", f"{NIH} AUC"] == 0.5  # within NIH it cannot rank anything
+    assert by.loc["real", f"{NIH} AUC"] > 0.85
+    assert np.isnan(by.loc["real", f"{COHEN} AUC"])  # one class only there
+    mean = table.iloc[-1]
+    assert mean[f"{NIH} positives"] == 2  # both labels have >= 10 positives and negatives in NIH
+    assert mean[f"{NIH} AUC"] == (by.loc["source", f"{NIH} AUC"] + by.loc["real", f"{NIH} AUC"]) / 2
+    assert mean[f"{COHEN} positives"] == 0
+
+
+def test_recipe_overrides_only_what_is_given():
+    base = demo_train_config(seed=3)
+    assert base.weights is None and base.seed == 3 and base.monitor == "val_auc"
+    assert base.augment == "mild"
+    changed = demo_train_config(seed=3, epochs=2, learning_rate=None)
+    assert changed.epochs == 2 and changed.learning_rate == base.learning_rate
+
+
+def test_model_card_shows_auc_per_source():
+    from cxr_core.modeling.model_card import render_model_card
+
+    manifest = {"bundle_id": "b", "demo": True, "label_set": "x", "labels": [], "members": [],
+                "threshold_method": "f1", "preprocessing": {},
+                "data": {"per_source": {NIH: {"images": 8, "patients": 5,
+                                              "images_per_split": {"train": 6}}}},
+                "metrics": {"by_source": {"model": "CTP", "min_test_positives": 10, "rows": [
+                    {"label": "pneumonia", "all positives": 30, "all AUC": 0.81,
+                     f"{NIH} positives": 20, f"{NIH} AUC": 0.7123}]}}}
+    card = render_model_card(manifest)
+    assert "## Test AUC per source (CTP ensemble)" in card
+    assert f"| label | all positives | all AUC | {NIH} positives | {NIH} AUC |" in card
+    assert "| pneumonia | 30 | 0.810 | 20 | 0.712 |" in card
+    assert f"- {NIH}: 8 images of 5 patients" in card
