@@ -15,14 +15,14 @@ import streamlit as st
 
 from cxr_core.base.config import settings
 from cxr_core.base.errors import CxrError
+from cxr_core.explain.report import DEMO_DISCLAIMER
 from cxr_core.modeling.bundle import Bundle, find_bundles
 from cxr_core.review.feedback import FeedbackStore, Submission, save_feedback
 from cxr_core.review.pipeline import Reviewer
 from cxr_core.review.worklist import Worklist
 
 log = logging.getLogger("cxr_app")
-DEMO_BANNER = ("Demonstration model trained on about 1,200 public X-rays: not for clinical use. "
-               "Findings and heatmaps illustrate the tool, not a diagnosis.")
+DEMO_BANNER = DEMO_DISCLAIMER  # one text: the app and the report say the same
 
 
 _WARM_LOCK = threading.Lock()

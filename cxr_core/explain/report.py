@@ -18,7 +18,7 @@ import numpy as np
 from .overlay import DEFAULT_ALPHA, DEFAULT_CUTOFF, draw_colorbar, overlay
 
 #: The banner the app shows on every page for a demonstration bundle (the app uses this text).
-DEMO_DISCLAIMER = ("Demonstration model trained on a few hundred public X-rays: not for clinical "
+DEMO_DISCLAIMER = ("Demonstration model trained on about 1,200 public X-rays: not for clinical "
                    "use. Findings and heatmaps illustrate the tool, not a diagnosis.")
 #: Shown in every report, demonstration bundle or not.
 DISCLAIMER = ("Decision support for research: the findings and heatmaps are a model's output, not "
