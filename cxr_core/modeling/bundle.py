@@ -30,6 +30,15 @@ MANIFEST = "manifest.json"
 TEST_PREDICTIONS = "test_predictions.npz"
 
 
+def as_deployed(model) -> None:
+    """Round a model's weights to the float16 values `write_bundle` stores, so that what is
+    measured on it (validation thresholds) is what the bundle will compute."""
+    from .model_building import set_classifier_weights
+
+    set_classifier_weights(model, [w.astype(np.float16).astype(w.dtype) if w.dtype.kind == "f" else w
+                                   for w in model.get_weights()])
+
+
 def write_bundle(out_dir: str | Path, classifiers: list, labels: list[str], label_set: str,
                  val_probs: np.ndarray, val_targets: np.ndarray, training: dict,
                  groups: dict[str, list[str]] | None = None, segmenter_ref: str = "models/segmenter",
