@@ -215,9 +215,10 @@ def test_resumed_run_matches_the_uninterrupted_run(synthetic, tmp_path):
     full = train_member("MobileNetV2", cache, split, tmp_path / "full", config)
     full_log = pd.read_csv(tmp_path / "full" / "training_log.csv")
     losses = full_log["val_loss"].to_numpy()
-    # interrupt where it matters: the epoch after k is worse than the best so far, so a reset
-    # checkpoint would overwrite the best weights and a reset patience would run longer
-    k = next(k for k in range(len(losses) - 1) if losses[k + 1] > losses[:k + 1].min())
+    # interrupt right after the best epoch: every later epoch is worse, so a reset checkpoint
+    # would overwrite the best weights and a reset patience would run longer
+    k = int(np.argmin(losses))
+    assert k + 1 < len(losses), f"the run must go on after its best epoch: {losses}"
 
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
