@@ -44,6 +44,7 @@ def dicom_xray_bytes(size: int = 256, seed: int = 0, window: tuple[float, float]
                      uids: bool = True) -> bytes:
     """A small synthetic 12-bit DICOM chest X-ray with patient tags that must never leak,
     optionally a VOI window (centre, width) and study/series/instance UIDs."""
+    import io
 
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -66,6 +67,10 @@ def dicom_xray_bytes(size: int = 256, seed: int = 0, window: tuple[float, float]
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     if window is not None:
         ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = pixels.tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
 
 
 def png_as_dicom(path, **tags) -> bytes:
@@ -92,3 +97,33 @@ def png_as_dicom(path, **tags) -> bytes:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+def tiny_cache(root, n_train: int = 8, n_val: int = 4, n_test: int = 2, size: int = 32,
+               labels=("a", "b"), seed: int = 0):
+    """A split.csv and a crop cache of smooth synthetic 16-bit crops (no segmenter needed):
+    returns (cache_dir, split_csv)."""
+    from pathlib import Path
+
+    import cv2
+    import pandas as pd
+
+    root = Path(root)
+    cache = root / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    n = n_train + n_val + n_test
+    targets = rng.integers(0, 2, (n, len(labels)))
+    targets[:2] = [[1] * len(labels), [0] * len(labels)]  # both classes in train for every label
+    targets[n_train:n_train + 2] = targets[:2]  # and in val
+    rows = []
+    for i in range(n):
+        image = xray_batch(1, size, seed=seed * 1000 + i)[0]
+        image = np.clip(image + 0.2 * targets[i, 0] * (np.arange(size) / size)[None], 0, 1)
+        cv2.imwrite(str(cache / f"img{i}.png"), (image * 65535).astype(np.uint16))
+        split = "train" if i < n_train else "val" if i < n_train + n_val else "test"
+        rows.append({"ImageID": f"img{i}.png", "ImageDir": "", "PatientID": f"p{i}", "split": split,
+                     **{lab: int(targets[i, k]) for k, lab in enumerate(labels)}})
+    split_csv = root / "split.csv"
+    pd.DataFrame(rows).to_csv(split_csv, index=False)
+    return cache, split_csv

@@ -1,7 +1,9 @@
 """Random geometric and intensity augmentation of X-ray batches in TensorFlow.
 
 One affine sampler serves the segmenter (small, no flips) and the classifiers (the method's
-heavy augmentation). Everything is tensor ops, so it runs on the accelerator when there is one.
+heavy augmentation). It samples like Keras's ImageDataGenerator: rotation and shear in degrees,
+x and y zoom drawn independently from [1 - zoom, 1 + zoom], shifts as fractions of the size.
+Everything is tensor ops, so it runs on the accelerator when there is one.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Ranges of the random transform (degrees, fractions of the image size)."""
+    """Ranges of the random transform, as ImageDataGenerator reads them."""
 
-    rotation: float = 45.0
-    zoom: float = 0.1
-    shift: float = 0.1
-    shear: float = 0.1
+    rotation: float = 45.0  # degrees
+    zoom: float = 0.1  # x and y zoom factors, each uniform in [1 - zoom, 1 + zoom]
+    shift: float = 0.1  # fraction of the width / height
+    shear: float = 0.1  # degrees (ImageDataGenerator's shear_range)
     horizontal_flip: bool = True
     brightness: tuple[float, float] = (0.7, 1.1)
     channel_shift: float = 0.05
@@ -42,23 +44,26 @@ SEGMENTER_AUGMENT = AugmentConfig(rotation=10.0, zoom=0.1, shift=0.05, shear=0.0
 
 
 def random_affine(batch: int, height, width, cfg: AugmentConfig, seed=None):
-    """(batch, 8) projective transforms mapping output to input pixels, about the image centre."""
+    """(batch, 8) projective transforms mapping output to input pixels, about the image centre:
+    input = Rotation(angle) Shear(shear) Zoom(zx, zy) Flip (output - centre) + centre - shift,
+    the matrices of ImageDataGenerator.apply_affine_transform."""
     import tensorflow as tf
 
     h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
-    angle = tf.random.uniform([batch], -cfg.rotation, cfg.rotation) * (math.pi / 180)
-    zoom = tf.random.uniform([batch], 1 - cfg.zoom, 1 + cfg.zoom)
-    shear = tf.random.uniform([batch], -cfg.shear, cfg.shear)
+    degrees = math.pi / 180
+    angle = tf.random.uniform([batch], -cfg.rotation, cfg.rotation) * degrees
+    zoom_x = tf.random.uniform([batch], 1 - cfg.zoom, 1 + cfg.zoom)
+    zoom_y = tf.random.uniform([batch], 1 - cfg.zoom, 1 + cfg.zoom)
+    shear = tf.random.uniform([batch], -cfg.shear, cfg.shear) * degrees
     tx = tf.random.uniform([batch], -cfg.shift, cfg.shift) * w
     ty = tf.random.uniform([batch], -cfg.shift, cfg.shift) * h
     flip = (tf.cast(tf.random.uniform([batch]) < 0.5, tf.float32) * 2 - 1
             if cfg.horizontal_flip else tf.ones([batch]))
-    cos, sin = tf.cos(angle), tf.sin(angle)
-    # inverse map: input = R(-a) S(-shear) Z^-1 F (output - centre) + centre - shift
-    a0 = cos / zoom * flip
-    a1 = (-sin + cos * shear) / zoom
-    b0 = sin / zoom * flip
-    b1 = (cos + sin * shear) / zoom
+    # [[cos a, -sin a], [sin a, cos a]] @ [[1, -sin s], [0, cos s]] @ diag(zx * flip, zy)
+    a0 = tf.cos(angle) * zoom_x * flip
+    a1 = -tf.sin(angle + shear) * zoom_y
+    b0 = tf.sin(angle) * zoom_x * flip
+    b1 = tf.cos(angle + shear) * zoom_y
     cx, cy = w / 2, h / 2
     a2 = cx - a0 * cx - a1 * cy - tx
     b2 = cy - b0 * cx - b1 * cy - ty

@@ -21,6 +21,7 @@ from ..base.errors import BundleError
 from ..base.weights_io import load_member_weights, save_member_weights, sha256_file
 from .calibration import apply_calibration
 from .ensemble import EnsemblePrediction, combine
+from .model_building import GRAPH
 from .thresholds import threshold_table
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,15 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 TEST_PREDICTIONS = "test_predictions.npz"
+
+
+def as_deployed(model) -> None:
+    """Round a model's weights to the float16 values `write_bundle` stores, so that what is
+    measured on it (validation thresholds) is what the bundle will compute."""
+    from .model_building import set_classifier_weights
+
+    set_classifier_weights(model, [w.astype(np.float16).astype(w.dtype) if w.dtype.kind == "f" else w
+                                   for w in model.get_weights()])
 
 
 def write_bundle(out_dir: str | Path, classifiers: list, labels: list[str], label_set: str,
@@ -43,7 +53,7 @@ def write_bundle(out_dir: str | Path, classifiers: list, labels: list[str], labe
         rel = f"members/{classifier.arch.name}.npz"
         save_member_weights(classifier.model, out_dir / rel)
         members.append({"arch": classifier.arch.name, "weights": rel,
-                        "input_size": classifier.input_size})
+                        "input_size": classifier.input_size, "graph": GRAPH})
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "bundle_id": bundle_id or f"{label_set}-{time.strftime('%Y%m%d')}-{uuid.uuid4().hex[:8]}",
@@ -194,17 +204,34 @@ class Bundle:
     # --- models ----------------------------------------------------------------------------
     @property
     def classifiers(self) -> list:
+        """The members rebuilt exactly as trained (see `model_building.GRAPH`)."""
         if self._classifiers is None:
-            from .model_building import build_classifier
+            from .model_building import build_classifier, fold_stem_scale, refresh_layer_state
 
             built = []
-            for member in self.manifest["members"]:
+            for i, member in enumerate(self.manifest["members"]):
                 classifier = build_classifier(member["arch"], self.labels, member["input_size"],
                                               weights=None, augment=False)
                 load_member_weights(classifier.model, self.path / member["weights"])
+                refresh_layer_state(classifier.model)
+                if self._keras_imagenet_stem(i):
+                    fold_stem_scale(classifier.model, classifier.arch.imagenet_stem_scale)
                 built.append(classifier)
             self._classifiers = built
         return self._classifiers
+
+    def _keras_imagenet_stem(self, index: int) -> bool:
+        """Whether a member predates the `graph` record and was trained on Keras's ImageNet graph
+        (EfficientNet from ImageNet weights), whose stem rescaling then has to be folded in."""
+        from .registry import get_arch
+
+        member = self.manifest["members"][index]
+        if member.get("graph") or get_arch(member["arch"]).imagenet_stem_scale is None:
+            return False
+        runs = self.manifest.get("training", {}).get("members", [])
+        config = (runs[index] if index < len(runs) else {}).get("config") \
+            or self.manifest.get("training", {}).get("config", {})
+        return config.get("weights") == "imagenet"
 
     @property
     def has_lite(self) -> bool:

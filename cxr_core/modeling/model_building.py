@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..base.errors import WeightsUnavailableError
+from ..base.errors import CxrError, WeightsUnavailableError
 from .registry import ArchSpec, get_arch
 
 log = logging.getLogger(__name__)
@@ -130,13 +130,54 @@ class Classifier:
         return np.asarray(features, np.float32), np.asarray(logits, np.float32)
 
 
-def _backbone(spec: ArchSpec, tensor, weights: str | None):
+#: Recorded with every member (run.json, bundle manifest): the backbone is Keras's weights=None
+#: graph, with any ImageNet-only stem rescaling folded into the weights, so a rebuild with
+#: weights=None reproduces the trained model exactly.
+GRAPH = "plain"
+
+
+def refresh_layer_state(model) -> None:
+    """Make layers that cache tensors derived from their weights (Keras's Normalization keeps its
+    mean and variance as constants) pick up weights assigned with `set_weights`."""
+    for layer in model.layers:
+        if layer.built and type(layer).__name__ == "Normalization":
+            layer.finalize_state()
+
+
+def set_classifier_weights(model, weights: list) -> None:
+    """`model.set_weights` that also refreshes the cached layer state (`refresh_layer_state`)."""
+    model.set_weights(weights)
+    refresh_layer_state(model)
+
+
+def fold_stem_scale(model, scale) -> None:
+    """Fold a per-channel factor applied after the stem's Normalization into its variance:
+    c * (x - mean) / sqrt(var) == (x - mean) / sqrt(var / c**2)."""
+    import numpy as np
+
+    norm = next(layer for layer in model.layers if type(layer).__name__ == "Normalization")
+    factor = np.asarray(scale, np.float32)
+    norm.adapt_variance.assign(np.asarray(norm.adapt_variance.numpy()) / factor ** 2)
+    norm.finalize_state()
+
+
+def _check_stem_scale(pretrained, spec: ArchSpec) -> None:
+    """The ImageNet graph must differ from ours only by the registered stem rescaling."""
+    import numpy as np
+
+    extra = [layer for layer in pretrained.layers if type(layer).__name__ == "Rescaling"
+             and np.ndim(layer.scale) == 1]
+    if len(extra) != 1 or not np.allclose(extra[0].scale, spec.imagenet_stem_scale, rtol=1e-6):
+        raise CxrError(f"This Keras version builds {spec.name}'s ImageNet stem differently from "
+                       "what the registry expects; update ArchSpec.imagenet_stem_scale.")
+
+
+def _construct(spec: ArchSpec, weights: str | None, **kwargs):
     import keras
 
     ctor = getattr(keras.applications, spec.constructor)
-    kwargs = dict(spec.kwargs)
     try:
-        return ctor(include_top=False, weights=weights, input_tensor=tensor, **kwargs)
+        return ctor(include_top=False, weights=weights, **dict(spec.kwargs), **kwargs)
     except Exception as exc:  # keras raises a bare Exception("URL fetch failure ...") offline
         if weights != "imagenet":
             raise
@@ -145,6 +186,18 @@ def _backbone(spec: ArchSpec, tensor, weights: str | None):
             f"ImageNet weights for {spec.name} could not be loaded or downloaded; put "
             f"'{spec.weights_file}' in {cached.parent} (or connect to the internet)."
         ) from exc
+
+
+def _backbone(spec: ArchSpec, tensor, weights: str | None):
+    """The backbone on our input tensor, always as Keras's weights=None graph (see GRAPH)."""
+    if weights != "imagenet" or spec.imagenet_stem_scale is None:
+        return _construct(spec, weights, input_tensor=tensor)
+    backbone = _construct(spec, None, input_tensor=tensor)
+    pretrained = _construct(spec, "imagenet", input_shape=tuple(tensor.shape[1:]))
+    _check_stem_scale(pretrained, spec)
+    set_classifier_weights(backbone, pretrained.get_weights())
+    fold_stem_scale(backbone, spec.imagenet_stem_scale)
+    return backbone
 
 
 def freeze_first_convs(model, fraction: float = FREEZE_FRACTION) -> int:
@@ -175,7 +228,9 @@ def build_classifier(arch: str, labels: list[str], input_size: int | None = None
     if size < spec.min_size:
         raise ValueError(f"{spec.name} needs an input of at least {spec.min_size} px, not {size}")
     inputs = keras.Input((size, size, 1), name="image")
-    x = augment_layer_class()(enabled=bool(augment), preset=preset, name="augment")(inputs)
+    # float32 even under mixed_float16: the random transforms are float32 tensors
+    x = augment_layer_class()(enabled=bool(augment), preset=preset, name="augment",
+                              dtype="float32")(inputs)
     x = gray_layer_class()(mode=spec.preprocessing, name="to_backbone_input")(x)
     backbone = _backbone(spec, x, weights)
     features = backbone.output

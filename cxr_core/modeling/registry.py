@@ -3,6 +3,7 @@ ImageNet preprocessing, last convolutional feature layer, cached weights file)."
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..base.errors import CxrError
@@ -21,6 +22,10 @@ class ArchSpec:
     weights_file: str  # ImageNet no-top weights file name in Keras's cache (~/.keras/models)
     kwargs: tuple = ()  # extra constructor keyword arguments, as (key, value) pairs
     compact: bool = False  # small enough to ship in git
+    #: Per-channel factor Keras applies after the stem's Normalization only when it builds the
+    #: backbone with weights="imagenet" (EfficientNet); we fold it into the Normalization
+    #: variance instead, so the graph never depends on how the weights were initialised.
+    imagenet_stem_scale: tuple[float, ...] | None = None
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -29,7 +34,8 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         ArchSpec("DenseNet201", "DenseNet201", "torch", 224, 32, "relu",
                  "densenet201_weights_tf_dim_ordering_tf_kernels_notop.h5"),
         ArchSpec("EfficientNetB0", "EfficientNetB0", "raw", 224, 32, "top_activation",
-                 "efficientnetb0_notop.h5"),
+                 "efficientnetb0_notop.h5",
+                 imagenet_stem_scale=tuple(1 / math.sqrt(s) for s in (0.229, 0.224, 0.225))),
         ArchSpec("InceptionV3", "InceptionV3", "tf", 299, 75, "mixed10",
                  "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"),
         ArchSpec("InceptionResNetV2", "InceptionResNetV2", "tf", 299, 75, "conv_7b_ac",

@@ -7,8 +7,10 @@ checkpoint on the best validation loss, early stopping (patience 25, min delta 0
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,12 +20,18 @@ import numpy as np
 from ..data.split_table import cached_paths, read_split
 from .datasets import make_dataset
 from .losses import label_weights, make_weighted_bce
-from .model_building import build_classifier
+from .model_building import GRAPH, build_classifier, set_classifier_weights
 from .registry import METHOD_ARCHITECTURES, get_arch
 
 log = logging.getLogger(__name__)
 
 BEST_WEIGHTS = "best.weights.h5"
+TRAINING_LOG = "training_log.csv"
+BACKUP_DIR = "backup"
+CALLBACK_STATE = "callbacks.json"  # inside BACKUP_DIR: deleted with it when the run ends
+FINGERPRINT = "fingerprint.json"
+#: Config fields that change how fast a run goes, not what it learns.
+_RUNTIME_FIELDS = ("mixed_precision", "xla", "max_minutes")
 
 
 @dataclass
@@ -62,14 +70,101 @@ def set_batchnorm_momentum(model, momentum: float) -> int:
     return count
 
 
+def run_fingerprint(arch: str, table, config: TrainConfig, initial_weights: list | None) -> str:
+    """sha256 of what a member's training depends on: architecture, the train/val rows with their
+    labels (so the feedback set of a retrain too), the configuration and the initial weights."""
+    digest = hashlib.sha256()
+    rows = table.frame[table.frame["split"].isin(["train", "val"])]
+    digest.update(get_arch(arch).name.encode())
+    digest.update(rows[["ImageID", "split", *table.labels]].to_csv(index=False).encode())
+    settings_ = {k: v for k, v in asdict(config).items() if k not in _RUNTIME_FIELDS}
+    digest.update(json.dumps(settings_, sort_keys=True, default=str).encode())
+    digest.update(GRAPH.encode())
+    for weights in initial_weights or []:
+        array = np.ascontiguousarray(weights)
+        digest.update(str((array.dtype, array.shape)).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _prepare_run_dir(out_dir: Path, fingerprint: str) -> None:
+    """Keep an interrupted run (a backup) of the same fingerprint, to resume it; otherwise
+    remove what an earlier run left (backup, checkpoint, logs), so nothing of it is mixed in."""
+    marker = out_dir / FINGERPRINT
+    recorded = json.loads(marker.read_text()).get("fingerprint") if marker.is_file() else None
+    if recorded == fingerprint and (out_dir / BACKUP_DIR).is_dir():
+        log.info("resuming the interrupted run in %s", out_dir)
+    else:
+        for name in (BACKUP_DIR, BEST_WEIGHTS, TRAINING_LOG, "run.json", "tensorboard"):
+            path = out_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    marker.write_text(json.dumps({"fingerprint": fingerprint}))
+
+
+def _callback_state_class():
+    import keras
+
+    class CallbackState(keras.callbacks.Callback):
+        """Persist the best-checkpoint and early-stopping state next to BackupAndRestore's backup
+        (which restores weights, optimizer and epoch only), and restore it on resume. Must come
+        after both callbacks in the list: Keras resets EarlyStopping in its on_train_begin."""
+
+        def __init__(self, path: Path, checkpoint, stopping):
+            super().__init__()
+            self.path, self.checkpoint, self.stopping = Path(path), checkpoint, stopping
+
+        def on_train_begin(self, logs=None):
+            if not self.path.is_file():
+                return
+            state = json.loads(self.path.read_text())
+            self.checkpoint.best = state["checkpoint_best"]
+            self.stopping.best = state["stopping_best"]
+            self.stopping.wait = state["stopping_wait"]
+            self.stopping.best_epoch = state["stopping_best_epoch"]
+            log.info("resuming after epoch %d: best %s = %s", state["epoch"] + 1,
+                     self.stopping.monitor, state["checkpoint_best"])
+
+        def on_epoch_end(self, epoch, logs=None):
+            def plain(value):
+                return None if value is None else float(value)
+
+            state = {"epoch": int(epoch), "checkpoint_best": plain(self.checkpoint.best),
+                     "stopping_best": plain(self.stopping.best),
+                     "stopping_wait": int(self.stopping.wait),
+                     "stopping_best_epoch": int(self.stopping.best_epoch)}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state))
+            tmp.replace(self.path)
+
+    return CallbackState
+
+
+def _epoch_log(out_dir: Path):
+    """The whole run's per-epoch log (all sessions of a resumed run), one row per epoch."""
+    import pandas as pd
+
+    path = out_dir / TRAINING_LOG
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    frame = pd.read_csv(path)
+    return frame.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+
+
 def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_dir: str | Path,
                  config: TrainConfig | None = None, split_table=None,
-                 initial_weights: list | None = None, strategy="auto") -> dict:
+                 initial_weights: list | None = None, strategy="auto",
+                 callbacks: list | None = None) -> dict:
     """Train one architecture; returns the run record (also written to `out_dir/run.json`).
 
     `initial_weights` (a Keras weight list) starts from an existing member: fine-tuning.
     `strategy`: a `--strategy` name or a tf.distribute strategy; `config.batch_size` is the
-    global batch, split across replicas. Only the chief writes to `out_dir`."""
+    global batch, split across replicas. Only the chief writes to `out_dir`. An interrupted run
+    of the same fingerprint resumes (`run_fingerprint`); `callbacks` are added after the
+    built-in ones."""
     import keras
 
     from .runtime import (all_agree_to_stop, configure, distribution_strategy,
@@ -83,6 +178,8 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
     table = split_table or read_split(split_csv)
     out_dir = writing_dir(out_dir, strategy)
     out_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = run_fingerprint(spec.name, table, config, initial_weights)
+    _prepare_run_dir(out_dir, fingerprint)
     train, val = table.part("train"), table.part("val")
     y_train, y_val = table.targets("train"), table.targets("val")
     w_pos, w_neg = label_weights(y_train)
@@ -95,9 +192,12 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
                                       weights=config.weights, augment=config.augment)
         model = classifier.model
         if initial_weights is not None:
-            model.set_weights(initial_weights)
+            set_classifier_weights(model, initial_weights)
+        # the fast from-scratch momentum only for a run from random weights; fine-tuning from
+        # ImageNet or from a member's weights keeps the architecture's own
+        from_scratch = config.weights is None and initial_weights is None
         momentum = config.bn_momentum if config.bn_momentum is not None else (
-            0.9 if config.weights is None else None)
+            0.9 if from_scratch else None)
         if momentum is not None:
             set_batchnorm_momentum(model, momentum)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
@@ -105,14 +205,20 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
                       metrics=[keras.metrics.AUC(multi_label=True, from_logits=True, name="auc")],
                       jit_compile=bool(config.xla))
     mode = "max" if "auc" in config.monitor else "min"
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        str(out_dir / BEST_WEIGHTS), monitor=config.monitor, mode=mode, save_best_only=True,
+        save_weights_only=True)
+    # no restore_best_weights: the best checkpoint is loaded after fit, resumed or not
+    stopping = keras.callbacks.EarlyStopping(
+        monitor=config.monitor, mode=mode, patience=config.patience, min_delta=config.min_delta)
     callbacks = [cb for cb in (replica_sync_callback(strategy),) if cb is not None] + [
-        keras.callbacks.ModelCheckpoint(str(out_dir / BEST_WEIGHTS), monitor=config.monitor,
-                                        mode=mode, save_best_only=True, save_weights_only=True),
-        keras.callbacks.EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience,
-                                      min_delta=config.min_delta, restore_best_weights=True),
-        keras.callbacks.CSVLogger(str(out_dir / "training_log.csv"), append=True),
+        checkpoint,
+        stopping,
+        keras.callbacks.CSVLogger(str(out_dir / TRAINING_LOG), append=True),
         keras.callbacks.TensorBoard(str(out_dir / "tensorboard"), write_graph=False),
-        keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=True),
+        keras.callbacks.BackupAndRestore(str(out_dir / BACKUP_DIR), delete_checkpoint=True),
+        _callback_state_class()(out_dir / BACKUP_DIR / CALLBACK_STATE, checkpoint, stopping),
+        *(callbacks or []),
     ]
     if config.max_minutes:
         deadline = time.time() + config.max_minutes * 60
@@ -124,18 +230,25 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
 
         callbacks.append(TimeBudget())
     started = time.perf_counter()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
-                        callbacks=callbacks, verbose=2)
+    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
+              verbose=2)
     if (out_dir / BEST_WEIGHTS).is_file():
         model.load_weights(str(out_dir / BEST_WEIGHTS))
+    epochs = _epoch_log(out_dir)  # every epoch of the run, before and after any resume
+
+    def best(column: str, pick) -> float:
+        return float(pick(epochs[column])) if column in epochs else float("nan")
+
     record = {
         "arch": spec.name,
         "labels": table.labels,
         "config": asdict(config),
         "runtime": {**runtime, **strategy_record(strategy, config.batch_size)},
-        "epochs_run": len(history.history.get("loss", [])),
-        "best_val_loss": float(min(history.history.get("val_loss", [np.nan]))),
-        "best_monitored": float((max if mode == "max" else min)(history.history.get(config.monitor, [np.nan]))),
+        "graph": GRAPH,
+        "fingerprint": fingerprint,
+        "epochs_run": int(len(epochs)),
+        "best_val_loss": best("val_loss", min),
+        "best_monitored": best(config.monitor, max if mode == "max" else min),
         "train_seconds": round(time.perf_counter() - started, 1),
         "train_images": int(len(train)),
         "val_images": int(len(val)),
@@ -146,17 +259,19 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
     return record
 
 
-def load_finished_member(member_dir: Path, labels: list[str]) -> dict | None:
-    """The record of a member whose run finished (run.json + best weights), with its model."""
+def load_finished_member(member_dir: Path, labels: list[str], fingerprint: str) -> dict | None:
+    """The record of a member whose run finished (run.json + best weights) with the same
+    fingerprint (`run_fingerprint`), with its model; None when there is no such run."""
     run_file, weights = Path(member_dir) / "run.json", Path(member_dir) / BEST_WEIGHTS
     if not run_file.is_file() or not weights.is_file():
         return None
     record = json.loads(run_file.read_text())
-    if record.get("labels") != labels:
+    if record.get("labels") != labels or record.get("fingerprint") != fingerprint \
+            or record.get("graph") != GRAPH:
         return None
     classifier = build_classifier(record["arch"], labels, record["config"]["input_size"],
                                   weights=None, augment=record["config"].get("augment", True))
-    classifier.model.load_weights(str(weights))
+    classifier.model.load_weights(str(weights))  # also refreshes Normalization state
     record["classifier"] = classifier
     return record
 
@@ -170,7 +285,7 @@ def train_ensemble(cache_dir: str | Path, split_csv: str | Path, out_dir: str | 
                    extra_manifest: dict | None = None, strategy="auto") -> Path:
     """Train every architecture, then write `out_dir/bundle` with validation thresholds
     (on the chief; another worker of a cluster writes to its own scratch folders)."""
-    from .bundle import write_bundle
+    from .bundle import as_deployed, write_bundle
     from .inference import predict_members
     from .runtime import distribution_strategy, writing_dir
 
@@ -180,16 +295,20 @@ def train_ensemble(cache_dir: str | Path, split_csv: str | Path, out_dir: str | 
     members = []
     for i, arch in enumerate(archs):
         member_dir = out_dir / get_arch(arch).name
-        record = load_finished_member(writing_dir(member_dir, strategy), table.labels)
+        start = initial[i] if initial is not None else None
+        fingerprint = run_fingerprint(arch, table, config or TrainConfig(), start)
+        record = load_finished_member(writing_dir(member_dir, strategy), table.labels, fingerprint)
         if record is not None:  # an interrupted ensemble run does not redo finished members
-            log.info("%s already trained in %s; reusing it", arch, member_dir)
+            log.info("%s already trained in %s with the same data, settings and start; reusing it",
+                     arch, member_dir)
         else:
             log.info("training %s", arch)
             record = train_member(arch, cache_dir, split_csv, member_dir, config, split_table=table,
-                                  initial_weights=initial[i] if initial is not None else None,
-                                  strategy=strategy)
+                                  initial_weights=start, strategy=strategy)
         members.append(record)
     classifiers = [m.pop("classifier") for m in members]
+    for classifier in classifiers:  # thresholds are chosen on the float16 weights the bundle ships
+        as_deployed(classifier.model)
     val = table.part("val")
     val_probs = predict_members(classifiers, cached_paths(cache_dir, val),
                                 (config or TrainConfig()).input_size)

@@ -409,11 +409,16 @@ def save_feedback(open_store: Callable[[], FeedbackStore], submission: Submissio
 
 
 def latest_reviews(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each reviewer's latest version per image and bundle."""
+    """Each reviewer's latest review of each image, across bundles: a reviewer who reviewed an
+    image under a parent bundle and again under its retrained child counts once, with the
+    revision. Latest = newest `created_at`, then highest row id (frame order when absent)."""
     if frame.empty:
         return frame
-    idx = frame.groupby(["image_sha256", "bundle_id", "reviewer"])["version"].idxmax()
-    return frame.loc[idx].reset_index(drop=True)
+    keys = [c for c in ("created_at", "id") if c in frame.columns]
+    ordered = frame.reset_index(drop=True)
+    ordered = ordered.sort_values(keys, kind="stable") if keys else ordered
+    latest = ordered.groupby(["image_sha256", "reviewer"], sort=False).tail(1)
+    return latest.sort_index().reset_index(drop=True)
 
 
 def agreement_stats(frame: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
@@ -429,7 +434,7 @@ def agreement_stats(frame: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
         model = latest["model_labels"].map(lambda v: label in v)
         expert = latest["expert_labels"].map(lambda v: label in v)
         pairs = agree = 0
-        for _, group in latest.groupby(["image_sha256", "bundle_id"]):
+        for _, group in latest.groupby("image_sha256"):
             calls = group["expert_labels"].map(lambda v: label in v).tolist()
             for i in range(len(calls)):
                 for j in range(i + 1, len(calls)):

@@ -1,10 +1,13 @@
 """`retrain`: fine-tune a bundle's members with the experts' final labels.
 
-Policy for the labels of an image: each reviewer's latest version counts once; per label, the
-majority of those reviewers decides, and a tie counts as present (an expert saw it). Reviewed
-images that belong to the bundle's test split (same sha256) are never trained on, so the
-before/after comparison on the untouched test split stays fair. A reviewed image that is also an
-original training image takes the experts' labels instead of the original ones.
+Policy for the labels of an image: each reviewer's latest review of it (across bundles) counts
+once; per label, the majority of those reviewers decides, and a tie counts as present (an expert
+saw it). Reviewed images of the bundle's validation or test split are never trained on, so the
+thresholds and the before/after comparison on the untouched test split stay fair: an image is
+held out when its bytes match a held-out image, when the split knows its patient (by content or
+file name) and that patient has held-out images, or when its pixels match a held-out image
+(`perceptual_hash`: catches re-encoded or resized copies). A reviewed image that is also an
+original training image (same bytes) takes the experts' labels instead of the original ones.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from ..base.errors import CxrError, DataError
 from ..data.split_table import read_split
 from ..explain.engines import compile_bundle
 from ..imaging.batch_preprocess import list_images, preprocess_split
+from ..imaging.image_io import load_image, perceptual_hash, same_pixels
 from ..modeling.bundle import Bundle, publish_bundle, write_manifest
 from ..modeling.model_card import write_model_card
 from .feedback import FeedbackStore, latest_reviews
@@ -48,13 +52,38 @@ def _original_path(root: Path, image_id: str, image_dir) -> Path:
     return nested if nested is not None and nested.is_file() else root / image_id
 
 
+def fine_tune_config(parent: Bundle, epochs: int, learning_rate: float):
+    """The training configuration of a retrain: from the parent's weights, at its input size."""
+    from ..modeling.training import TrainConfig
+
+    return TrainConfig(weights=None, learning_rate=learning_rate, epochs=epochs,
+                       patience=max(2, epochs), seed=0, input_size=parent.input_size)
+
+
+def held_out_part(path: Path, sha: str, frame: pd.DataFrame, held_out_hashes: dict) -> str | None:
+    """'val' or 'test' when a reviewed image belongs to the split's held-out parts (rules in the
+    module docstring); None when it may be trained on. `frame` has a `sha256` column;
+    `held_out_hashes` maps 'val'/'test' to the perceptual hashes of their images."""
+    rows = frame[(frame["sha256"] == sha) | (frame["ImageID"].astype(str) == path.name)]
+    patients = set(rows["PatientID"].astype(str))
+    for part in ("test", "val"):
+        held = frame[frame["split"] == part]
+        if sha in set(held["sha256"]) or patients & set(held["PatientID"].astype(str)):
+            return part
+    pixels = perceptual_hash(load_image(path).pixels)
+    for part in ("test", "val"):
+        if any(same_pixels(pixels, other) for other in held_out_hashes[part]):
+            return part
+    return None
+
+
 def retrain(bundle_dir: str | Path, feedback_url: str, images_dir: str | Path, out_dir: str | Path,
             epochs: int = 5, data_root: str | Path | None = None, learning_rate: float = 1e-4,
             work_dir: str | Path | None = None) -> dict:
     """Merge feedback into the training data, fine-tune, re-evaluate, write a new bundle."""
     from ..imaging.segmentation import LungSegmenter
     from ..modeling.evaluation import evaluate_bundle
-    from ..modeling.training import TrainConfig, train_ensemble
+    from ..modeling.training import train_ensemble
     from .pipeline import resolve_segmenter
 
     parent = Bundle.load(bundle_dir)
@@ -79,16 +108,20 @@ def retrain(bundle_dir: str | Path, feedback_url: str, images_dir: str | Path, o
     consensus = consensus_labels(reviews, parent.labels).set_index("image_sha256")
 
     frame = table.frame.copy()
-    frame["sha256"] = [_sha256(_original_path(root, i, d)) for i, d in zip(frame["ImageID"], frame["ImageDir"])]
-    test_hashes = set(frame.loc[frame["split"] == "test", "sha256"])
-    val_hashes = set(frame.loc[frame["split"] == "val", "sha256"])
+    originals = [_original_path(root, i, d) for i, d in zip(frame["ImageID"], frame["ImageDir"])]
+    frame["sha256"] = [_sha256(path) for path in originals]
+    held_out_hashes = {part: [perceptual_hash(load_image(path).pixels)
+                              for path, split in zip(originals, frame["split"]) if split == part]
+                       for part in ("val", "test")}
     reviewed = {}
     for path in list_images(images_dir):
         sha = _sha256(path)
         if sha in consensus.index:
             reviewed[sha] = path
-    used = [s for s in reviewed if s not in test_hashes and s not in val_hashes]
-    excluded_test = [s for s in reviewed if s in test_hashes]
+    parts = {sha: held_out_part(path, sha, frame, held_out_hashes) for sha, path in reviewed.items()}
+    used = [s for s in reviewed if parts[s] is None]
+    excluded_test = [s for s in reviewed if parts[s] == "test"]
+    excluded_val = [s for s in reviewed if parts[s] == "val"]
 
     work = Path(work_dir or Path(out_dir).with_name(Path(out_dir).name + "_work"))
     staging = work / "feedback_images"
@@ -117,13 +150,12 @@ def retrain(bundle_dir: str | Path, feedback_url: str, images_dir: str | Path, o
         pd.DataFrame(new_rows).to_csv(work / "split_feedback.csv", index=False)
         preprocess_split(staging, work / "split_feedback.csv", cache, segmenter, workers=1)
 
-    config = TrainConfig(weights=None, learning_rate=learning_rate, epochs=epochs,
-                         patience=max(2, epochs), seed=0,
-                         input_size=parent.input_size)
+    config = fine_tune_config(parent, epochs, learning_rate)
     lineage = {"parent_bundle_id": parent.bundle_id, "reviews_used": int(len(latest_reviews(reviews))),
                "images_used": len(used), "new_training_images": len(new_rows),
                "relabelled_training_images": len(used) - len(new_rows),
                "excluded_test_images": len(excluded_test),
+               "excluded_validation_images": len(excluded_val),
                "before": parent.manifest.get("metrics", {}).get("overall", {})}
     initial = [c.model.get_weights() for c in parent.classifiers]
     run_bundle = train_ensemble(cache, merged_split, work / "runs", tuple(parent.archs), config,

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -96,3 +98,73 @@ def test_named_augmentation_is_a_training_only_layer_setting():
     assert moved["mild"] < 0.8 * moved["method"]
     x = tf.constant(image[:2])
     assert np.array_equal(layer(x, training=False).numpy(), image[:2])  # identity at inference
+
+
+def _pretend_imagenet_is_cached(monkeypatch):
+    """weights="imagenet" builds Keras's ImageNet graph offline: the download is skipped and
+    loading assigns seeded random values (ImageNet-like Normalization statistics included)."""
+    import keras
+    from keras.src.utils import file_utils
+
+    from cxr_core.modeling.model_building import refresh_layer_state
+
+    monkeypatch.setattr(file_utils, "get_file", lambda *args, **kwargs: "/offline/imagenet.h5")
+
+    def load_weights(self, path, *args, **kwargs):
+        rng = np.random.default_rng(len(self.weights))
+        values = []
+        for variable in self.weights:
+            value = np.asarray(variable)
+            stem = re.match(r"normalization(_\d+)?/", variable.path)  # Keras's Normalization
+            if value.dtype.kind == "f":
+                if stem and variable.path.endswith("variance"):
+                    value = rng.uniform(0.05, 0.07, value.shape)
+                elif stem and variable.path.endswith("mean"):
+                    value = rng.uniform(0.4, 0.5, value.shape)
+                elif variable.path.endswith("variance"):
+                    value = rng.uniform(0.8, 1.2, value.shape)
+                else:
+                    value = value + rng.normal(0, 0.01, value.shape)
+            values.append(value.astype(np.asarray(variable).dtype))
+        self.set_weights(values)
+        refresh_layer_state(self)
+
+    monkeypatch.setattr(keras.Model, "load_weights", load_weights)
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_member_trained_from_imagenet_reloads_as_the_same_model(arch, monkeypatch, tmp_path):
+    """Build as training does (ImageNet weights), store it in a bundle, reload: same outputs."""
+    import keras
+
+    from cxr_core.modeling.bundle import Bundle, write_bundle
+    from cxr_core.modeling.model_building import set_classifier_weights
+
+    _pretend_imagenet_is_cached(monkeypatch)
+    spec = get_arch(arch)
+    size = max(64, spec.min_size)
+    keras.utils.set_random_seed(0)
+    trained = build_classifier(arch, LABELS, size, weights="imagenet")
+    # what the bundle stores (float16), so that only the graph can make a difference
+    set_classifier_weights(trained.model, [w.astype(np.float16).astype(w.dtype) if w.dtype.kind == "f"
+                                           else w for w in trained.model.get_weights()])
+    x = xray_batch(2, size)[..., None]
+    rng = np.random.default_rng(0)
+    config = {"weights": "imagenet", "input_size": size}
+    bundle_dir = write_bundle(tmp_path / "b", [trained], LABELS, "t", rng.random((1, 6, 4)),
+                              rng.integers(0, 2, (6, 4)),
+                              training={"members": [{"config": config}], "config": config})
+    reloaded = Bundle.load(bundle_dir).classifiers[0]
+    # the stem's first convolution (deep random networks wash input scaling out), the
+    # Grad-CAM features and the logits must all be those of the trained model
+    for before, after in zip(_probe(trained, x), _probe(reloaded, x)):
+        assert np.abs(after - before).max() < 1e-4 * (1 + np.abs(before).max())
+
+
+def _probe(classifier, x):
+    import keras
+
+    model = classifier.model
+    first_conv = next(l for l in model.layers if type(l).__name__ == "Conv2D")
+    probe = keras.Model(model.inputs, [first_conv.output, *classifier.explainer.outputs])
+    return [np.asarray(t) for t in probe(x, training=False)]

@@ -87,3 +87,154 @@ def test_batchnorm_momentum_is_set_on_every_bn_layer():
     bns = [l for l in model.layers if type(l).__name__ == "BatchNormalization"]
     assert count == len(bns) > 0 and all(l.momentum == 0.9 for l in bns)
     set_batchnorm_momentum(model, 0.999)
+
+
+# --- small runs on synthetic crops (seconds each) -------------------------------------------
+
+TINY = dict(input_size=32, batch_size=4, epochs=1, weights=None, patience=5, learning_rate=1e-3,
+            augment=True)
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    from ..helpers import tiny_cache
+
+    return tiny_cache(tmp_path / "data")
+
+
+@pytest.fixture
+def mixed_float16():
+    """Train as `--mixed-precision auto` does on a GPU; the global policy is restored after."""
+    import keras
+
+    yield TrainConfig(**{**TINY, "mixed_precision": True})
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def _finite_float32(record, tmp_dir):
+    import keras
+
+    assert np.isfinite(pd.read_csv(tmp_dir / "training_log.csv")["loss"]).all()
+    classifier = record["classifier"] if isinstance(record, dict) else record
+    x = np.random.default_rng(0).random((2, 32, 32, 1)).astype("float32")
+    out = classifier.model(x, training=False)
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    features, logits = classifier.features_and_logits(x)
+    assert logits.dtype == np.float32 and np.isfinite(logits).all() and np.isfinite(features).all()
+
+
+def test_every_training_entry_point_runs_under_mixed_float16(synthetic, mixed_float16, tmp_path):
+    from cxr_core.modeling.training import train_member
+    from cxr_core.review.retrain import fine_tune_config
+
+    cache, split = synthetic
+    record = train_member("MobileNetV2", cache, split, tmp_path / "one", mixed_float16)
+    _finite_float32(record, tmp_path / "one")
+    bundle_dir = train_ensemble(cache, split, tmp_path / "ens", ("MobileNetV2",), mixed_float16,
+                                label_set="tiny")
+    _finite_float32(Bundle.load(bundle_dir).classifiers[0], tmp_path / "ens" / "MobileNetV2")
+    # retrain's call: fine-tuning from the parent's members with its configuration
+    parent = Bundle.load(bundle_dir)
+    config = fine_tune_config(parent, epochs=1, learning_rate=1e-4)
+    config.mixed_precision, config.batch_size = True, 4
+    child = train_ensemble(cache, split, tmp_path / "ft", ("MobileNetV2",), config, label_set="tiny",
+                           initial=[c.model.get_weights() for c in parent.classifiers])
+    _finite_float32(Bundle.load(child).classifiers[0], tmp_path / "ft" / "MobileNetV2")
+
+
+def _bn_momenta(model):
+    return {l.momentum for l in model.layers if type(l).__name__ == "BatchNormalization"}
+
+
+def test_fine_tuning_keeps_the_architectures_batchnorm_momentum(synthetic, tmp_path):
+    from cxr_core.modeling.training import train_member
+
+    cache, split = synthetic
+    scratch = train_member("MobileNetV2", cache, split, tmp_path / "scratch", TrainConfig(**TINY))
+    assert _bn_momenta(scratch["classifier"].model) == {0.9}  # from random weights: fast
+    start = scratch["classifier"].model.get_weights()
+    tuned = train_member("MobileNetV2", cache, split, tmp_path / "tuned", TrainConfig(**TINY),
+                         initial_weights=start)
+    assert _bn_momenta(tuned["classifier"].model) == {0.999}  # Keras's MobileNetV2 default
+
+
+def test_finished_members_are_reused_only_with_the_same_fingerprint(synthetic, tmp_path):
+    cache, split = synthetic
+    out = tmp_path / "ens"
+    config = TrainConfig(**TINY)
+    log_file = out / "MobileNetV2" / "training_log.csv"
+
+    def run(cfg=config, split_csv=split, initial=None):
+        before = log_file.read_text() if log_file.is_file() else None
+        train_ensemble(cache, split_csv, out, ("MobileNetV2",), cfg, label_set="tiny", initial=initial)
+        return log_file.read_text() != before  # True: trained anew
+
+    assert run()
+    assert not run()  # the same run again: reused
+    assert run(TrainConfig(**{**TINY, "learning_rate": 5e-4}))  # other configuration
+    frame = pd.read_csv(split)
+    frame.loc[frame["split"] == "train", "a"] = 1 - frame.loc[frame["split"] == "train", "a"]
+    relabelled = tmp_path / "relabelled.csv"  # other labels (e.g. a new feedback set)
+    frame.to_csv(relabelled, index=False)
+    assert run(TrainConfig(**{**TINY, "learning_rate": 5e-4}), relabelled)
+    weights = Bundle.load(out / "bundle").classifiers[0].model.get_weights()
+    assert run(TrainConfig(**{**TINY, "learning_rate": 5e-4}), relabelled, [weights])  # other start
+    assert not run(TrainConfig(**{**TINY, "learning_rate": 5e-4}), relabelled, [weights])
+
+
+def test_thresholds_are_chosen_on_the_deployed_float16_weights(synthetic, tmp_path):
+    from cxr_core.modeling.inference import predict_members
+    from cxr_core.modeling.thresholds import threshold_table
+
+    cache, split = synthetic
+    bundle = Bundle.load(train_ensemble(cache, split, tmp_path / "ens", ("MobileNetV2",),
+                                        TrainConfig(**TINY), label_set="tiny"))
+    table = read_split(split)
+    val_probs = predict_members(bundle.classifiers, cached_paths(cache, table.part("val")), 32)
+    expected = threshold_table(val_probs, table.targets("val"))
+    for method, entry in bundle.manifest["thresholds"].items():
+        assert np.allclose(entry["ensemble"], expected[method]["ensemble"], rtol=0, atol=1e-7)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_resumed_run_matches_the_uninterrupted_run(synthetic, tmp_path):
+    """Interrupt after epoch k, resume: the checkpoint, early stopping and run.json carry on as
+    in one uninterrupted run of the same seed."""
+    import keras
+
+    from cxr_core.modeling.training import train_member
+
+    cache, split = synthetic
+    # one batch per epoch, no augmentation: the run is deterministic enough to compare
+    config = TrainConfig(**{**TINY, "epochs": 8, "patience": 2, "batch_size": 8, "augment": False,
+                            "learning_rate": 3e-3})
+    full = train_member("MobileNetV2", cache, split, tmp_path / "full", config)
+    full_log = pd.read_csv(tmp_path / "full" / "training_log.csv")
+    losses = full_log["val_loss"].to_numpy()
+    # interrupt right after the best epoch: every later epoch is worse, so a reset checkpoint
+    # would overwrite the best weights and a reset patience would run longer
+    k = int(np.argmin(losses))
+    assert k + 1 < len(losses), f"the run must go on after its best epoch: {losses}"
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == k:
+                raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        train_member("MobileNetV2", cache, split, tmp_path / "cut", config, callbacks=[Interrupt()])
+    assert (tmp_path / "cut" / "backup").is_dir()
+    resumed = train_member("MobileNetV2", cache, split, tmp_path / "cut", config)
+    resumed_log = pd.read_csv(tmp_path / "cut" / "training_log.csv")
+    assert resumed_log["epoch"].tolist() == full_log["epoch"].tolist()  # stopped at the same epoch
+    assert np.allclose(resumed_log["val_loss"], full_log["val_loss"], rtol=1e-3, atol=1e-5)
+    for key in ("epochs_run", "best_val_loss", "best_monitored"):
+        assert resumed[key] == pytest.approx(full[key], rel=1e-3), key
+    x = np.random.default_rng(0).random((2, 32, 32, 1)).astype("float32")
+    best_full = np.asarray(full["classifier"].model(x, training=False))
+    best_resumed = np.asarray(resumed["classifier"].model(x, training=False))
+    assert np.allclose(best_full, best_resumed, rtol=1e-3, atol=1e-5)  # the same best checkpoint
+    assert not (tmp_path / "cut" / "backup").exists()

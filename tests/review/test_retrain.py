@@ -2,6 +2,7 @@
 
 import hashlib
 import shutil
+from pathlib import Path
 
 import pandas as pd
 
@@ -12,6 +13,9 @@ from cxr_core.review.feedback import FeedbackStore, Submission, latest_reviews
 from cxr_core.review.retrain import consensus_labels, retrain
 
 from ..conftest import require
+
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_consensus_policy_majority_tie_counts_present():
@@ -64,3 +68,64 @@ def test_retrain_end_to_end_on_default_bundle(tmp_path, cxr_public):
         assert relabelled.loc[image_id, parent.labels[0]] == 0  # the expert said absent
     assert result["summary"]["test_auc_ctp_after"] is not None
     assert child.has_lite  # verified by Bundle.load above, checksums included
+
+
+def test_a_reviewer_counts_once_per_image_across_bundles(tmp_path):
+    """A revision under the retrained child replaces the reviewer's vote under the parent."""
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'fb.sqlite'}")
+    labels = ["L1", "L2"]
+
+    def review(reviewer, bundle, present):
+        store.submit(Submission(
+            image_sha256="f" * 64, bundle_id=bundle, label_set="s", reviewer=reviewer, labels=labels,
+            probabilities=[0.5, 0.5], thresholds=[0.5, 0.5], model_positive=[False, False],
+            agreement=[0, 0], decisions={}, added_labels=present))
+
+    review("r1", "parent", ["L1"])
+    review("r2", "parent", [])
+    review("r3", "parent", ["L1"])
+    review("r1", "parent-ft3", [])  # r1 changes their mind under the child bundle
+    frame = store.reviews_frame()
+    latest = latest_reviews(frame)
+    assert len(latest) == 3 and sorted(latest["reviewer"]) == ["r1", "r2", "r3"]
+    assert latest.set_index("reviewer").loc["r1", "bundle_id"] == "parent-ft3"
+    out = consensus_labels(frame, labels).set_index("image_sha256").iloc[0]
+    assert out["reviewers"] == 3 and out["L1"] == 0  # 1 of 3 (r3), not a 2-of-4 tie
+
+
+def test_test_images_are_held_out_by_patient_and_by_pixels(tmp_path):
+    """A re-encoded copy of a test image, or another file of a test patient, is never trained on."""
+    import cv2
+
+    from cxr_core.review.retrain import held_out_part
+
+    samples = sorted((REPO / "assets" / "samples").glob("*.png"))
+    root = tmp_path / "original"
+    root.mkdir()
+    for i, path in enumerate(samples):
+        shutil.copy(path, root / f"s{i}.png")
+    frame = pd.DataFrame({"ImageID": [f"s{i}.png" for i in range(3)], "ImageDir": "",
+                          "PatientID": ["p-test", "p-val", "p-train"],
+                          "split": ["test", "val", "train"]})
+    frame["sha256"] = [hashlib.sha256((root / i).read_bytes()).hexdigest() for i in frame["ImageID"]]
+    from cxr_core.imaging.image_io import load_image, perceptual_hash
+
+    hashes = {part: [perceptual_hash(load_image(root / i).pixels)
+                     for i in frame.loc[frame["split"] == part, "ImageID"]] for part in ("val", "test")}
+
+    def part_of(path):
+        return held_out_part(path, hashlib.sha256(path.read_bytes()).hexdigest(), frame, hashes)
+
+    reviewed = tmp_path / "reviewed"
+    reviewed.mkdir()
+    raw = cv2.imread(str(root / "s0.png"), cv2.IMREAD_GRAYSCALE)
+    small = cv2.resize(raw, (raw.shape[1] * 3 // 4, raw.shape[0] * 3 // 4), interpolation=cv2.INTER_AREA)
+    copy = reviewed / "upload.jpg"  # the test image, re-encoded: other bytes, other name
+    copy.write_bytes(cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 70])[1].tobytes())
+    assert part_of(copy) == "test"
+    shutil.copy(samples[3], reviewed / "s0.png")  # another file under a test image's name
+    assert part_of(reviewed / "s0.png") == "test"
+    assert part_of(root / "s1.png") == "val"
+    assert part_of(root / "s2.png") is None  # a training image may be re-labelled
+    shutil.copy(samples[3], reviewed / "new.png")
+    assert part_of(reviewed / "new.png") is None  # an unknown image may be trained on

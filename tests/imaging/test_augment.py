@@ -1,0 +1,41 @@
+"""The augmentation samples transforms as Keras's ImageDataGenerator reads its settings."""
+
+import math
+
+import numpy as np
+
+from cxr_core.imaging.augment import METHOD_AUGMENT, AugmentConfig, augment_images, random_affine
+
+
+def _matrices(cfg, n=4000):
+    import tensorflow as tf
+
+    tf.random.set_seed(0)
+    t = np.asarray(random_affine(n, 64, 64, cfg))
+    return t[:, [0, 1, 3, 4]].reshape(n, 2, 2)  # [[a0, a1], [b0, b1]]
+
+
+def test_zoom_is_drawn_independently_for_x_and_y():
+    m = _matrices(AugmentConfig(rotation=0, shear=0, shift=0, horizontal_flip=False, zoom=0.1))
+    zx, zy = m[:, 0, 0], m[:, 1, 1]
+    assert zx.min() >= 0.9 - 1e-6 and zx.max() <= 1.1 + 1e-6
+    assert np.abs(zx - zy).max() > 0.1  # isotropic zoom would keep them equal
+    assert abs(np.corrcoef(zx, zy)[0, 1]) < 0.1
+
+
+def test_shear_range_is_in_degrees():
+    m = _matrices(AugmentConfig(rotation=0, zoom=0, shift=0, horizontal_flip=False, shear=10.0))
+    shear = np.arcsin(-m[:, 0, 1]) * 180 / math.pi  # a1 = -sin(shear) without rotation or zoom
+    assert np.abs(shear).max() <= 10.0 + 1e-3 and np.abs(shear).max() > 9.0
+    method = _matrices(METHOD_AUGMENT)
+    det = np.linalg.det(method)  # |zx * zy * cos(shear)|: the method's 0.1 degrees barely shears
+    assert np.abs(det).min() > 0.8 ** 2 and np.abs(det).max() < 1.1 ** 2 + 1e-5
+
+
+def test_augmented_batch_stays_in_unit_range():
+    import tensorflow as tf
+
+    tf.random.set_seed(0)
+    x = tf.random.uniform([3, 32, 32, 1])
+    y = augment_images(x)
+    assert y.shape == x.shape and float(tf.reduce_min(y)) >= 0 and float(tf.reduce_max(y)) <= 1
