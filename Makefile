@@ -35,7 +35,7 @@ postgres:
 	@bash scripts/pg_throwaway.sh ensure
 
 test: install browser postgres
-	$(PY) -m pytest
+	$(PY) scripts/run_tests.py
 
 bench: install
 	$(PY) -m benchmarks.run_all

@@ -393,7 +393,10 @@ def save_feedback(open_store: Callable[[], FeedbackStore], submission: Submissio
     answers as the reviewer's latest version stores nothing (`skip_unchanged`)."""
     try:
         store = open_store()
-        previous = latest_version(store, submission) if skip_unchanged else None
+        try:
+            previous = latest_version(store, submission) if skip_unchanged else None
+        except FeedbackStoreError:  # reading failed: the submit below says what went wrong
+            previous = None
         if previous is not None and same_answers(previous, submission):
             return SaveResult(True, f"Nothing changed since version {previous['version']}: "
                                     "not saved again.", previous, unchanged=True)
