@@ -91,4 +91,5 @@ REFUSED = {
     "empty.png": "The file is empty.",
     "renamed.png": "not a PNG, JPEG or DICOM",
     "bomb.png": "more than the limit",
+    "lateral.dcm": "lateral or oblique",  # the input check: not a frontal view
 }
