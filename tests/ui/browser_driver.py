@@ -8,6 +8,7 @@ is adapted here once.
 from __future__ import annotations
 
 import asyncio
+import re
 import contextlib
 import math
 import os
@@ -94,10 +95,11 @@ class SessionResult:
 
 
 async def answer_every_finding(page) -> None:
-    """Pick 'agree' in every finding's radio group of the feedback form (no default answers)."""
-    groups = page.locator(f"{FORM} {RADIO_GROUP}")
-    for i in range(await groups.count()):
-        await groups.nth(i).get_by_text(AGREE_OPTION, exact=True).click()
+    """Answer every finding as the model did (the form has no default answers): the form's
+    explicit "Agree with the model on the N unanswered" button."""
+    button = page.get_by_role("button", name=re.compile(r"^Agree with the model"))
+    await button.click()
+    await button.wait_for(state="detached", timeout=120_000)
 
 
 async def review_and_submit(context, url: str, result: SessionResult, comment: str,
