@@ -271,6 +271,9 @@ def test_worklist_viewer_and_feedback_in_a_real_browser(server, tmp_path):  # no
             viewer.screenshot(path=str(shots / "viewer.png"))
             # feedback from the worklist
             page.get_by_label("Reviewer name").fill("Dr Browser Worklist")
+            groups = page.locator('[data-testid="stForm"] [role=radiogroup]')  # no default answer
+            for i in range(groups.count()):
+                groups.nth(i).get_by_text("agree", exact=True).click()
             page.get_by_role("button", name="Submit feedback").click()
             page.get_by_text("Feedback saved").wait_for(timeout=60_000)
         finally:
