@@ -43,11 +43,27 @@ def test_explain_cli_bad_bundle_is_one_sentence(tmp_path, capsys):
     assert code == 2 and "manifest.json is missing" in err and "Traceback" not in err
 
 
+def _without_lite_members(bundle: Path) -> None:
+    """Turn a compiled bundle copy back into a TensorFlow-only one (as `export-bundle` writes it)."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for member in manifest["members"]:
+        lite = member.pop("lite", None)
+        if lite:
+            (bundle / lite).unlink()
+            manifest["files"].pop(lite, None)
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
 def test_compile_bundle_then_explain_with_lite_gives_the_same_predictions(tmp_path, capsys):
-    """`compile-bundle` on a copy of the default bundle, then `explain --engine lite` and
-    `--engine tensorflow` on the same X-rays agree."""
+    """A bundle without Lite members refuses `--engine lite` in one sentence; after
+    `compile-bundle`, `explain --engine lite` and `--engine tensorflow` agree."""
     bundle = tmp_path / "compiled"
     shutil.copytree(settings().default_bundle_path, bundle)
+    _without_lite_members(bundle)
+    assert main(["explain", str(SAMPLES[0]), "--bundle", str(bundle), "--out", str(tmp_path / "x"),
+                 "--engine", "lite"]) == 2
+    err = capsys.readouterr().err
+    assert "no TensorFlow Lite members" in err and "Traceback" not in err
     assert main(["compile-bundle", str(bundle)]) == 0
     assert "TensorFlow Lite members added" in capsys.readouterr().out
     frames = {}
@@ -60,8 +76,6 @@ def test_compile_bundle_then_explain_with_lite_gives_the_same_predictions(tmp_pa
     assert len(lite) == len(tf_frame) > 0
     assert (lite["probability"] - tf_frame["probability"]).abs().max() < 1e-4
     assert (lite["positive"] == tf_frame["positive"]).mean() > 0.99
-    assert main(["explain", str(SAMPLES[0]), "--out", str(tmp_path / "x"), "--engine", "lite"]) == 2
-    assert "no TensorFlow Lite members" in capsys.readouterr().err  # the default bundle has none
 
 
 def test_explain_skips_what_the_input_check_refuses_unless_forced(tmp_path, caplog):

@@ -16,7 +16,7 @@ from cxr_core.review.dicom_out import (
     sr_findings,
     write_dicom_results,
 )
-from tests.helpers import dicom_xray_bytes
+from tests.helpers import dicom_xray_bytes, png_as_dicom
 
 
 def fake_review(image, labels=("alpha", "beta", "gamma")):
@@ -86,11 +86,17 @@ def test_explain_cli_dicom_out_writes_sr_and_sc_for_dicom_inputs_only(tmp_path):
     from pathlib import Path
 
     from cxr_core.base.config import settings
+    from pydicom.uid import generate_uid
+
     from cxr_core.cli import main
 
     sample = min((Path(__file__).resolve().parents[2] / "assets" / "samples").glob("*.png"))
     source = tmp_path / "chest.dcm"
-    source.write_bytes(dicom_xray_bytes(size=320, seed=4, window=(2000, 4000)))
+    source.write_bytes(png_as_dicom(sample, Modality="DX", BodyPartExamined="CHEST",
+                                    ViewPosition="PA", PatientID="anon-1",
+                                    StudyInstanceUID=generate_uid(), SeriesInstanceUID=generate_uid(),
+                                    SOPInstanceUID=generate_uid(),
+                                    SOPClassUID="1.2.840.10008.5.1.4.1.1.1.1"))
     out = tmp_path / "out"
     assert main(["explain", str(source), str(sample), "--out", str(out), "--dicom-out"]) == 0
     assert sorted(p.name for p in out.glob("*.dcm")) == ["chest_findings_sr.dcm", "chest_report_sc.dcm"]

@@ -136,7 +136,7 @@ def _nav_titles() -> list[str]:
 
 
 def test_review_state_speed_report_and_feedback_in_a_real_browser(server):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     url, tmp_path = server
     samples = sorted((REPO / "assets" / "samples").glob("*.png"))
@@ -207,10 +207,11 @@ def test_review_state_speed_report_and_feedback_in_a_real_browser(server):
             page.locator("h1", has_text="Metrics").wait_for(timeout=120_000)
             page.locator('[data-testid="stSidebarNav"] a', has_text="Review").click()
             _settle(page, SHOWS_IMAGE, digests[0])
-            for where in ("after leaving the page", "after a reload"):
-                assert page.get_by_label("Comment").input_value() == "draft kept across pages", where
-                assert page.get_by_label("Reviewer name").input_value() == "Dr Browser", where
-                assert page.get_by_role("switch", name="Uncertainty maps").is_checked(), where
+            for _where in ("after leaving the page", "after a reload"):
+                # the draft comes back with the restored session (waits, so a loaded machine is no race)
+                expect(page.get_by_label("Comment")).to_have_value("draft kept across pages", timeout=60_000)
+                expect(page.get_by_label("Reviewer name")).to_have_value("Dr Browser", timeout=60_000)
+                expect(page.get_by_role("switch", name="Uncertainty maps")).to_be_checked(timeout=60_000)
                 page.reload(wait_until="domcontentloaded")
                 _settle(page, SHOWS_IMAGE, digests[0])
 

@@ -137,11 +137,14 @@ def test_viewer_window_heatmap_and_zoom_are_wired():
     assert hot.any()
     spread = np.abs(coloured[..., 0] - coloured[..., 2])
     assert spread[hot].mean() > spread[heat == 0].mean() + 10
-    # reset brings back the starting window
+    # reset brings back the starting window (the DICOM's VOI window, else the whole range)
+    from ui_viewer import default_window
+
+    centre, width = default_window(review)
     widget(at, "button", "Reset window").click()
     at.run()
-    assert widget(at, "slider", "Window width").value == 1.0
-    assert widget(at, "slider", "Window centre").value == 0.5
+    assert widget(at, "slider", "Window width").value == pytest.approx(min(width, 2.0), abs=1e-3)
+    assert widget(at, "slider", "Window centre").value == pytest.approx(centre, abs=1e-3)
 
 
 def test_dicom_study_starts_at_its_voi_window_and_gives_dicom_results():
@@ -167,6 +170,15 @@ def test_feedback_from_the_worklist_is_stored_and_marks_the_study_read(app_env):
     worklist, review = current_review(at)
     at.text_input[0].input("Dr Worklist")
     at.text_area[0].input("read from the worklist")
+    # no default answers: a submit with unanswered findings is refused and stores nothing
+    widget(at, "button", "Submit feedback").click()
+    at.run()
+    assert any("Answer every finding" in e.value for e in at.error)
+    assert not any("version 1" in s.value for s in at.success)
+    answers = [r for r in at.radio if r.options == ["agree", "disagree"]]
+    assert answers
+    for radio in answers:
+        radio.set_value("agree")
     widget(at, "button", "Submit feedback").click()
     at.run()
     assert not at.exception
