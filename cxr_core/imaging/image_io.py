@@ -317,7 +317,7 @@ def load_image(
         raise EmptyImageError("The file is empty.")
     fmt = sniff_format(data)
     if fmt is None and filename and Path(filename).suffix.lower() in (".dcm", ".dicom", ""):
-        fmt = "dicom" if _looks_like_raw_dicom(data) else None
+        fmt = "dicom" if looks_like_raw_dicom(data) else None
     if fmt is None:
         raise UnsupportedFormatError("The file is not a PNG, JPEG or DICOM image.")
     if filename and SUPPORTED_EXTENSIONS.get(Path(filename).suffix.lower()) not in (None, fmt):
@@ -358,6 +358,6 @@ def _unit_window(edges: tuple[float, float] | None,
     return (a + b) / 2, b - a
 
 
-def _looks_like_raw_dicom(data: bytes) -> bool:
+def looks_like_raw_dicom(data: bytes) -> bool:
     """DICOM without the 128-byte preamble starts with a group 0x0008 or 0x0002 tag."""
     return len(data) > 8 and data[:2] in (b"\x08\x00", b"\x02\x00")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..base.errors import CxrError
+from ..imaging.deidentify import PATIENT_KEYWORDS
 from ..imaging.image_io import DicomReference
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ ALGORITHM_NAME = "CXR Review ensemble (Grad-CAM)"
 SR_SERIES_NUMBER, SC_SERIES_NUMBER = 9901, 9902
 #: private coding scheme for the concepts DICOM has no code for (PS3.16: "99" prefix)
 SCHEME = "99CXRREVIEW"
-PATIENT_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
+PATIENT_TAGS = PATIENT_KEYWORDS
 
 
 class DicomOutputError(CxrError):

@@ -47,6 +47,7 @@ from sqlalchemy.exc import (
 )
 
 from ..base.errors import FeedbackError, FeedbackStoreError
+from ..imaging.deidentify import deidentified_bytes
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +250,8 @@ class FeedbackStore:
         stored under it instead of adding another (a resubmitted form is stored once).
         """
         submission.validate()
+        if image_bytes is not None and self.image_dir is not None:
+            image_bytes = deidentified_bytes(image_bytes)  # a DICOM header never reaches the disk
         review_uid = review_uid or str(uuid.uuid4())
         expert = submission.expert_labels()
         row = {

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from cxr_core.base.config import settings
 from cxr_core.review.feedback import FeedbackStore
+from cxr_core.imaging.image_io import load_image
 from tests.ui.hostile_files import (
     PATIENT_TAGS,
     REFUSED,
@@ -94,6 +95,11 @@ def test_every_hostile_upload_gets_a_review_or_one_sentence(app_env, caplog):
             assert leaked(report_pdf(review).decode("latin-1")) == []
             stored = [p.name for p in (app_env / "data").rglob("*")]
             assert leaked(" ".join(stored)) == []
+            kept = FeedbackStore(settings().db_url, settings().data_dir / "images").image_path(
+                review.image.sha256)
+            assert kept is not None  # the stored upload: pixels kept, its header de-identified
+            assert leaked(kept.read_bytes().decode("latin-1")) == []
+            assert load_image(kept.read_bytes(), filename="kept.dcm").pixels.shape == review.image.pixels.shape
     assert sorted(n for n, o in outcome.items() if o == "refused") == sorted(REFUSED)
     assert leaked(caplog.text) == []
     upload(at, "normal.png", png(sample_gray()))  # the session still serves a normal X-ray
