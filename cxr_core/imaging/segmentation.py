@@ -95,6 +95,10 @@ class LungSegmenter:
         out = [self.forward(small[start:start + batch_size])
                for start in range(0, len(small), batch_size)]
         probs = np.concatenate(out)
+        if self.info.get("tta_flip"):  # test-time flip, chosen on validation (segmenter.json)
+            mirrored = [self.forward(np.ascontiguousarray(small[start:start + batch_size, :, ::-1]))
+                        for start in range(0, len(small), batch_size)]
+            probs = 0.5 * (probs + np.concatenate(mirrored)[:, :, ::-1])
         out_h, out_w = (output_size, output_size) if output_size else (height, width)
         if (out_h, out_w) != (self.size, self.size):
             probs = np.stack([cv2.resize(p, (out_w, out_h), interpolation=cv2.INTER_LINEAR)

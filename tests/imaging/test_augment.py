@@ -39,3 +39,19 @@ def test_augmented_batch_stays_in_unit_range():
     x = tf.random.uniform([3, 32, 32, 1])
     y = augment_images(x)
     assert y.shape == x.shape and float(tf.reduce_min(y)) >= 0 and float(tf.reduce_max(y)) <= 1
+
+
+def test_random_blur_smooths_sometimes_and_keeps_the_level():
+    import tensorflow as tf
+
+    from cxr_core.imaging.augment import random_blur
+
+    tf.random.set_seed(3)
+    rng = np.random.default_rng(0)
+    image = tf.constant(rng.random((1, 64, 64, 1)).astype(np.float32))
+    outcomes = [random_blur(image, 1.5).numpy() for _ in range(20)]
+    blurred = [o for o in outcomes if not np.array_equal(o, image.numpy())]
+    assert 0 < len(blurred) < 20  # about half the draws blur, the rest leave the image as is
+    for out in blurred:
+        assert out.std() < image.numpy().std()  # smoother
+        assert abs(out.mean() - image.numpy().mean()) < 0.01  # reflected edges: same level
