@@ -19,8 +19,9 @@ def decode_cached(path, size: int):
 
 
 def make_dataset(paths: list[str], targets: np.ndarray, size: int, batch_size: int,
-                 shuffle: bool, seed: int = 0, augment: bool = False):
-    """Parallel decode, optional shuffle and CPU-side augmentation, batch, prefetch."""
+                 shuffle: bool, seed: int = 0, augment: bool | str = False):
+    """Parallel decode, optional shuffle and input-pipeline augmentation (on/off for the
+    method's, or a name in CLASSIFIER_AUGMENTS), batch, prefetch."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((paths, targets.astype(np.float32)))
@@ -29,7 +30,8 @@ def make_dataset(paths: list[str], targets: np.ndarray, size: int, batch_size: i
     ds = ds.map(lambda p, y: (decode_cached(p, size), y), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size)
     if augment:
-        from ..imaging.augment import augment_images
+        from ..imaging.augment import CLASSIFIER_AUGMENTS, augment_images
 
-        ds = ds.map(lambda x, y: (augment_images(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        cfg = CLASSIFIER_AUGMENTS[augment if isinstance(augment, str) else "method"]
+        ds = ds.map(lambda x, y: (augment_images(x, cfg), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

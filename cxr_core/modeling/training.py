@@ -183,13 +183,18 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
     train, val = table.part("train"), table.part("val")
     y_train, y_val = table.targets("train"), table.targets("val")
     w_pos, w_neg = label_weights(y_train)
+    # XLA cannot compile the augmentation's image warp, so under --xla the same augmentation
+    # runs in the input pipeline and the compiled training step gets augmented batches
+    pipeline_augment = config.augment if config.xla else False
     train_ds = shard_by_data(make_dataset(cached_paths(cache_dir, train), y_train, config.input_size,
-                            config.batch_size, shuffle=True, seed=config.seed))
+                            config.batch_size, shuffle=True, seed=config.seed,
+                            augment=pipeline_augment))
     val_ds = shard_by_data(make_dataset(cached_paths(cache_dir, val), y_val, config.input_size,
                                         config.batch_size, shuffle=False))
     with strategy.scope():
         classifier = build_classifier(spec.name, table.labels, config.input_size,
-                                      weights=config.weights, augment=config.augment)
+                                      weights=config.weights,
+                                      augment=False if config.xla else config.augment)
         model = classifier.model
         if initial_weights is not None:
             set_classifier_weights(model, initial_weights)

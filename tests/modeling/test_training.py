@@ -238,3 +238,25 @@ def test_resumed_run_matches_the_uninterrupted_run(synthetic, tmp_path):
     best_resumed = np.asarray(resumed["classifier"].model(x, training=False))
     assert np.allclose(best_full, best_resumed, rtol=1e-3, atol=1e-5)  # the same best checkpoint
     assert not (tmp_path / "cut" / "backup").exists()
+
+
+def test_training_with_xla_augments_in_the_input_pipeline(synthetic, tmp_path):
+    """`--xla`: the image warp XLA cannot compile moves to the input pipeline; training runs,
+    and the training batches are augmented (different from the cached crops)."""
+    from cxr_core.modeling.training import train_member
+
+    import tensorflow as tf
+
+    cache, split = synthetic
+    try:
+        record = train_member("MobileNetV2", cache, split, tmp_path / "xla",
+                              TrainConfig(**{**TINY, "xla": True}))
+    finally:
+        tf.config.optimizer.set_jit(False)  # --xla sets it process-wide; later tests run without
+    _finite_float32(record, tmp_path / "xla")
+    table = read_split(split)
+    paths = cached_paths(cache, table.part("train"))
+    targets = table.targets("train")
+    plain = next(iter(make_dataset(paths, targets, 32, 4, shuffle=False)))[0].numpy()
+    warped = next(iter(make_dataset(paths, targets, 32, 4, shuffle=False, augment="mild")))[0].numpy()
+    assert plain.shape == warped.shape and not np.allclose(plain, warped)
