@@ -22,15 +22,13 @@ from cxr_core.base.config import REPO_ROOT, settings
 from cxr_core.base.errors import CxrError
 from cxr_core.explain.overlay import DEFAULT_ALPHA, DEFAULT_CUTOFF, colorbar_png, overlay
 from cxr_core.explain.report import ReportOptions, report_name, report_pdf, report_png
-from cxr_core.review.feedback import Submission, save_feedback
 from ui_common import (
-    current_user_name,
     demo_banner,
-    feedback_store,
+    feedback_form,
     get_reviewer,
     load_bundle_or_stop,
 )
-from ui_input_check import input_check_record, render_input_check
+from ui_input_check import render_input_check
 
 log = logging.getLogger("cxr_app")
 SAMPLES_DIR = REPO_ROOT / "assets" / "samples"
@@ -179,7 +177,8 @@ def review_page() -> None:
 
     show_findings(review, show_overview(review))
     heatmaps_and_report(review)
-    show_feedback(review, data)
+    st.subheader("Expert feedback")
+    feedback_form(review, data, key=f"review_{review.image.sha256[:16]}", key_for=kept_key, keep=remember)
 
 
 def _escape(text: str) -> str:
@@ -317,67 +316,6 @@ def show_report(review, options: ReportOptions) -> None:
                        file_name=report_name(review, "pdf"), mime="application/pdf", on_click="ignore")
     c2.download_button("Download report (PNG)", lambda: report_png(review, options),
                        file_name=report_name(review, "png"), mime="image/png", on_click="ignore")
-
-
-DECISION_WORDS = {True: {"agree": "agree: present", "disagree": "disagree: absent"},
-                  False: {"agree": "agree: absent", "disagree": "disagree: present"}}
-
-
-def show_feedback(review, data: bytes) -> None:
-    """One answer per finding, none pre-selected; the answers do not depend on the toggles."""
-    st.subheader("Expert feedback")
-    tag = review.image.sha256[:16]
-    order = review.order(include_all=True)
-    names = {k: f"decision_{tag}_{review.labels[k]}" for k in order}
-    keys = {k: kept_key(name, None) for k, name in names.items()}
-
-    def agree_rest() -> None:
-        for k, key in keys.items():
-            if st.session_state.get(key) is None:
-                st.session_state[key] = "agree"
-                remember(names[k])
-
-    for k in order:
-        words = DECISION_WORDS[bool(review.findings[k])]
-        verdict = "present" if review.findings[k] else "absent"
-        st.radio(f"{review.labels[k]} (model: {verdict}, p={review.fmt(review.probs[k])})",
-                 ["agree", "disagree"], horizontal=True, key=keys[k],
-                 format_func=words.__getitem__)
-        remember(names[k])
-    unanswered = [review.labels[k] for k, key in keys.items() if st.session_state[key] is None]
-    if unanswered:
-        st.button(f"Agree with the model on the {len(unanswered)} unanswered finding(s)",
-                  on_click=agree_rest)
-    comment = st.text_area("Comment", max_chars=2000, key=kept_key(f"comment_{tag}", ""))
-    remember(f"comment_{tag}")
-    if comment:
-        st.caption(f"Draft kept for this tab ({len(comment)} characters), across pages and reloads.")
-    user = current_user_name()
-    if user:
-        st.caption(f"Reviewer: {user} (logged in)")
-        name = user
-    else:
-        name = st.text_input("Reviewer name", key=kept_key("reviewer", ""))
-        remember("reviewer")
-    if not st.button("Submit feedback", type="primary"):
-        return
-    if unanswered:
-        st.error(f"Answer every finding before submitting ({len(unanswered)} unanswered: "
-                 f"{', '.join(unanswered[:5])}{'...' if len(unanswered) > 5 else ''}).")
-        return
-    decisions = {review.labels[k]: st.session_state[key] for k, key in keys.items()}
-    submission = Submission(
-        image_sha256=review.image.sha256, bundle_id=review.bundle_id,
-        label_set=review.label_set, reviewer=name or "", labels=review.labels,
-        probabilities=review.probs.tolist(), thresholds=review.thresholds.tolist(),
-        model_positive=review.findings.tolist(), agreement=review.agreement.tolist(),
-        decisions=decisions, added_labels=[], comment=comment,
-        input_check=input_check_record(review))
-    result = save_feedback(feedback_store, submission, image_bytes=data)
-    if not result.saved:
-        st.error(result.message)  # the form keeps what was typed; the review stays on screen
-    else:
-        (st.info if result.unchanged else st.success)(result.message)
 
 
 # --- navigation ------------------------------------------------------------------------------

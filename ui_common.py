@@ -8,6 +8,7 @@ import logging
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from cxr_core.modeling.bundle import Bundle, find_bundles
 from cxr_core.review.feedback import FeedbackStore, Submission, save_feedback
 from cxr_core.review.pipeline import Reviewer
 from cxr_core.review.worklist import Worklist
+from ui_input_check import input_check_record
 
 log = logging.getLogger("cxr_app")
 DEMO_BANNER = DEMO_DISCLAIMER  # one text: the app and the report say the same
@@ -158,45 +160,75 @@ def session_worklist() -> Worklist:
     return store[token]
 
 
-def feedback_form(review, image_bytes: bytes | None, key: str = "feedback") -> dict | None:
-    """Agree/disagree per shown finding, missed findings, comment, reviewer; stores a new
-    feedback version and returns its row, or None when not (yet) submitted or refused."""
+DECISION_WORDS = {True: {"agree": "agree: present", "disagree": "disagree: absent"},
+                  False: {"agree": "agree: absent", "disagree": "disagree: present"}}
+
+
+def _plain_key(name: str, default):
+    """Session-state key of a form widget (the Review page passes its tab-kept keys instead)."""
+    key = f"w_{name}"
+    st.session_state.setdefault(key, default)
+    return key
+
+
+def feedback_form(review, image_bytes: bytes | None, key: str = "feedback",
+                  key_for: Callable[[str, object], str] = _plain_key,
+                  keep: Callable[[str], None] | None = None) -> dict | None:
+    """The one expert-feedback form (Review page and Worklist): one answer per finding, none
+    pre-selected and independent of display toggles, an explicit "agree with the rest" button,
+    comment and reviewer. Stores a new version and returns its row; None when not submitted,
+    refused, or when saving failed (the typed text stays). `key_for(name, default)` gives a
+    widget's state key and `keep(name)` is called after it is drawn (how a page keeps drafts)."""
+    drafts_kept = keep is not None
+    keep = keep or (lambda name: None)
+    order = review.order(include_all=True)
+    names = {k: f"{key}_decision_{review.labels[k]}" for k in order}
+    keys = {k: key_for(name, None) for k, name in names.items()}
+
+    def agree_rest() -> None:
+        for k, state_key in keys.items():
+            if st.session_state.get(state_key) is None:
+                st.session_state[state_key] = "agree"
+                keep(names[k])
+
+    for k in order:
+        verdict = "present" if review.findings[k] else "absent"
+        st.radio(f"{review.labels[k]} (model: {verdict}, p={review.fmt(review.probs[k])})",
+                 ["agree", "disagree"], horizontal=True, key=keys[k],
+                 format_func=DECISION_WORDS[bool(review.findings[k])].__getitem__)
+        keep(names[k])
+    unanswered = [review.labels[k] for k, state_key in keys.items() if st.session_state[state_key] is None]
+    if unanswered:
+        st.button(f"Agree with the model on the {len(unanswered)} unanswered finding(s)",
+                  on_click=agree_rest, key=f"{key}_agree_rest")
+    comment = st.text_area("Comment", max_chars=2000, key=key_for(f"{key}_comment", ""))
+    keep(f"{key}_comment")
+    if comment and drafts_kept:
+        st.caption(f"Draft kept for this tab ({len(comment)} characters), across pages and reloads.")
     user = current_user_name()
-    shown = review.order(extra=0)
-    with st.form(key):
-        decisions = {}
-        for k in shown:
-            verdict = "present" if review.findings[k] else "absent"
-            decisions[review.labels[k]] = st.radio(  # no default answer: an unread submit is refused
-                f"{review.labels[k]} (model: {verdict}, p={review.probs[k]:.3f})",
-                ["agree", "disagree"], horizontal=True, index=None, key=f"{key}_decision_{k}")
-        missing = [lab for k, lab in enumerate(review.labels)
-                   if not review.findings[k] and lab not in decisions]
-        added = st.multiselect("Findings the model missed", missing, key=f"{key}_added")
-        comment = st.text_area("Comment", max_chars=2000, key=f"{key}_comment")
-        if user:
-            st.caption(f"Reviewer: {user} (logged in)")
-            name = user
-        else:
-            name = st.text_input("Reviewer name", key=f"{key}_reviewer")
-        submitted = st.form_submit_button("Submit feedback")
-    if not submitted:
+    if user:
+        st.caption(f"Reviewer: {user} (logged in)")
+        name = user
+    else:
+        name = st.text_input("Reviewer name", key=key_for("reviewer", ""))
+        keep("reviewer")
+    if not st.button("Submit feedback", type="primary", key=f"{key}_submit"):
         return None
-    unanswered = [label for label, answer in decisions.items() if answer is None]
     if unanswered:
         st.error(f"Answer every finding before submitting ({len(unanswered)} unanswered: "
                  f"{', '.join(unanswered[:5])}{'...' if len(unanswered) > 5 else ''}).")
         return None
     result = save_feedback(feedback_store, Submission(
         image_sha256=review.image.sha256, bundle_id=review.bundle_id,
-        label_set=review.label_set, reviewer=name, labels=review.labels,
+        label_set=review.label_set, reviewer=name or "", labels=review.labels,
         probabilities=review.probs.tolist(), thresholds=review.thresholds.tolist(),
         model_positive=review.findings.tolist(), agreement=review.agreement.tolist(),
-        decisions=decisions, added_labels=added, comment=comment,
-        input_check=review.input_check.record() if review.input_check is not None else None,
+        decisions={review.labels[k]: st.session_state[state_key] for k, state_key in keys.items()},
+        added_labels=[], comment=comment,
+        input_check=input_check_record(review),
     ), image_bytes=image_bytes)
     if not result.saved:
-        st.error(result.message)
+        st.error(result.message)  # the form keeps what was typed; the review stays on screen
         return None
     (st.info if result.unchanged else st.success)(result.message)
     return result.row

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.review.test_worklist import mixed_files
-from tests.ui.test_browser import ARGS, server  # noqa: F401  (the streamlit server fixture)
+from tests.ui.test_browser import ARGS, SETTLED, server  # noqa: F401  (the streamlit server fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = str(REPO / "pages" / "0_Worklist.py")
@@ -175,8 +176,8 @@ def test_feedback_from_the_worklist_is_stored_and_marks_the_study_read(app_env):
     at.run()
     assert any("Answer every finding" in e.value for e in at.error)
     assert not any("version 1" in s.value for s in at.success)
-    answers = [r for r in at.radio if r.options == ["agree", "disagree"]]
-    assert answers
+    answers = [r for r in at.radio if "(model: " in r.label]
+    assert len(answers) == len(review.labels)  # every finding, whatever the display toggles
     for radio in answers:
         radio.set_value("agree")
     widget(at, "button", "Submit feedback").click()
@@ -283,9 +284,15 @@ def test_worklist_viewer_and_feedback_in_a_real_browser(server, tmp_path):  # no
             viewer.screenshot(path=str(shots / "viewer.png"))
             # feedback from the worklist
             page.get_by_label("Reviewer name").fill("Dr Browser Worklist")
-            groups = page.locator('[data-testid="stForm"] [role=radiogroup]')  # no default answer
-            for i in range(groups.count()):
-                groups.nth(i).get_by_text("agree", exact=True).click()
+            page.get_by_label("Reviewer name").press("Tab")
+            page.wait_for_function(SETTLED, polling=25)
+            # the same form as the Review page: no default answer, one click agrees with the rest
+            page.get_by_role("button", name="Submit feedback").click()
+            page.get_by_text("Answer every finding before submitting").wait_for(timeout=60_000)
+            page.get_by_role("button", name=re.compile("Agree with the model")).click()
+            page.get_by_role("button", name=re.compile("Agree with the model")).wait_for(
+                state="detached", timeout=60_000)
+            page.wait_for_function(SETTLED, polling=25)
             page.get_by_role("button", name="Submit feedback").click()
             page.get_by_text("Feedback saved").wait_for(timeout=60_000)
         finally:
