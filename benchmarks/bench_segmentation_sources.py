@@ -32,8 +32,9 @@ def outline_tile(work: np.ndarray, lungs: np.ndarray, full: np.ndarray, fallback
     return tile
 
 
-def main(limit: int | None = None) -> int:
+def main(limit: int | None = None, segmenter_dir: str | None = None) -> int:
     from cxr_core.imaging.image_io import load_image
+    from cxr_core.imaging.lung_geometry import geometry_problem, measure_lungs
     from cxr_core.imaging.preprocessing import preprocess_batch
     from cxr_core.imaging.segmentation import LungSegmenter
 
@@ -44,7 +45,7 @@ def main(limit: int | None = None) -> int:
     meta = pd.read_csv(data / "metadata.csv")
     if limit:
         meta = meta.head(limit)
-    segmenter = LungSegmenter.load()
+    segmenter = LungSegmenter.load(segmenter_dir) if segmenter_dir else LungSegmenter.load()
     rows, tiles = [], []
     start = time.perf_counter()
     for begin in range(0, len(meta), 16):
@@ -54,13 +55,16 @@ def main(limit: int | None = None) -> int:
             components = cv2.connectedComponents(pre.mask.lungs.astype(np.uint8))[0] - 1
             rows.append({"image": row["image"], "view": row["view"], "fallback": pre.fallback,
                          "reason": pre.mask.reason, "lungs": components,
-                         "lung_area": float(pre.mask.lungs.mean())})
+                         "lung_area": float(pre.mask.lungs.mean()),
+                         "implausible": geometry_problem(pre.mask, measure_lungs(pre.mask.lungs))})
             tiles.append((pre.fallback, row["image"], outline_tile(pre.image, pre.mask.lungs,
                                                                    pre.mask.full, pre.fallback)))
     seconds = time.perf_counter() - start
     frame = pd.DataFrame(rows)
-    # contact sheet: every fallback first, then a seeded random draw, 64 tiles in 8 columns
-    flagged = [t for t in tiles if t[0]]
+    # contact sheet: every fallback or implausible outline first, then a seeded random draw,
+    # 64 tiles in 8 columns
+    odd = set(frame.loc[frame["implausible"] != "", "image"])
+    flagged = [t for t in tiles if t[0] or t[1] in odd]
     rest = [t for t in tiles if not t[0]]
     order = np.random.default_rng(0).permutation(len(rest))
     chosen = (flagged + [rest[i] for i in order])[:64]
@@ -74,6 +78,9 @@ def main(limit: int | None = None) -> int:
         "images_by_view": frame["view"].value_counts().to_dict(),
         "reasons": frame.loc[frame["fallback"], "reason"].value_counts().to_dict(),
         "not_two_lungs": int((frame["lungs"] != 2).sum()),
+        # what the input check's lung test refuses (fallback included): one sentence per image
+        "implausible": int((frame["implausible"] != "").sum()),
+        "implausible_reasons": frame.loc[frame["implausible"] != "", "implausible"].value_counts().to_dict(),
         "lung_area_median": round(float(frame["lung_area"].median()), 3),
         "contact_sheet": str(SHEET.relative_to(REPO)),
     }
@@ -83,4 +90,4 @@ def main(limit: int | None = None) -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    sys.exit(main())
+    sys.exit(main(segmenter_dir=sys.argv[1] if len(sys.argv) > 1 else None))

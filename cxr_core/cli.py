@@ -165,7 +165,15 @@ def _cmd_evaluate(args) -> int:
               f"{summary['val_ece_ctp_after']:.3f}); threshold methods added: "
               f"{', '.join(summary['threshold_methods_added'])}; default: "
               f"{summary['default_threshold_method']}")
-    metrics = evaluate_bundle(args.bundle, args.data, args.split, refit_thresholds=args.refit_thresholds,
+    refit = args.refit_thresholds
+    if args.choose_flips:
+        from .modeling.evaluation import choose_test_time_flips
+
+        choice = choose_test_time_flips(args.bundle, args.data, args.split)
+        print(f"test-time flips {'on' if choice['tta_flip'] else 'off'}: validation macro AUC "
+              f"{choice['val_auc_plain']:.4f} plain, {choice['val_auc_flip']:.4f} with flips")
+        refit = True  # the thresholds follow the probabilities the pipeline will produce
+    metrics = evaluate_bundle(args.bundle, args.data, args.split, refit_thresholds=refit,
                               n_resamples=args.resamples, seed=args.seed)
     for name, row in metrics["overall"].items():
         print(f"{name:>18}: AUC {row['auc_macro']:.3f}{_interval(row, 'auc_macro')}  "
@@ -344,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", required=True, type=Path)
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--split", required=True, type=Path)
+    p.add_argument("--choose-flips", action="store_true",
+                   help="decide on validation whether test-time left-right flips help, store the "
+                        "choice in the bundle and choose the thresholds again")
     p.add_argument("--refit-thresholds", action="store_true",
                    help="choose thresholds on the validation split again")
     p.add_argument("--resamples", type=int, default=1000,

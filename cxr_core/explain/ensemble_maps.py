@@ -96,15 +96,29 @@ def ensemble_numpy(raws: list[np.ndarray], size: int) -> tuple[np.ndarray, np.nd
     return mean, np.sqrt(np.maximum(squares / len(raws) - np.square(mean), 0.0))
 
 
-def explain_arrays(members: list, crops: np.ndarray, size: int) -> Explanation:
+def _member_explain(engine, crops: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One member's probabilities (N, K) and raw maps (N, h, w, K); with `flip`, the mean over
+    the crop and its left-right mirror (the mirror's maps flipped back first)."""
+    x = resize_batch(crops, engine.input_size)
+    p, raw = engine.explain(x)
+    p, raw = np.asarray(p), np.asarray(raw, np.float32)
+    if flip:
+        p_mirror, raw_mirror = engine.explain(np.ascontiguousarray(x[:, :, ::-1]))
+        p = 0.5 * (p + np.asarray(p_mirror))
+        raw = 0.5 * (raw + np.asarray(raw_mirror, np.float32)[:, :, ::-1])
+    return p, raw
+
+
+def explain_arrays(members: list, crops: np.ndarray, size: int, flip: bool = False) -> Explanation:
     """Probabilities and all-label maps of every member (Keras classifiers or engines from
     `cxr_core.engines`), resized to `size`, normalised and combined into the ensemble mean and
-    the across-member standard deviation. Lite engines only: all in NumPy, TensorFlow unused."""
+    the across-member standard deviation; `flip` averages each member over the crop and its
+    mirror (the bundle's test-time flips). Lite engines only: all in NumPy, TensorFlow unused."""
     engines = [as_engine(member) for member in members]
     if all(getattr(engine, "kind", None) == "lite" for engine in engines):
         probs, cams = [], []
         for engine in engines:
-            p, raw = engine.explain(resize_batch(crops, engine.input_size))
+            p, raw = _member_explain(engine, crops, flip)
             probs.append(np.asarray(p))
             cams.append(np.asarray(raw, np.float32))
         mean, std = ensemble_numpy(cams, int(size))
@@ -113,7 +127,7 @@ def explain_arrays(members: list, crops: np.ndarray, size: int) -> Explanation:
 
     probs, cams = [], []
     for engine in engines:
-        p, raw = engine.explain(resize_batch(crops, engine.input_size))
+        p, raw = _member_explain(engine, crops, flip)
         probs.append(np.asarray(p))
         cams.append(tf.convert_to_tensor(raw, tf.float32))
     mean, std = _ensemble_graph(int(size))(tuple(cams))

@@ -40,6 +40,8 @@ class LungGeometry:
     bottom: float
     left: float
     right: float
+    taper: float  # lung width in the lowest third of the lung rows / in the highest third
+    #               (> 1 upright: the bases are wider than the apices; < 1 upside down)
 
     def vector(self) -> np.ndarray:
         """The measurements as a float32 vector (field order)."""
@@ -62,7 +64,7 @@ def measure_lungs(lungs: np.ndarray) -> LungGeometry:
     ys, xs = np.nonzero(mask)
     extent = ((ys.min() / height, (ys.max() + 1) / height, xs.min() / width, (xs.max() + 1) / width)
               if ys.size else (0.0, 0.0, 0.0, 0.0))
-    border = (*border, *(float(v) for v in extent))
+    border = (*border, *(float(v) for v in extent), _taper(mask, ys))
     comps = sorted(range(1, count), key=lambda k: -stats[k, cv2.CC_STAT_AREA])[:2]
     comps.sort(key=lambda k: centroids[k][0])
     if len(comps) < 2:
@@ -83,6 +85,18 @@ def measure_lungs(lungs: np.ndarray) -> LungGeometry:
         float((xa + xb) / 2 / width), float((ya + yb) / 2 / height),
         float((xb - xa) / width), float(abs(ya - yb) / height),
         float(overlap), float(np.mean(heights / np.maximum(widths, 1))), *border)
+
+
+def _taper(mask: np.ndarray, ys: np.ndarray) -> float:
+    """Mean lung width (pixels per row) in the lowest third of the lung rows over that in the
+    highest third; 0 without lung. An upright frontal film tapers upward (value > 1)."""
+    if ys.size == 0:
+        return 0.0
+    top, bottom = int(ys.min()), int(ys.max()) + 1
+    third = max(1, (bottom - top) // 3)
+    widths = mask[top:bottom].sum(axis=1).astype(float)
+    upper, lower = widths[:third].mean(), widths[-third:].mean()
+    return float(np.clip(lower / max(upper, 1.0), 0.0, 10.0))
 
 
 def geometry_problem(mask: MaskResult, geometry: LungGeometry) -> str:

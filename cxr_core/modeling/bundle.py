@@ -234,6 +234,12 @@ class Bundle:
         return config.get("weights") == "imagenet"
 
     @property
+    def tta_flip(self) -> bool:
+        """Whether each member is averaged over the crop and its left-right mirror (test-time
+        flips, chosen on validation by `evaluation.choose_test_time_flips`)."""
+        return bool(self.manifest.get("inference", {}).get("tta_flip", False))
+
+    @property
     def has_lite(self) -> bool:
         """Whether every member has a TensorFlow Lite export (`explain.engines.compile_bundle`)."""
         return all(m.get("lite") for m in self.manifest["members"])
@@ -242,7 +248,7 @@ class Bundle:
         """Member and ensemble probabilities, findings and agreement for (N, H, W) crops."""
         from .inference import predict_arrays
 
-        member_probs = self.calibrate(predict_arrays(self.classifiers, crops), method)
+        member_probs = self.calibrate(predict_arrays(self.classifiers, crops, flip=self.tta_flip), method)
         ens_t, mem_t = self.thresholds(method)
         return combine(member_probs, ens_t, mem_t)
 

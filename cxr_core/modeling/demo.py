@@ -87,7 +87,7 @@ def build_demo_bundle(data_root: Path, out_dir: Path, work_dir: Path, segmenter_
     from ..imaging.batch_preprocess import preprocess_split
     from ..imaging.segmentation import LungSegmenter
     from .bundle import Bundle, publish_bundle
-    from .evaluation import evaluate_bundle
+    from .evaluation import choose_test_time_flips, evaluate_bundle
     from .model_card import write_model_card
     from .training import train_ensemble
 
@@ -105,7 +105,8 @@ def build_demo_bundle(data_root: Path, out_dir: Path, work_dir: Path, segmenter_
                                 bundle_id=f"{DEMO_BUNDLE_NAME}-v2-seed{seed}", data_summary=summary)
     out_dir = publish_bundle(bundle_dir, out_dir, split_csv,
                              {"demo": True, "preprocessing": {"segmenter": "models/segmenter"}})
-    evaluate_bundle(out_dir, cache, split_csv)
+    choose_test_time_flips(out_dir, cache, split_csv)  # decided on validation
+    evaluate_bundle(out_dir, cache, split_csv, refit_thresholds=True)
     evaluate_by_source(out_dir, split_csv)
     write_model_card(out_dir)
     Bundle.load(out_dir)  # verify what we ship

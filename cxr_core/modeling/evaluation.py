@@ -172,7 +172,7 @@ def evaluate_bundle(bundle_path: str | Path, cache_dir: str | Path, split_csv: s
         from .thresholds import threshold_table
 
         val_probs = predict_members(bundle.classifiers, cached_paths(cache_dir, table.part("val")),
-                                    bundle.input_size)
+                                    bundle.input_size, flip=bundle.tta_flip)
         # built-in methods chosen again; saved and calibrated methods are kept
         bundle.manifest["thresholds"].update(threshold_table(val_probs, table.targets("val")))
         write_manifest(bundle.path, bundle.manifest)
@@ -182,7 +182,7 @@ def evaluate_bundle(bundle_path: str | Path, cache_dir: str | Path, split_csv: s
                               val_probs)
     test = table.part("test")
     member_probs = predict_members(bundle.classifiers, cached_paths(cache_dir, test),
-                                   bundle.input_size)
+                                   bundle.input_size, flip=bundle.tta_flip)
     ens_t, mem_t = bundle.thresholds()
     calibrated = bundle.calibrate(member_probs)
     tables = evaluate_predictions(calibrated, table.targets("test"),
@@ -201,3 +201,36 @@ def evaluate_bundle(bundle_path: str | Path, cache_dir: str | Path, split_csv: s
     bundle.store_test_predictions(test["ImageID"].tolist(), table.targets("test"), member_probs,
                                   metrics)
     return metrics
+
+
+def macro_auc(targets: np.ndarray, probs: np.ndarray) -> float:
+    """Mean AUC over the labels that have both classes (NaN when none has)."""
+    from sklearn.metrics import roc_auc_score
+
+    targets = np.asarray(targets).astype(int)
+    aucs = [roc_auc_score(targets[:, k], probs[:, k]) for k in range(targets.shape[1])
+            if targets[:, k].min() != targets[:, k].max()]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def choose_test_time_flips(bundle_path: str | Path, cache_dir: str | Path,
+                           split_csv: str | Path) -> dict:
+    """Decide on validation whether averaging each member over the crop and its left-right
+    mirror raises the CTP ensemble's macro AUC; store the choice and both figures under the
+    manifest's `inference` key. Re-evaluate with `refit_thresholds=True` afterwards: the
+    thresholds must follow the probabilities the pipeline will produce."""
+    from .bundle import Bundle, write_manifest
+
+    bundle = Bundle.load(bundle_path)
+    table = read_split(split_csv)
+    paths, targets = cached_paths(cache_dir, table.part("val")), table.targets("val")
+    plain = macro_auc(targets, predict_members(bundle.classifiers, paths, bundle.input_size).mean(0))
+    flipped = macro_auc(targets, predict_members(bundle.classifiers, paths, bundle.input_size,
+                                                 flip=True).mean(0))
+    choice = {"tta_flip": bool(flipped > plain), "chosen_on": "validation macro AUC (CTP)",
+              "val_auc_plain": round(plain, 4), "val_auc_flip": round(flipped, 4)}
+    bundle.manifest["inference"] = choice
+    write_manifest(bundle.path, bundle.manifest)
+    log.info("test-time flips %s: validation macro AUC %.4f plain, %.4f with flips",
+             "on" if choice["tta_flip"] else "off", plain, flipped)
+    return choice

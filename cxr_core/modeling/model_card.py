@@ -55,6 +55,10 @@ def render_model_card(manifest: dict) -> str:
               f"- Preprocessing: {_fmt(manifest['preprocessing'])}"]
     if manifest.get("calibration"):
         lines.append(f"- Post-hoc calibration fitted on validation: {', '.join(manifest['calibration'])}")
+    flips = manifest.get("inference")
+    if flips:
+        lines.append(f"- Test-time left-right flips: {'on' if flips.get('tta_flip') else 'off'} (validation "
+                     f"macro AUC {flips.get('val_auc_plain')} without, {flips.get('val_auc_flip')} with)")
     lines.append("")
     if data:
         lines += ["## Data", ""]

@@ -47,7 +47,8 @@ def predict_validation(bundle: Bundle, cache_dir: str | Path, split_csv: str | P
         raise BundleError("The split's label columns differ from the bundle's labels; "
                           "use the split the bundle was trained on.")
     val = table.part("val")
-    probs = predict_members(bundle.classifiers, cached_paths(cache_dir, val), bundle.input_size)
+    probs = predict_members(bundle.classifiers, cached_paths(cache_dir, val), bundle.input_size,
+                            flip=bundle.tta_flip)
     store_val_predictions(bundle, val["ImageID"].tolist(), table.targets("val"), probs)
     return val_predictions(bundle)
 

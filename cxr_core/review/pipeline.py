@@ -210,7 +210,7 @@ class Reviewer:
         timings["input_check_s"] = time.perf_counter() - t_check
         t1 = time.perf_counter()
         crops = np.stack([p.crop for p in pres])
-        expl = explain_arrays(self.engines, crops, self.map_size)
+        expl = explain_arrays(self.engines, crops, self.map_size, flip=self.bundle.tta_flip)
         timings["ensemble_and_maps_s"] = time.perf_counter() - t1
         ens_t, mem_t = self.bundle.thresholds(method)
         ensemble = combine(self.bundle.calibrate(expl.member_probs, method), ens_t, mem_t)

@@ -56,3 +56,15 @@ def test_descriptor_has_the_declared_size_and_sees_mirror_symmetry():
     mirror = 256  # right after the 16 x 16 layout thumbnail
     assert a[mirror] > 0.95 and b[mirror] < 0.5
     assert np.allclose(a[-len(LungGeometry.names()):], measure_lungs(mask.lungs).vector())
+
+
+def test_taper_tells_upright_lungs_from_upside_down_ones():
+    """Lungs are wider at the bases than at the apices; a 180-degree rotation reverses that."""
+    upright = np.zeros((256, 256), np.uint8)
+    for x in (70, 186):  # two triangles with the apex at the top
+        cv2.fillPoly(upright, [np.array([[x, 50], [x - 45, 210], [x + 45, 210]], np.int32)], 1)
+    up = measure_lungs(upright)
+    down = measure_lungs(upright[::-1].copy())
+    assert up.taper > 2.0 and down.taper < 0.5
+    assert 0.9 < measure_lungs(_lungs()).taper < 1.1  # symmetric ellipses: no direction
+    assert measure_lungs(np.zeros((32, 32), np.uint8)).taper == 0.0

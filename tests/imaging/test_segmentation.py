@@ -127,3 +127,11 @@ def test_segmenter_training_end_to_end_on_a_few_real_pairs(cxr_public, tmp_path)
     seg = LungSegmenter.load(tmp_path / "seg")
     assert seg.info["tta_flip"] == card["tta_flip"]
     assert "worst-decile" in (tmp_path / "seg" / "MODEL_CARD.md").read_text()
+
+
+def test_flips_are_used_only_when_they_help_the_worst_and_the_mean():
+    from cxr_core.imaging.segmenter_training import flips_pay
+
+    assert flips_pay((0.88, 0.94), (0.89, 0.945))
+    assert not flips_pay((0.8876, 0.9468), (0.8912, 0.9442))  # better worst decile, lower mean
+    assert not flips_pay((0.88, 0.94), (0.87, 0.95))

@@ -56,3 +56,39 @@ def test_evaluate_with_calibration_writes_intervals_calibration_and_paper_tables
     assert pooled["ece"].iloc[0] < expected_calibration_error(bundle.test_predictions()["targets"], raw_ctp)
     paper = pd.read_csv(metrics / "paper_comparison.csv")
     assert set(paper.loc[paper["model"] == "CTP", "paper_label"]) == {"COPD signs", "Cardiomegaly"}
+
+
+def test_choose_flips_keeps_them_only_when_validation_auc_rises(tmp_path, monkeypatch, capsys):
+    """`evaluate --choose-flips`: members whose flip-averaged probabilities separate the classes
+    better get flips on (and the test predictions are the flipped ones); worse, they stay off."""
+    split = make_split(400, LABELS, [0.3, 0.25], seed=3)
+    split_csv = tmp_path / "split.csv"
+    split.to_csv(split_csv, index=False)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for image_id in split["ImageID"]:
+        (cache / image_id).write_bytes(b"")  # the fake members below never read the crops
+    targets = split.set_index("ImageID")[LABELS].to_numpy(float)
+    rows = {image_id: i for i, image_id in enumerate(split["ImageID"])}
+    rng = np.random.default_rng(1)
+    sharp = binormal(rng, np.stack([targets, targets]), 2.0)
+    blurred = binormal(rng, np.stack([targets, targets]), 0.5)
+    monkeypatch.setattr(Bundle, "classifiers", property(lambda self: []))
+    for flips_help, expected in ((True, "on"), (False, "off")):
+        bundle_dir = write_synthetic_bundle(tmp_path / expected, split, LABELS, [1.5, 1.5], val=False)
+        with_flips, without = (sharp, blurred) if flips_help else (blurred, sharp)
+
+        def fake_members(classifiers, paths, input_size, flip=False, **kwargs):
+            return (with_flips if flip else without)[:, [rows[Path(p).name] for p in paths]]
+
+        monkeypatch.setattr("cxr_core.modeling.evaluation.predict_members", fake_members)
+        assert main(["evaluate", "--bundle", str(bundle_dir), "--data", str(cache),
+                     "--split", str(split_csv), "--choose-flips", "--resamples", "50"]) == 0
+        assert f"test-time flips {expected}" in capsys.readouterr().out
+        bundle = Bundle.load(bundle_dir)
+        choice = bundle.manifest["inference"]
+        assert bundle.tta_flip is flips_help and choice["tta_flip"] is flips_help
+        assert (choice["val_auc_flip"] > choice["val_auc_plain"]) is flips_help
+        stored = bundle.test_predictions()
+        chosen = sharp[:, [rows[i] for i in stored["image_ids"]]]
+        np.testing.assert_allclose(stored["member_probs"], chosen, atol=1e-6)

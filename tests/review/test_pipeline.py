@@ -131,3 +131,29 @@ def test_reviews_carry_the_input_check(reviewer):
     row = review.record("x.png")[0]
     assert row["input_check_passed"] is True and row["input_check_reason"] == ""
     assert row["input_check_score"] == check.score
+
+
+def test_bundle_test_time_flips_reach_the_review_on_both_engines(tmp_path):
+    """A bundle with `inference.tta_flip` averages each member over the crop and its mirror in
+    the review (TensorFlow and Lite engines alike), as `Bundle.predict` and evaluation do."""
+    import json
+    import shutil
+
+    from cxr_core.modeling.bundle import Bundle
+    from cxr_core.review.pipeline import Reviewer
+
+    flipped = tmp_path / "flipped"
+    shutil.copytree(settings().default_bundle_path, flipped)
+    manifest = json.loads((flipped / "manifest.json").read_text())
+    manifest["inference"] = {"tta_flip": True}
+    (flipped / "manifest.json").write_text(json.dumps(manifest))
+    plain = Reviewer.from_paths(flipped.parent / "flipped", engine="lite")
+    plain.bundle.manifest["inference"] = {"tta_flip": False}
+    base = plain.review_one(SAMPLES[0])
+    bundle = Bundle.load(flipped)
+    assert bundle.tta_flip
+    expected = bundle.predict(base.pre.crop[None]).probs[0]
+    for engine in ("lite", "tensorflow"):
+        review = Reviewer.from_paths(flipped, engine=engine).review_one(SAMPLES[0])
+        assert np.abs(review.probs - expected).max() < 1e-3, engine
+        assert np.abs(review.probs - base.probs).max() > 1e-3  # the mirror changes them
