@@ -38,7 +38,7 @@ def real_items(bundle_dir: Path) -> list[tuple[str, str, Path]]:
     for dataset in ("cxr-public", "nih-sample"):
         meta = pd.read_csv(SHARED / dataset / "metadata.csv")
         for rel in meta["image"]:
-            split = which.get(Path(rel).name, "not in split") if dataset == "cxr-public" else "unseen"
+            split = which.get(Path(rel).name, "not in split" if dataset == "cxr-public" else "unseen")
             items.append((dataset, split, SHARED / dataset / rel))
     return items
 

@@ -399,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True, type=Path,
                    help="folder with the bundle's training images (as for 'preprocess')")
     p.add_argument("--split", type=Path, default=None, help="default: the bundle's split.csv")
-    p.add_argument("--max-images", type=int, default=400, help="per split (train, val)")
+    p.add_argument("--max-images", type=int, default=1000, help="per split (train, val)")
     p.add_argument("--margin", type=float, default=0.0,
                    help="added to the highest validation score to make the threshold")
     p.add_argument("--seed", type=int, default=0)

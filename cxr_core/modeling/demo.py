@@ -102,7 +102,7 @@ def build_demo_bundle(data_root: Path, out_dir: Path, work_dir: Path, segmenter_
     config = config or demo_train_config(seed)
     bundle_dir = train_ensemble(cache, split_csv, work_dir / "runs", archs, config,
                                 label_set="public-padchest-terms", groups=summary["groups"],
-                                bundle_id=f"{DEMO_BUNDLE_NAME}-v2-seed{seed}", data_summary=summary)
+                                bundle_id=f"{DEMO_BUNDLE_NAME}-v3-seed{seed}", data_summary=summary)
     out_dir = publish_bundle(bundle_dir, out_dir, split_csv,
                              {"demo": True, "preprocessing": {"segmenter": "models/segmenter"}})
     choose_test_time_flips(out_dir, cache, split_csv)  # decided on validation

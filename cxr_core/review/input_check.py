@@ -3,8 +3,9 @@
 Three checks, in this order, each giving one sentence when it refuses:
 1. the DICOM header, when it has them: BodyPartExamined must name the chest, ViewPosition must
    not be lateral or oblique, Modality must be a radiograph;
-2. the lung segmentation (`imaging.lung_geometry`): it must have found two lung fields side by
-   side;
+2. the image's shape (a frontal chest film is close to square: width / height within
+   0.6-1.7; all 1,323 real X-rays of the shared data but one two-panel figure are) and the lung
+   segmentation (`imaging.lung_geometry`): it must have found two lung fields side by side;
 3. the out-of-distribution score of the bundle's stored statistics (`modeling.input_model`) must
    not exceed its threshold. Bundles without them get checks 1 and 2 only (logged once).
 A refused image still gets its findings computed: the app and the CLI hide them unless an expert
@@ -74,10 +75,24 @@ class InputFacts:
     descriptor: np.ndarray  # `describe_input` of the working image and its lung mask
 
 
+#: width / height of a frontal chest film (half an X-ray is 2.0 or 0.5)
+ASPECT_RANGE = (0.6, 1.7)
+
+
+def shape_problem(image: LoadedImage) -> str:
+    """One sentence when the image is too wide or too tall for a frontal chest film, or ''."""
+    height, width = image.original_size
+    aspect = width / max(height, 1)
+    if not ASPECT_RANGE[0] <= aspect <= ASPECT_RANGE[1]:
+        return (f"The image is {aspect:.2f} times as wide as it is tall; a frontal chest X-ray is "
+                f"close to square (a cropped part or a panel of several images is not reviewed).")
+    return ""
+
+
 def input_facts(image: LoadedImage, pre: Preprocessed) -> InputFacts:
     """Checks 1 and 2 of the module docstring and the descriptor for check 3."""
     geometry = measure_lungs(pre.mask.lungs)
-    reason = dicom_problem(image) or geometry_problem(pre.mask, geometry)
+    reason = dicom_problem(image) or shape_problem(image) or geometry_problem(pre.mask, geometry)
     return InputFacts(image.source_format == "dicom", reason,
                       describe_input(pre.image, pre.mask, geometry))
 
