@@ -55,6 +55,9 @@ def render_model_card(manifest: dict) -> str:
               f"- Preprocessing: {_fmt(manifest['preprocessing'])}"]
     if manifest.get("calibration"):
         lines.append(f"- Post-hoc calibration fitted on validation: {', '.join(manifest['calibration'])}")
+    if manifest.get("revision"):
+        rev = manifest["revision"]
+        lines.append(f"- Revision of `{rev.get('members_from')}`: {rev.get('change')}")
     flips = manifest.get("inference")
     if flips:
         lines.append(f"- Test-time left-right flips: {'on' if flips.get('tta_flip') else 'off'} (validation "

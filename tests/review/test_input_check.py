@@ -115,3 +115,13 @@ def test_fitted_check_refuses_few_real_test_split_xrays(segmenter, fitted):
     refused = [p.name for p in paths
                if not check_input(load_image(p), preprocess_image(load_image(p), segmenter), fitted).passed]
     assert len(refused) <= 1, refused
+
+
+def test_an_image_far_from_square_is_refused_in_one_sentence():
+    from cxr_core.review.input_check import shape_problem
+
+    assert shape_problem(_tagged(np.zeros((100, 100), np.float32))) == ""
+    assert shape_problem(_tagged(np.zeros((100, 160), np.float32))) == ""  # a wide detector
+    half = shape_problem(_tagged(np.zeros((100, 200), np.float32)))
+    assert half.startswith("The image is 2.00 times as wide as it is tall")
+    assert "0.50 times as wide" in shape_problem(_tagged(np.zeros((200, 100), np.float32)))
