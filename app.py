@@ -32,7 +32,9 @@ from ui_input_check import render_input_check
 
 log = logging.getLogger("cxr_app")
 SAMPLES_DIR = REPO_ROOT / "assets" / "samples"
-PAGES_DIR = Path(__file__).resolve().parent / "pages"
+#: the other pages; not "pages/", whose automatic listing would name this file "app" in the
+#: sidebar when a page's URL is opened directly
+PAGES_DIR = Path(__file__).resolve().parent / "app_pages"
 NO_SAMPLE = "(none)"
 KEPT_TABS = 16  # browser tabs whose state survives a reload (each holds one image)
 
@@ -320,9 +322,9 @@ def show_report(review, options: ReportOptions) -> None:
 
 # --- navigation ------------------------------------------------------------------------------
 def page_list() -> list:
-    """The Review page first, then every page file in pages/ (a new file appears by itself)."""
+    """The Review page first, then every page file in app_pages/ (a new file appears by itself)."""
     pages = [st.Page(review_page, title="Review", default=True)]
-    pages += [st.Page(f"pages/{path.name}") for path in sorted(PAGES_DIR.glob("*.py"))]
+    pages += [st.Page(f"app_pages/{path.name}") for path in sorted(PAGES_DIR.glob("*.py"))]
     return pages
 
 

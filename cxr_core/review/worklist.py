@@ -5,7 +5,9 @@ Triage score (`triage_score`):
 - bundle with a 'normal' label ('Normal', 'No finding', ...): 1 - p(normal), in [0, 1];
 - otherwise the highest probability relative to its label's threshold, max_k p_k / t_k:
   1 or more means at least one finding passes its threshold.
-Files that cannot be reviewed stay in the list as failed, with the loader's one sentence.
+Files that cannot be reviewed stay in the list as failed, with the loader's one sentence; files
+the input check refuses (not a frontal chest X-ray) are listed as refused, with its sentence
+instead of findings and no triage score, below the reviewed studies.
 No Streamlit here: the Worklist page drives this module from a background thread.
 """
 
@@ -26,6 +28,11 @@ from ..imaging.image_io import SUPPORTED_EXTENSIONS
 from .pipeline import Review, Reviewer
 
 log = logging.getLogger(__name__)
+
+STATUSES = ("queued", "ready", "refused", "failed")
+STATUSES_IN_ORDER = ("ready", "refused", "queued", "failed")
+#: studies the page can open (a refused one shows its reason and, on request, its findings)
+OPENABLE = ("ready", "refused")
 
 #: label names (lower case) that mean "no abnormality" for the triage score
 NORMAL_LABELS = ("normal", "no finding", "no findings", "no_finding")
@@ -113,7 +120,7 @@ class WorkItem:
 
     name: str
     data: bytes = field(repr=False)
-    status: str = "queued"  # queued | ready (model results in) | failed
+    status: str = "queued"  # queued | ready (model results in) | refused (by the input check) | failed
     error: str | None = None
     review: Review | None = field(default=None, repr=False)
     triage: float | None = None
@@ -152,7 +159,7 @@ class Worklist:
     def counts(self) -> dict[str, int]:
         with self._lock:
             statuses = [item.status for item in self.items]
-        return {s: statuses.count(s) for s in ("queued", "ready", "failed")} | {"total": len(statuses)}
+        return {s: statuses.count(s) for s in STATUSES} | {"total": len(statuses)}
 
     @property
     def running(self) -> bool:
@@ -192,6 +199,8 @@ class Worklist:
         with self._lock:
             if review is None:
                 item.status, item.error = "failed", error
+            elif review.input_check is not None and not review.input_check.passed:
+                item.status, item.review, item.error = "refused", review, review.input_check.reason
             else:
                 item.status, item.review, item.triage = "ready", review, triage_score(review)
 
@@ -210,10 +219,10 @@ class Worklist:
             self._thread.join(timeout)
 
     def ordered(self) -> list[WorkItem]:
-        """Ready studies by triage score (most abnormal first), then queued, then failed."""
+        """Ready studies by triage score (most abnormal first), then refused, queued, failed."""
         with self._lock:
             items = list(self.items)
-        rank = {"ready": 0, "queued": 1, "failed": 2}
+        rank = {status: i for i, status in enumerate(STATUSES_IN_ORDER)}
         return sorted(items, key=lambda it: (rank[it.status], -(it.triage or 0.0)))
 
     def item(self, name: str) -> WorkItem | None:
@@ -221,8 +230,8 @@ class Worklist:
             return next((item for item in self.items if item.name == name), None)
 
     def next_name(self, name: str | None) -> str | None:
-        """The next ready study below `name` in the list order (the first one when None)."""
-        names = [item.name for item in self.ordered() if item.status == "ready"]
+        """The next openable study below `name` in the list order (the first one when None)."""
+        names = [item.name for item in self.ordered() if item.status in OPENABLE]
         if not names:
             return None
         if name not in names:
@@ -244,7 +253,8 @@ class Worklist:
             rows.append({
                 "file": item.name,
                 "status": item.status,
-                "top findings": top_findings(review) if review is not None else (item.error or ""),
+                "top findings": (top_findings(review) if item.status == "ready"
+                                 else (item.error or "")),
                 "triage score": None if item.triage is None else round(item.triage, 3),
                 "segmentation fallback": item.fallback,
                 "reviewed": "yes" if item.reviewed else "no",

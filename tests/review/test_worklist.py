@@ -17,18 +17,24 @@ from cxr_core.review.worklist import (
     top_findings,
     triage_score,
 )
-from tests.helpers import dicom_xray_bytes
+from tests.helpers import dicom_xray_bytes, png_as_dicom
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((REPO / "assets" / "samples").glob("*.png"))
 
 
 def mixed_files() -> list[tuple[str, bytes]]:
-    """Five files: two PNGs, a JPEG, a DICOM and a text file posing as a PNG."""
+    """Five files: two PNGs, a JPEG, a DICOM (a real X-ray with a VOI window and UIDs) and a
+    text file posing as a PNG."""
+    from pydicom.uid import generate_uid
+
     jpeg = cv2.imencode(".jpg", cv2.imread(str(SAMPLES[2]), cv2.IMREAD_GRAYSCALE))[1].tobytes()
+    dicom = png_as_dicom(SAMPLES[3], Modality="DX", BodyPartExamined="CHEST", ViewPosition="PA",
+                         WindowCenter=2000, WindowWidth=3000, StudyInstanceUID=generate_uid(),
+                         SeriesInstanceUID=generate_uid(), SOPInstanceUID=generate_uid(),
+                         SOPClassUID="1.2.840.10008.5.1.4.1.1.1.1")
     return [(SAMPLES[0].name, SAMPLES[0].read_bytes()), (SAMPLES[1].name, SAMPLES[1].read_bytes()),
-            ("third.jpg", jpeg), ("study.dcm", dicom_xray_bytes(window=(2000, 4000))),
-            ("broken.png", b"this is not an image")]
+            ("third.jpg", jpeg), ("study.dcm", dicom), ("broken.png", b"this is not an image")]
 
 
 def zipped(files: list[tuple[str, bytes]], extra: dict | None = None) -> bytes:
@@ -87,7 +93,7 @@ def test_five_mixed_files_one_failed_rest_ordered_by_triage(reviewer):
     assert worklist.start(reviewer, batch_size=2)
     worklist.wait(600)
     assert not worklist.running
-    assert worklist.counts == {"queued": 0, "ready": 4, "failed": 1, "total": 5}
+    assert worklist.counts == {"queued": 0, "ready": 4, "refused": 0, "failed": 1, "total": 5}
     table = worklist.table()
     failed = table[table["status"] == "failed"]
     assert failed["file"].tolist() == ["broken.png"]
@@ -114,9 +120,26 @@ def test_five_mixed_files_one_failed_rest_ordered_by_triage(reviewer):
 def test_refused_and_damaged_uploads_are_listed_as_failed_without_reviewing():
     worklist = Worklist()
     added = worklist.add([("bad.zip", b"not a zip")], refused=[("huge.dcm", "The file is 80.0 MB; the limit is 50 MB.")])
-    assert added == 2 and worklist.counts == {"queued": 0, "ready": 0, "failed": 2, "total": 2}
+    assert added == 2 and worklist.counts == {"queued": 0, "ready": 0, "refused": 0, "failed": 2, "total": 2}
     table = worklist.table()
     assert dict(zip(table["file"], table["top findings"])) == {
         "bad.zip": "The zip archive is damaged or is not a zip file.",
         "huge.dcm": "The file is 80.0 MB; the limit is 50 MB."}
     assert worklist.next_name(None) is None
+
+
+def test_what_the_input_check_refuses_is_listed_as_refused_without_findings(reviewer):
+    """A synthetic non-X-ray DICOM: listed as refused with the check's sentence, no triage
+    score, below the reviewed studies and above the failed files; it can still be opened."""
+    worklist = Worklist()
+    worklist.add([(SAMPLES[0].name, SAMPLES[0].read_bytes()), ("noise.dcm", dicom_xray_bytes(window=(2000, 4000))),
+                  ("broken.png", b"this is not an image")])
+    worklist.start(reviewer, batch_size=2)
+    worklist.wait(600)
+    table = worklist.table()
+    assert table["status"].tolist() == ["ready", "refused", "failed"]
+    refused = table.set_index("file").loc["noise.dcm"]
+    assert refused["top findings"].startswith("The image does not look like the frontal chest X-rays")
+    assert refused["triage score"] is None or np.isnan(refused["triage score"])
+    assert worklist.item("noise.dcm").review is not None  # the expert can still look
+    assert worklist.next_name(SAMPLES[0].name) == "noise.dcm"

@@ -236,7 +236,7 @@ def test_feedback_without_reviewer_is_refused():
 
 
 def test_metrics_page_renders_for_the_bundle():
-    at = AppTest.from_file(str(REPO / "pages" / "1_Metrics.py"), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(REPO / "app_pages" / "1_Metrics.py"), default_timeout=TIMEOUT)
     at.run()
     assert not at.exception
     assert [m.label for m in at.metric][:2] == ["AUC (macro, CTP)", "F1 macro (CTP)"]
@@ -246,10 +246,10 @@ def test_metrics_page_renders_for_the_bundle():
 
 
 def test_feedback_and_models_pages_render():
-    at = AppTest.from_file(str(REPO / "pages" / "2_Feedback.py"), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(REPO / "app_pages" / "2_Feedback.py"), default_timeout=TIMEOUT)
     at.run()
     assert not at.exception and any("No reviews yet" in i.value for i in at.info)
-    at = AppTest.from_file(str(REPO / "pages" / "3_Models.py"), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(REPO / "app_pages" / "3_Models.py"), default_timeout=TIMEOUT)
     at.run()
     assert not at.exception
     assert at.metric[0].label == "Findings"
@@ -282,7 +282,7 @@ def test_review_page_runs_a_compiled_bundle_on_the_lite_engine(tmp_path, monkeyp
 
     members = len(Bundle.load(models / "compiled").archs)
     assert [e.kind for e in get_reviewer(str(models / "compiled")).engines] == ["lite"] * members
-    page = AppTest.from_file(str(REPO / "pages" / "3_Models.py"), default_timeout=TIMEOUT)
+    page = AppTest.from_file(str(REPO / "app_pages" / "3_Models.py"), default_timeout=TIMEOUT)
     page.run()
     assert not page.exception
     assert any("yes (fast start)" in md.value for md in page.markdown)

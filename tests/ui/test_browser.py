@@ -130,8 +130,8 @@ def _bundle_labels() -> list[str]:
 
 
 def _nav_titles() -> list[str]:
-    """The sidebar's expected pages: Review, then every file in pages/ by its title."""
-    names = [re.sub(r"^\d+_", "", p.stem).replace("_", " ") for p in sorted((REPO / "pages").glob("*.py"))]
+    """The sidebar's expected pages: Review, then every file in app_pages/ by its title."""
+    names = [re.sub(r"^\d+_", "", p.stem).replace("_", " ") for p in sorted((REPO / "app_pages").glob("*.py"))]
     return ["Review"] + names
 
 

@@ -44,7 +44,7 @@ def models_dir(tmp_path, monkeypatch):
 
 
 def page(name: str) -> AppTest:
-    at = AppTest.from_file(str(REPO / "pages" / name), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(REPO / "app_pages" / name), default_timeout=TIMEOUT)
     at.run()
     assert not at.exception, at.exception
     return at

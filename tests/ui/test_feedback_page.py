@@ -51,7 +51,7 @@ def seed_reviews() -> None:
 
 def test_feedback_page_is_readable_and_filters_everything():
     seed_reviews()
-    at = AppTest.from_file(str(REPO / "pages" / "2_Feedback.py"), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(REPO / "app_pages" / "2_Feedback.py"), default_timeout=TIMEOUT)
     at.run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value

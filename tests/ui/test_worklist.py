@@ -16,10 +16,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.review.test_worklist import mixed_files
-from tests.ui.test_browser import ARGS, SETTLED, server  # noqa: F401  (the streamlit server fixture)
+from tests.ui.test_browser import ARGS, SETTLED, _nav_titles, server  # noqa: F401  (the streamlit server fixture)
 
 REPO = Path(__file__).resolve().parents[2]
-PAGE = str(REPO / "pages" / "0_Worklist.py")
+PAGE = str(REPO / "app_pages" / "0_Worklist.py")
 TIMEOUT = 300
 
 
@@ -225,8 +225,11 @@ def test_worklist_viewer_and_feedback_in_a_real_browser(server, tmp_path):  # no
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
             page.goto(f"{url}/Worklist", wait_until="domcontentloaded")
             page.get_by_text("Upload X-rays (or a zip of them)").wait_for(timeout=180_000)
+            # opened by its URL, the sidebar still names every page as on the Review page
+            nav = page.locator('[data-testid="stSidebarNav"] a')
+            assert [t.strip() for t in nav.all_inner_texts()] == _nav_titles()
             page.locator("input[type=file]").set_input_files(inputs)
-            page.get_by_text("4 analysed, 1 failed").wait_for(timeout=300_000)
+            page.get_by_text("4 analysed, 0 refused by the input check, 1 failed").wait_for(timeout=300_000)
             page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
             page.wait_for_timeout(1500)
             first = page.locator("h3").first.inner_text()  # the most abnormal study opens first

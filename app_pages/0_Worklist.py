@@ -15,7 +15,7 @@ from cxr_core.base.config import settings
 from cxr_core.base.errors import CxrError
 from cxr_core.explain.report import report_pdf, report_png
 from cxr_core.review.dicom_out import dicom_results
-from cxr_core.review.worklist import NORMAL_LABELS
+from cxr_core.review.worklist import NORMAL_LABELS, OPENABLE
 from ui_common import (
     demo_banner,
     feedback_form,
@@ -23,6 +23,7 @@ from ui_common import (
     load_bundle_or_stop,
     session_worklist,
 )
+from ui_input_check import render_input_check
 from ui_viewer import show_viewer
 
 log = logging.getLogger("cxr_app")
@@ -70,12 +71,13 @@ if not worklist.items:
 def progress() -> None:
     """Progress of the background review; the whole page refreshes when a batch lands."""
     counts = worklist.counts
-    done = counts["ready"] + counts["failed"]
+    done = counts["ready"] + counts["refused"] + counts["failed"]
     if counts["queued"]:
         st.progress(done / max(counts["total"], 1),
                     text=f"Reviewing: {done} of {counts['total']} done ({counts['failed']} failed)")
     else:
-        st.caption(f"{counts['ready']} analysed, {counts['failed']} failed, "
+        st.caption(f"{counts['ready']} analysed, {counts['refused']} refused by the input check, "
+                   f"{counts['failed']} failed, "
                    f"{int((worklist.table()['reviewed'] == 'yes').sum())} reviewed by a reader.")
     if (done, counts["total"]) != st.session_state.get("worklist_progress_seen"):
         st.session_state["worklist_progress_seen"] = (done, counts["total"])
@@ -88,14 +90,14 @@ progress()
 
 # --- the list --------------------------------------------------------------------------------
 table = worklist.table()
-ready_names = table.loc[table["status"] == "ready", "file"].tolist()
+ready_names = table.loc[table["status"].isin(OPENABLE), "file"].tolist()
 if worklist.current not in ready_names:
     worklist.current = ready_names[0] if ready_names else None
 
 
 def open_from_table() -> None:
     rows = st.session_state["worklist_table"].selection.rows
-    if rows and table.iloc[rows[0]]["status"] == "ready":
+    if rows and table.iloc[rows[0]]["status"] in OPENABLE:
         worklist.current = table.iloc[rows[0]]["file"]
 
 
@@ -135,6 +137,8 @@ next_col.button("Reviewed, next ▶", on_click=next_study, width="stretch",
 item = worklist.item(worklist.current)
 review = item.review
 st.subheader(PurePosixPath(item.name).name)
+if not render_input_check(review):  # refused: its sentence, no findings unless shown anyway
+    st.stop()
 show_viewer(review, key="worklist_viewer")
 
 results_col, feedback_col = st.columns([2, 3])
