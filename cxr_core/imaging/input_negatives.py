@@ -1,8 +1,10 @@
 """Images that are not frontal chest X-rays, made from real ones, to fit the input check.
 
 A rotated X-ray (90, 180, 270 degrees) or a cut-out part of one (a half, a quarter) is what a
-user most plausibly uploads by mistake and the hardest for the check to tell apart; noise stands
-for everything else. The fit sees only these kinds; the benchmark also uses kinds it never saw.
+user most plausibly uploads by mistake and the hardest for the check to tell apart; noise, smooth
+random fields and pages of text stand for everything else (a scanned document or a photograph
+uploaded by mistake). The benchmark's own generators are separate code with other seeds, and
+some of its kinds (landscapes, shapes) are never seen by the fit.
 """
 
 from __future__ import annotations
@@ -51,3 +53,43 @@ def noise_image(rng: np.random.Generator, size: int = 512) -> np.ndarray:
         noise = cv2.GaussianBlur(noise, (0, 0), sigma)
     noise -= noise.min()
     return noise / max(float(noise.max()), 1e-6)
+
+
+def field_image(rng: np.random.Generator, size: int = 512) -> np.ndarray:
+    """A smooth random field (cloud- or terrain-like): blurred noise summed over several
+    scales, with a random gamma."""
+    field = np.zeros((size, size), np.float32)
+    for sigma in (size / 8, size / 24, size / 64):
+        layer = cv2.GaussianBlur(rng.random((size, size)).astype(np.float32), (0, 0), float(sigma))
+        layer -= layer.mean()
+        field += layer / max(float(layer.std()), 1e-6) * float(rng.uniform(0.3, 1.0))
+    field -= field.min()
+    field /= max(float(field.max()), 1e-6)
+    return np.ascontiguousarray(field ** float(rng.uniform(0.6, 1.8)), dtype=np.float32)
+
+
+_FONTS = (cv2.FONT_HERSHEY_PLAIN, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
+          cv2.FONT_HERSHEY_TRIPLEX)
+
+
+def document_image(rng: np.random.Generator, size: int = 512) -> np.ndarray:
+    """A page of random letters in lines, sometimes ruled into a table; dark ink on a light page
+    or the reverse (a screenshot in a dark theme)."""
+    light = rng.random() < 0.5
+    paper, ink = (int(rng.integers(200, 256)), int(rng.integers(0, 80))) if light else \
+        (int(rng.integers(0, 60)), int(rng.integers(170, 256)))
+    page = np.full((size, size), paper, np.uint8)
+    font, scale = _FONTS[int(rng.integers(len(_FONTS)))], float(rng.uniform(0.4, 1.3))
+    step = int(24 * scale) + int(rng.integers(6, 16))
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:%"))
+    for y in range(step, size - 4, step):
+        line = "".join(rng.choice(letters, int(rng.integers(10, 60))))
+        cv2.putText(page, line, (int(rng.integers(2, 40)), y), font, scale, ink, 1, cv2.LINE_AA)
+    if rng.random() < 0.4:  # a table's rules
+        for x in np.sort(rng.integers(0, size, int(rng.integers(2, 6)))):
+            cv2.line(page, (int(x), 0), (int(x), size - 1), ink, 1)
+    return page.astype(np.float32) / 255.0
+
+
+#: the non-X-ray kinds of the fit, taken in turn
+OTHER_IMAGES = (noise_image, field_image, document_image)

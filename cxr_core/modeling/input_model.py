@@ -137,15 +137,15 @@ def _describe_batch(works: list[np.ndarray], segmenter) -> np.ndarray:
 def describe_rows(paths: list[Path], segmenter, rng: np.random.Generator | None = None,
                   jitter_copies: int = 0, negatives: int = 0, batch: int = 8) -> dict[str, np.ndarray]:
     """Descriptors of X-ray files ('positives'), of `jitter_copies` jittered copies of each, and
-    of `negatives` rotations / cut-outs of each (the kinds taken in turn) plus one noise image
-    per two files."""
+    of `negatives` rotations / cut-outs of each (the kinds taken in turn) plus one other image
+    per two files (noise, a smooth field or a page of text, in turn)."""
     from ..imaging.image_io import load_image
-    from ..imaging.input_negatives import XRAY_TRANSFORMS, jitter_xray, noise_image, transform_xray
+    from ..imaging.input_negatives import OTHER_IMAGES, XRAY_TRANSFORMS, jitter_xray, transform_xray
     from ..imaging.preprocessing import to_work
 
     rng = rng or np.random.default_rng(0)
     pos, neg = [], []
-    turn = 0
+    turn = others = 0
     for start in range(0, len(paths), batch):
         works = [to_work(load_image(p)) for p in paths[start:start + batch]]
         extra = [jitter_xray(w, rng) for w in works for _ in range(jitter_copies)]
@@ -156,7 +156,9 @@ def describe_rows(paths: list[Path], segmenter, rng: np.random.Generator | None 
                 for _ in range(negatives):
                     made.append(to_work(transform_xray(w, XRAY_TRANSFORMS[turn % len(XRAY_TRANSFORMS)])))
                     turn += 1
-            made += [noise_image(rng) for _ in range((len(works) + 1) // 2)]
+            for _ in range((len(works) + 1) // 2):
+                made.append(OTHER_IMAGES[others % len(OTHER_IMAGES)](rng))
+                others += 1
             neg.append(_describe_batch(made, segmenter))
         log.info("input check: described %d / %d images", min(start + batch, len(paths)), len(paths))
     empty = np.zeros((0, descriptor_size()), np.float32)
