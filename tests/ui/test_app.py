@@ -132,6 +132,26 @@ def test_state_survives_a_reload_of_the_tab():
     assert any("Upload an X-ray" in i.value for i in fresh.info)
 
 
+def test_answers_of_earlier_images_do_not_pile_up_in_the_session():
+    """Reading image after image in one tab keeps the per-finding answers of the open image
+    only, in the session and in the tab's kept state (which would otherwise grow by one answer
+    per finding for every image read); comments stay."""
+    at = run_review(None)
+    for index in range(3):
+        name, data = sample_bytes(index)
+        at.file_uploader[0].set_value((name, data, "image/png"))
+        at.run()
+        assert not at.exception
+        at.text_area[0].input(f"comment {index}")
+        at.run()
+    answers = [k for k in at.session_state.keys() if "_decision_" in str(k)]
+    tags = {str(k).split("_")[2] for k in answers}
+    assert len(tags) == 1 and len(answers) == len(at.session_state["review"].labels)
+    kept = at.session_state["kept"]["widgets"]
+    assert len([n for n in kept if "_decision_" in n]) == len(answers)
+    assert len([n for n in kept if n.endswith("_comment")]) == 3
+
+
 def test_one_source_at_a_time_and_its_name_shown_with_the_results():
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
     at.run()
