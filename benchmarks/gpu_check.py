@@ -8,6 +8,11 @@ Writes benchmarks/results/gpu_check.json. On a machine without a GPU it says so 
 without measuring anything (`--allow-cpu` runs the same code on the CPU as a smoke test; those
 figures are not GPU figures and are written to gpu_check_cpu_smoke.json).
 
+With `KERAS_BACKEND=jax` (a GPU machine that has JAX but not TensorFlow) it measures what does
+not need TensorFlow: the same model definitions and loss, train steps/s in float32 and
+mixed_float16 with and without JIT compilation, and ensemble inference images/s; the tf.data
+pipeline, Grad-CAM and MirroredStrategy are then reported as not measured.
+
     python -m benchmarks.gpu_check [--size 224] [--batch 32] [--steps 30] [--arch NAME ...]
 """
 
@@ -28,16 +33,33 @@ NO_GPU = ("gpu-check: no GPU is visible to TensorFlow on this machine, so there 
           "measure (install tensorflow[and-cuda] with the pinned version on a GPU machine and run "
           "'make gpu-check' there). Exiting without results.")
 LABELS = [f"label{k}" for k in range(35)]
+EAGER_STEPS = 5  # JAX without JIT runs op by op: a few steps tell its (slow) rate
 PRECISIONS = (("float32", False), ("float32", True), ("mixed_float16", False), ("mixed_float16", True))
 
 
+def keras_engine() -> str:
+    """The Keras backend this process runs on ("tensorflow" unless KERAS_BACKEND says else)."""
+    import keras
+
+    return keras.backend.backend()
+
+
 def gpu_devices() -> list:
+    if keras_engine() == "jax":
+        import jax
+
+        try:
+            return jax.devices("gpu")
+        except RuntimeError:  # no GPU platform
+            return []
     import tensorflow as tf
 
     return tf.config.list_physical_devices("GPU")
 
 
 def gpu_names(gpus: list) -> list[str]:
+    if keras_engine() == "jax":
+        return [getattr(g, "device_kind", str(g)) for g in gpus]
     import tensorflow as tf
 
     names = []
@@ -80,6 +102,83 @@ def train_steps_per_s(arch: str, size: int, batch: int, steps: int, policy: str,
     started = time.perf_counter()
     model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
     return steps / (time.perf_counter() - started)
+
+
+def jax_train_steps_per_s(arch: str, size: int, batch: int, steps: int, policy: str,
+                          jit: bool) -> float:
+    """Train steps per second of one member under Keras's JAX backend (`train_on_batch`;
+    the returned loss synchronises the device after every step)."""
+    import keras
+
+    from cxr_core.modeling.losses import label_weights, make_weighted_bce
+    from cxr_core.modeling.model_building import build_classifier
+
+    keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy(policy)
+    steps = steps if jit else min(steps, EAGER_STEPS)
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, size, size, 1)).astype("float32")
+    y = (rng.random((batch, len(LABELS))) < 0.2).astype("float32")
+    model = build_classifier(arch, LABELS, size, weights=None, augment=False).model
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=make_weighted_bce(*label_weights(y)),
+                  jit_compile=jit)
+    for _ in range(3):  # trace, compile, warm up
+        model.train_on_batch(x, y)
+    started = time.perf_counter()
+    for _ in range(steps):
+        loss = model.train_on_batch(x, y)
+    elapsed = time.perf_counter() - started
+    keras.mixed_precision.set_global_policy("float32")
+    if not np.isfinite(float(np.asarray(loss).ravel()[0])):
+        raise FloatingPointError(f"{arch} {policy}: the loss is not finite")
+    return steps / elapsed
+
+
+def jax_ensemble_images_per_s(archs: list[str], size: int, batch: int, repeats: int = 10) -> float:
+    """Images per second through every member's compiled inference (`predict_on_batch`)."""
+    import keras
+
+    from cxr_core.modeling.model_building import build_classifier
+
+    keras.backend.clear_session()
+    members = [build_classifier(a, LABELS, size, weights=None, augment=False).model for a in archs]
+    x = np.random.default_rng(0).random((batch, size, size, 1)).astype("float32")
+    for member in members:
+        member.predict_on_batch(x)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        for member in members:
+            member.predict_on_batch(x)
+    return repeats * batch / (time.perf_counter() - started)
+
+
+def run_jax(archs: list[str], args, gpus: list) -> dict:
+    """What the JAX backend can measure (see the module docstring)."""
+    import jax
+    import keras
+
+    needs_tf = "not measured: needs TensorFlow, which this machine lacks"
+    result: dict = {"engine": f"keras {keras.__version__} on jax {jax.__version__}",
+                    "gpus": gpu_names(gpus), "size": args.size, "batch": args.batch,
+                    "steps": args.steps, "steps_without_jit": min(args.steps, EAGER_STEPS),
+                    "archs": archs, "train_steps_per_s": {}, "gradcam_mixed_precision": needs_tf, "pipeline_images_per_s": needs_tf,
+                    "mirrored": needs_tf}
+    for arch in archs:
+        rates = {}
+        for policy, jit in PRECISIONS:
+            if args.jit_only and not jit:
+                continue
+            key = f"{policy}{'+xla' if jit else ''}"
+            try:
+                rates[key] = round(jax_train_steps_per_s(arch, args.size, args.batch, args.steps,
+                                                         policy, jit), 2)
+            except Exception as exc:  # one failing combination must not hide the rest
+                rates[key] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+            log.info("%s %s: %s steps/s", arch, key, rates[key])
+        result["train_steps_per_s"][arch] = rates
+    result["ensemble_inference_images_per_s"] = round(
+        jax_ensemble_images_per_s(archs, args.size, args.batch), 1)
+    return result
 
 
 class _nullcontext:
@@ -173,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--arch", action="append", default=None)
+    parser.add_argument("--jit-only", action="store_true",
+                        help="JAX backend: skip the slow runs without JIT compilation")
     parser.add_argument("--allow-cpu", action="store_true", help="smoke-run on the CPU (not GPU figures)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -181,11 +282,15 @@ def main(argv: list[str] | None = None) -> int:
     if not gpus and not args.allow_cpu:
         print(NO_GPU)
         return 0
-    import tensorflow as tf
-
     from benchmarks.common import write_result
 
     archs = args.arch or list(METHOD_ARCHITECTURES)
+    if keras_engine() == "jax":
+        name = "gpu_check_jax" if gpus else "gpu_check_jax_cpu_smoke"
+        write_result(name, run_jax(archs, args, gpus))
+        return 0
+    import tensorflow as tf
+
     result: dict = {"gpus": gpu_names(gpus), "size": args.size, "batch": args.batch,
                     "steps": args.steps, "archs": archs, "train_steps_per_s": {},
                     "gradcam_mixed_precision": {}}

@@ -29,7 +29,8 @@ def demo_train_config(seed: int = 0, **overrides):
     from .training import TrainConfig
 
     settings = dict(weights=None, input_size=128, learning_rate=1e-3, epochs=30, patience=8,
-                    batch_size=32, augment="mild", monitor="val_auc", seed=seed)
+                    batch_size=32, augment="mild", monitor="val_auc", seed=seed,
+                    deterministic=True)
     settings.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**settings)
 

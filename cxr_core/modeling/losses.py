@@ -21,17 +21,20 @@ def label_weights(y_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_weighted_bce(w_pos: np.ndarray, w_neg: np.ndarray):
-    """A Keras loss (y_true, logits) -> per-sample mean over labels of the weighted BCE."""
-    import tensorflow as tf
+    """A Keras loss (y_true, logits) -> per-sample mean over labels of the weighted BCE.
 
-    wp = tf.constant(np.asarray(w_pos, np.float32))
-    wn = tf.constant(np.asarray(w_neg, np.float32))
+    Written in `keras.ops`, so it runs on any Keras backend (TensorFlow here)."""
+    from keras import ops
+
+    wp = np.asarray(w_pos, np.float32)
+    wn = np.asarray(w_neg, np.float32)
 
     def weighted_bce(y_true, logits):
-        y_true = tf.cast(y_true, tf.float32)
-        logits = tf.cast(logits, tf.float32)
+        y_true = ops.cast(y_true, "float32")
+        logits = ops.cast(logits, "float32")
         # -log(sigmoid(z)) = softplus(-z); -log(1 - sigmoid(z)) = softplus(z): stable for any z
-        loss = wp * y_true * tf.nn.softplus(-logits) + wn * (1 - y_true) * tf.nn.softplus(logits)
-        return tf.reduce_mean(loss, axis=-1)
+        loss = (ops.convert_to_tensor(wp) * y_true * ops.softplus(-logits)
+                + ops.convert_to_tensor(wn) * (1 - y_true) * ops.softplus(logits))
+        return ops.mean(loss, axis=-1)
 
     return weighted_bce

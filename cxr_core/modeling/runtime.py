@@ -27,10 +27,13 @@ class StrategyError(CxrError):
     """A distribution strategy that cannot be set up as asked."""
 
 
-def configure(mixed_precision: bool | None = None, xla: bool = False) -> dict:
+def configure(mixed_precision: bool | None = None, xla: bool = False,
+              deterministic: bool = False) -> dict:
     """Import TensorFlow quietly and enable GPU memory growth, mixed precision and XLA on request.
 
     Mixed precision defaults to on when a GPU is present and off on CPU (where it is slower).
+    `deterministic` turns on TensorFlow's op determinism for the rest of the process: with the
+    same seed a run gives the same weights bit for bit, at some cost in speed.
     Returns a description of the devices for logs and benchmark records.
     """
     global _CONFIGURED
@@ -51,8 +54,11 @@ def configure(mixed_precision: bool | None = None, xla: bool = False) -> dict:
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
     if xla:
         tf.config.optimizer.set_jit(True)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
     return {"gpus": len(gpus), "mixed_precision": bool(mixed_precision), "xla": bool(xla),
-            "tensorflow": tf.__version__, "keras": keras.__version__}
+            "deterministic": bool(deterministic), "tensorflow": tf.__version__,
+            "keras": keras.__version__}
 
 
 def tf_config() -> dict:

@@ -31,7 +31,7 @@ BACKUP_DIR = "backup"
 CALLBACK_STATE = "callbacks.json"  # inside BACKUP_DIR: deleted with it when the run ends
 FINGERPRINT = "fingerprint.json"
 #: Config fields that change how fast a run goes, not what it learns.
-_RUNTIME_FIELDS = ("mixed_precision", "xla", "max_minutes")
+_RUNTIME_FIELDS = ("mixed_precision", "xla", "max_minutes", "deterministic")
 
 
 @dataclass
@@ -48,6 +48,8 @@ class TrainConfig:
     augment: bool | str = True  # on/off (the method's), or a name in CLASSIFIER_AUGMENTS
     mixed_precision: bool | None = None  # None: on when a GPU is present
     xla: bool = False
+    #: TensorFlow op determinism: the same seed gives the same weights (slower; the demo uses it)
+    deterministic: bool = False
     seed: int = 0
     max_minutes: float | None = None
     #: BatchNormalization momentum; None keeps the architecture's own (0.99-0.999), which suits
@@ -57,6 +59,9 @@ class TrainConfig:
     #: What checkpointing and early stopping watch: the method's "val_loss", or "val_auc"
     #: (macro AUC over labels) for tiny validation sets where the loss favours constant models.
     monitor: str = "val_loss"
+    #: Exponential moving average of the weights (its momentum, e.g. 0.99), used for validation,
+    #: checkpoints and the final member; None trains without it (the method).
+    ema: float | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -173,7 +178,7 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
     config = config or TrainConfig()
     spec = get_arch(arch)
     strategy = distribution_strategy(strategy)  # before any other TensorFlow op (multi-worker)
-    runtime = configure(config.mixed_precision, config.xla)
+    runtime = configure(config.mixed_precision, config.xla, config.deterministic)
     keras.utils.set_random_seed(config.seed)
     table = split_table or read_split(split_csv)
     out_dir = writing_dir(out_dir, strategy)
@@ -205,7 +210,10 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
             0.9 if from_scratch else None)
         if momentum is not None:
             set_batchnorm_momentum(model, momentum)
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer = (keras.optimizers.Adam(config.learning_rate, use_ema=True,
+                                           ema_momentum=config.ema)
+                     if config.ema else keras.optimizers.Adam(config.learning_rate))
+        model.compile(optimizer=optimizer,
                       loss=make_weighted_bce(w_pos, w_neg),
                       metrics=[keras.metrics.AUC(multi_label=True, from_logits=True, name="auc")],
                       jit_compile=bool(config.xla))
@@ -216,7 +224,9 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
     # no restore_best_weights: the best checkpoint is loaded after fit, resumed or not
     stopping = keras.callbacks.EarlyStopping(
         monitor=config.monitor, mode=mode, patience=config.patience, min_delta=config.min_delta)
-    callbacks = [cb for cb in (replica_sync_callback(strategy),) if cb is not None] + [
+    # the EMA weights are swapped in for each epoch's validation and checkpoint
+    swap_ema = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if config.ema else None
+    callbacks = [cb for cb in (replica_sync_callback(strategy), swap_ema) if cb is not None] + [
         checkpoint,
         stopping,
         keras.callbacks.CSVLogger(str(out_dir / TRAINING_LOG), append=True),
