@@ -138,3 +138,82 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
     assert result["per_replica_batch"] == 4 and len(result["devices"]) == 2
     assert np.isfinite(result["loss"])
     assert (tmp_path / "run" / "best.weights.h5").is_file()
+
+
+WORKER_CHILD = textwrap.dedent("""
+    import json, logging, sys
+    import keras
+    from cxr_core.modeling.training import TrainConfig, train_member
+
+    logging.basicConfig(level=logging.INFO)
+    arch, cache, split, out, stop_after = sys.argv[1:6]
+
+    class Interrupted(Exception):
+        pass
+
+    class Interrupt(keras.callbacks.Callback):  # runs after the built-in backup of the epoch
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == int(stop_after):
+                raise Interrupted(f"interrupted after epoch {epoch}")
+
+    config = TrainConfig(input_size=32, batch_size=8, epochs=4, patience=10, weights=None,
+                         augment=False, mixed_precision=False, learning_rate=1e-3)
+    callbacks = [Interrupt()] if int(stop_after) >= 0 else None
+    try:
+        record = train_member(arch, cache, split, out, config, strategy="multi-worker",
+                              callbacks=callbacks)
+    except Interrupted as exc:
+        print("INTERRUPTED", exc)
+        sys.exit(3)
+    record.pop("classifier")
+    print("RESULT" + json.dumps({"epochs_run": record["epochs_run"],
+                                 "workers": record["runtime"]["workers"]}))
+""")
+
+
+def _cluster(tmp_path: Path, args: list[str]) -> list[tuple[int, str]]:
+    """Run WORKER_CHILD on two workers on 127.0.0.1; (return code, output) per worker."""
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER_CHILD, ARCH, *args], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=child_env(TF_CONFIG=json.dumps(
+                                    {"cluster": cluster, "task": {"type": "worker", "index": i}})))
+               for i in range(2)]
+    try:
+        outputs = [w.communicate(timeout=600)[0] for w in workers]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+    return [(w.returncode, out) for w, out in zip(workers, outputs)]
+
+
+def test_interrupted_two_worker_run_resumes_on_every_worker(tmp_path):
+    """Both workers stop after epoch 2 of 4 (a pre-empted job), then the same job is started
+    again: every worker resumes from its own backup, the run ends after epoch 4 with one
+    training-log row per epoch, and both workers hold the same weights."""
+    cache, split = tiny_cache(tmp_path)
+    run = tmp_path / "run"
+    args = [str(cache), str(split), str(run)]
+    for code, output in _cluster(tmp_path, [*args, "1"]):
+        assert code == 3 and "INTERRUPTED" in output, output[-3000:]
+    chief, other = run, run.with_name("run.worker-1")
+    for folder in (chief, other):
+        assert (folder / "backup").is_dir(), f"no backup in {folder}"
+        assert pd.read_csv(folder / "training_log.csv")["epoch"].tolist() == [0, 1]
+    resumed = _cluster(tmp_path, [*args, "-1"])
+    for code, output in resumed:
+        assert code == 0, output[-3000:]
+        assert "resuming the interrupted run" in output
+        result = json.loads(output.split("RESULT", 1)[1])
+        assert result == {"epochs_run": 4, "workers": 2}
+    logs = [pd.read_csv(folder / "training_log.csv") for folder in (chief, other)]
+    assert logs[0]["epoch"].tolist() == [0, 1, 2, 3]  # epochs 0-1 not trained again
+    pd.testing.assert_frame_equal(logs[0], logs[1])
+    weights, copy = h5_arrays(chief / "best.weights.h5"), h5_arrays(other / "best.weights.h5")
+    assert weights.keys() == copy.keys() and len(weights) > 50
+    for name, value in weights.items():
+        np.testing.assert_array_equal(value, copy[name], err_msg=name)
+    for folder in (chief, other):
+        assert not (folder / "backup").exists()
