@@ -114,6 +114,22 @@ def _choose_sample() -> None:
                           "digest": hashlib.sha256(data).hexdigest()}
 
 
+def _take_upload(widget_key: str) -> None:
+    """A file was uploaded: it replaces the current image (and any sample) before the page is
+    drawn, so one script run shows its review; the uploader is emptied (a new key), the image
+    is kept."""
+    uploaded = st.session_state.get(widget_key)
+    if uploaded is None:
+        return
+    kept = tab_state()
+    data = uploaded.getvalue()
+    kept["source"] = {"kind": "upload", "name": uploaded.name, "data": data,
+                      "digest": hashlib.sha256(data).hexdigest()}
+    kept["upload_generation"] = kept.get("upload_generation", 0) + 1
+    st.session_state["w_sample"] = NO_SAMPLE
+    remember("sample")
+
+
 def _clear_source() -> None:
     tab_state()["source"] = None
     st.session_state["w_sample"] = NO_SAMPLE
@@ -135,18 +151,11 @@ def review_page() -> None:
     upload_col, sample_col = st.columns([3, 2])
     with upload_col:
         generation = kept.setdefault("upload_generation", 0)
-        uploaded = st.file_uploader("Chest X-ray (PNG, JPEG or DICOM)",
-                                    type=["png", "jpg", "jpeg", "dcm", "dicom"],
-                                    max_upload_size=limit, key=f"upload_{generation}",
-                                    help=f"Up to {limit} MB; PA view preferred.")
-    if uploaded is not None:  # a new upload replaces the current image (and any sample)
-        data = uploaded.getvalue()
-        kept["source"] = {"kind": "upload", "name": uploaded.name, "data": data,
-                          "digest": hashlib.sha256(data).hexdigest()}
-        kept["upload_generation"] = generation + 1  # empty the uploader: the image is kept
-        st.session_state["w_sample"] = NO_SAMPLE
-        remember("sample")
-        st.rerun()
+        st.file_uploader("Chest X-ray (PNG, JPEG or DICOM)",
+                         type=["png", "jpg", "jpeg", "dcm", "dicom"],
+                         max_upload_size=limit, key=f"upload_{generation}",
+                         on_change=_take_upload, args=(f"upload_{generation}",),
+                         help=f"Up to {limit} MB; PA view preferred.")
     samples = sorted(SAMPLES_DIR.glob("*.png")) if SAMPLES_DIR.is_dir() else []
     with sample_col:
         st.selectbox("...or try a sample", [NO_SAMPLE] + [p.name for p in samples],

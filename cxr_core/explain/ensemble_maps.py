@@ -81,19 +81,35 @@ class Explanation:
     std_maps: np.ndarray  # (N, K, S, S): standard deviation across members (uncertainty)
 
 
+#: labels resized and combined together in `ensemble_numpy`: a chunk of maps stays in the CPU's
+#: cache through resize, normalisation and the running sums (about twice as fast for 54 labels)
+_LABEL_CHUNK = 6
+
+
 def ensemble_numpy(raws: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray]:
     """NumPy twin of the compiled ensemble graph, for Lite engines (no TensorFlow in the
     process): (mean, std), each (N, K, size, size), of the resized, normalised member maps."""
-    total = squares = None
-    for raw in raws:  # (N, h, w, K)
-        ry = interpolation_matrix(raw.shape[1], size)
-        rx = interpolation_matrix(raw.shape[2], size)
-        resized = ry @ np.asarray(raw, np.float32).transpose(0, 3, 1, 2) @ rx.T  # (N, K, S, S)
-        resized = normalise_maps(resized.reshape(-1, size, size)).reshape(resized.shape)
-        total = resized if total is None else total + resized
-        squares = np.square(resized) if squares is None else squares + np.square(resized)
-    mean = total / len(raws)
-    return mean, np.sqrt(np.maximum(squares / len(raws) - np.square(mean), 0.0))
+    n, k = raws[0].shape[0], raws[0].shape[-1]
+    resizers = [(interpolation_matrix(raw.shape[1], size), interpolation_matrix(raw.shape[2], size).T)
+                for raw in raws]
+    maps = [np.ascontiguousarray(np.asarray(raw, np.float32).transpose(0, 3, 1, 2)) for raw in raws]
+    mean = np.empty((n, k, size, size), np.float32)
+    std = np.empty_like(mean)
+    for lo in range(0, k, _LABEL_CHUNK):
+        total = squares = None
+        for (ry, rx_t), member in zip(resizers, maps):
+            resized = ry @ member[:, lo:lo + _LABEL_CHUNK] @ rx_t  # (N, c, S, S)
+            resized = normalise_maps(resized.reshape(-1, size, size)).reshape(resized.shape)
+            if total is None:
+                total, squares = resized, np.square(resized)
+            else:
+                total += resized
+                squares += np.square(resized)
+        chunk_mean = total / len(raws)
+        mean[:, lo:lo + _LABEL_CHUNK] = chunk_mean
+        # one-pass variance, clipped at 0 against rounding
+        std[:, lo:lo + _LABEL_CHUNK] = np.sqrt(np.maximum(squares / len(raws) - np.square(chunk_mean), 0.0))
+    return mean, std
 
 
 def _member_explain(engine, crops: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray]:

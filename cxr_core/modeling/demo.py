@@ -83,12 +83,16 @@ def evaluate_by_source(bundle_dir: str | Path, split_csv: str | Path) -> pd.Data
 def build_demo_bundle(data_root: Path, out_dir: Path, work_dir: Path, segmenter_dir: Path,
                       archs: tuple[str, ...] = DEMO_ARCHITECTURES, config=None,
                       seed: int = 0, term_tree: Path | None = None) -> Path:
-    """Split -> preprocess (segment + crop) -> train members -> bundle -> evaluate on test
-    (overall and per source) -> model card."""
+    """Split -> preprocess (segment + crop) -> train members -> bundle -> test-time flips and
+    thresholds chosen on validation -> evaluate on test (overall and per source) -> Lite members
+    -> input check -> model card. Seeded and deterministic: the same data and seed give the
+    same members bit for bit."""
+    from ..explain.engines import compile_bundle
     from ..imaging.batch_preprocess import preprocess_split
     from ..imaging.segmentation import LungSegmenter
     from .bundle import Bundle, publish_bundle
     from .evaluation import choose_test_time_flips, evaluate_bundle
+    from .input_model import fit_input_check
     from .model_card import write_model_card
     from .training import train_ensemble
 
@@ -98,7 +102,8 @@ def build_demo_bundle(data_root: Path, out_dir: Path, work_dir: Path, segmenter_
     split_csv = work_dir / "split.csv"
     summary = build_split(data_root, split_csv, tree, seed=seed)
     cache = work_dir / "cache"
-    pre = preprocess_split(data_root, split_csv, cache, LungSegmenter.load(segmenter_dir), workers=1)
+    segmenter = LungSegmenter.load(segmenter_dir)
+    pre = preprocess_split(data_root, split_csv, cache, segmenter, workers=1)
     summary["preprocessing"] = {k: v for k, v in pre.items() if k != "failures"}
     config = config or demo_train_config(seed)
     bundle_dir = train_ensemble(cache, split_csv, work_dir / "runs", archs, config,
@@ -109,6 +114,8 @@ def build_demo_bundle(data_root: Path, out_dir: Path, work_dir: Path, segmenter_
     choose_test_time_flips(out_dir, cache, split_csv)  # decided on validation
     evaluate_bundle(out_dir, cache, split_csv, refit_thresholds=True)
     evaluate_by_source(out_dir, split_csv)
+    compile_bundle(out_dir)  # Lite members: the app's fast start
+    fit_input_check(out_dir, data_root, segmenter, seed=seed)  # "is this a chest X-ray?"
     write_model_card(out_dir)
     Bundle.load(out_dir)  # verify what we ship
     return out_dir

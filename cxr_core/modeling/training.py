@@ -59,9 +59,6 @@ class TrainConfig:
     #: What checkpointing and early stopping watch: the method's "val_loss", or "val_auc"
     #: (macro AUC over labels) for tiny validation sets where the loss favours constant models.
     monitor: str = "val_loss"
-    #: Exponential moving average of the weights (its momentum, e.g. 0.99), used for validation,
-    #: checkpoints and the final member; None trains without it (the method).
-    ema: float | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -210,10 +207,7 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
             0.9 if from_scratch else None)
         if momentum is not None:
             set_batchnorm_momentum(model, momentum)
-        optimizer = (keras.optimizers.Adam(config.learning_rate, use_ema=True,
-                                           ema_momentum=config.ema)
-                     if config.ema else keras.optimizers.Adam(config.learning_rate))
-        model.compile(optimizer=optimizer,
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                       loss=make_weighted_bce(w_pos, w_neg),
                       metrics=[keras.metrics.AUC(multi_label=True, from_logits=True, name="auc")],
                       jit_compile=bool(config.xla))
@@ -224,9 +218,7 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
     # no restore_best_weights: the best checkpoint is loaded after fit, resumed or not
     stopping = keras.callbacks.EarlyStopping(
         monitor=config.monitor, mode=mode, patience=config.patience, min_delta=config.min_delta)
-    # the EMA weights are swapped in for each epoch's validation and checkpoint
-    swap_ema = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if config.ema else None
-    callbacks = [cb for cb in (replica_sync_callback(strategy), swap_ema) if cb is not None] + [
+    callbacks = [cb for cb in (replica_sync_callback(strategy),) if cb is not None] + [
         checkpoint,
         stopping,
         keras.callbacks.CSVLogger(str(out_dir / TRAINING_LOG), append=True),

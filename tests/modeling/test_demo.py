@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -52,3 +54,26 @@ def test_model_card_shows_auc_per_source():
     assert f"| label | all positives | all AUC | {NIH} positives | {NIH} AUC |" in card
     assert "| pneumonia | 30 | 0.810 | 20 | 0.712 |" in card
     assert f"- {NIH}: 8 images of 5 patients" in card
+
+
+def test_the_shipped_bundle_is_what_build_demo_trains():
+    """The shipped members were trained by today's recipe on the bundle's own split: each
+    member's recorded configuration is `demo_train_config(seed)` (deterministic on) and its run
+    fingerprint (architecture, split rows and labels, configuration) matches a rebuild's."""
+    from dataclasses import asdict
+
+    from cxr_core.data.split_table import read_split
+    from cxr_core.modeling.bundle import Bundle
+    from cxr_core.modeling.demo import DEMO_ARCHITECTURES
+    from cxr_core.modeling.training import TrainConfig, run_fingerprint
+
+    bundle = Bundle.load(Path(__file__).resolve().parents[2] / "models" / "cxr-demo")
+    assert bundle.manifest["demo"] and "revision" not in bundle.manifest
+    runs = bundle.manifest["training"]["members"]
+    assert tuple(run["arch"] for run in runs) == DEMO_ARCHITECTURES
+    seed = runs[0]["config"]["seed"]
+    expected = asdict(demo_train_config(seed))
+    table = read_split(bundle.path / "split.csv")
+    for run in runs:
+        assert run["config"] == expected and run["config"]["deterministic"]
+        assert run["fingerprint"] == run_fingerprint(run["arch"], table, TrainConfig(**expected), None)
