@@ -62,10 +62,10 @@ def image_facts(segmenter, images: list, batch: int = 16, keep_crops: bool = Fal
 
 def tradeoff(frame: pd.DataFrame, neg_frame: pd.DataFrame, fitted: float) -> list[dict]:
     """Real X-rays refused and generated images passed at other thresholds than the fitted one
-    (the lung check's refusals stay): what choosing the threshold elsewhere would give."""
+    (the refusals of checks 1-2 stay): what choosing the threshold elsewhere would give."""
     unseen = ~frame["split"].isin(["train", "val"])
-    real_lungs = frame["verdict"].isin(["lungs", "dicom"])
-    neg_lungs = neg_frame["verdict"].isin(["lungs", "dicom"])
+    real_lungs = frame["verdict"].isin(["lungs", "dicom", "edges"])
+    neg_lungs = neg_frame["verdict"].isin(["lungs", "dicom", "edges"])
     rows = []
     candidates = {"fitted": fitted, **{f"real_q{q}": float(frame.loc[unseen, "score"].quantile(q))
                                        for q in (0.98, 0.99, 0.995)}}
@@ -85,6 +85,8 @@ def which_check(check) -> str:
         return "passed"
     if check.reason.startswith("The DICOM"):
         return "dicom"
+    if check.reason.startswith("The image has almost no sharp edges"):
+        return "edges"
     return "score" if "out-of-distribution" in check.reason else "lungs"
 
 

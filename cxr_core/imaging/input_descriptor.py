@@ -32,5 +32,18 @@ def describe_input(work: np.ndarray, mask: MaskResult,
     return np.concatenate([thumb, [mirror], hist, lungs, geometry.vector()]).astype(np.float32)
 
 
+EDGE_SIZE = 256
+
+
+def edge_strength(image: np.ndarray) -> float:
+    """How sharp the image's strongest edges are: the 99th percentile of the gradient magnitude
+    at 256 px over the image's spread (scale-free). Radiographs show bone and body edges;
+    smooth fields (fog, clouds, blurred photographs) have almost none."""
+    small = cv2.resize(np.asarray(image, np.float32), (EDGE_SIZE, EDGE_SIZE),
+                       interpolation=cv2.INTER_AREA)
+    gy, gx = np.gradient(small)
+    return float(np.percentile(np.hypot(gx, gy), 99) / (float(small.std()) + 1e-6))
+
+
 def descriptor_size() -> int:
     return 2 * THUMB * THUMB + 1 + BINS + len(LungGeometry.names())

@@ -4,8 +4,10 @@ Three checks, in this order, each giving one sentence when it refuses:
 1. the DICOM header, when it has them: BodyPartExamined must name the chest, ViewPosition must
    not be lateral or oblique, Modality must be a radiograph;
 2. the image's shape (a frontal chest film is close to square: width / height within
-   0.6-1.7; all 1,323 real X-rays of the shared data but one two-panel figure are) and the lung
-   segmentation (`imaging.lung_geometry`): it must have found two lung fields side by side;
+   0.6-1.7; all 1,323 real X-rays of the shared data but one two-panel figure are), its edges
+   (`edge_strength` at least 0.18: bones and the body outline; the real X-rays are all >= 0.23,
+   smooth generated fields <= 0.16) and the lung segmentation (`imaging.lung_geometry`): it
+   must have found two lung fields side by side;
 3. the out-of-distribution score of the bundle's stored statistics (`modeling.input_model`) must
    not exceed its threshold. Bundles without them get checks 1 and 2 only (logged once).
 A refused image still gets its findings computed: the app and the CLI hide them unless an expert
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..imaging.image_io import LoadedImage
-from ..imaging.input_descriptor import describe_input
+from ..imaging.input_descriptor import describe_input, edge_strength
 from ..imaging.lung_geometry import geometry_problem, measure_lungs
 from ..imaging.preprocessing import Preprocessed
 from ..modeling.input_model import METHOD, InputModel
@@ -89,10 +91,24 @@ def shape_problem(image: LoadedImage) -> str:
     return ""
 
 
+#: lowest `edge_strength` of a radiograph (module docstring, check 2)
+MIN_EDGE_STRENGTH = 0.18
+
+
+def edge_problem(pre: Preprocessed) -> str:
+    """One sentence when the whole image (512 px) is too smooth to be a radiograph, or ''."""
+    strength = edge_strength(pre.image)
+    if strength < MIN_EDGE_STRENGTH:
+        return (f"The image has almost no sharp edges (edge strength {strength:.2f}, below "
+                f"{MIN_EDGE_STRENGTH:.2f}); a chest X-ray shows the edges of bones and of the body.")
+    return ""
+
+
 def input_facts(image: LoadedImage, pre: Preprocessed) -> InputFacts:
     """Checks 1 and 2 of the module docstring and the descriptor for check 3."""
     geometry = measure_lungs(pre.mask.lungs)
-    reason = dicom_problem(image) or shape_problem(image) or geometry_problem(pre.mask, geometry)
+    reason = (dicom_problem(image) or shape_problem(image) or edge_problem(pre)
+              or geometry_problem(pre.mask, geometry))
     return InputFacts(image.source_format == "dicom", reason,
                       describe_input(pre.image, pre.mask, geometry))
 

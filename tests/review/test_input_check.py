@@ -125,3 +125,27 @@ def test_an_image_far_from_square_is_refused_in_one_sentence():
     half = shape_problem(_tagged(np.zeros((100, 200), np.float32)))
     assert half.startswith("The image is 2.00 times as wide as it is tall")
     assert "0.50 times as wide" in shape_problem(_tagged(np.zeros((200, 100), np.float32)))
+
+
+def test_a_smooth_field_is_refused_for_its_missing_edges(segmenter):
+    """Check 2's edge test: smooth random fields (fog, clouds) have no bone or body edges and
+    are refused in one sentence, whatever the other checks say; the sample X-rays pass it with
+    room (the benchmark finds every real X-ray of ../shared at >= 0.23)."""
+    import cv2
+
+    from cxr_core.imaging.input_descriptor import edge_strength
+    from cxr_core.review.input_check import MIN_EDGE_STRENGTH, edge_problem
+
+    rng = np.random.default_rng(5)
+    for cells in (3, 4, 6):  # features of 85-170 px: the scale of the benchmark's clouds
+        field = cv2.resize(rng.random((cells, cells)).astype(np.float32), (512, 512),
+                           interpolation=cv2.INTER_CUBIC)
+        field = (field - field.min()) / (field.max() - field.min())
+        pre = preprocess_image(_tagged(field), segmenter)
+        assert edge_strength(pre.image) < MIN_EDGE_STRENGTH
+        assert edge_problem(pre).startswith("The image has almost no sharp edges")
+        check = check_input(_tagged(field), pre, None)
+        assert not check.passed and "sharp edges" in check.reason
+    for path in SAMPLES:
+        pre = preprocess_image(load_image(path), segmenter)
+        assert edge_strength(pre.image) > MIN_EDGE_STRENGTH + 0.04 and edge_problem(pre) == ""
