@@ -4,6 +4,7 @@ No model logic."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import secrets
 import threading
@@ -36,6 +37,10 @@ MAX_WORKLISTS = 16  # worklists kept per server process (least recently used dro
 def _build_reviewer(bundle_path: str, max_pixels: int) -> Reviewer:
     reviewer = Reviewer.from_paths(bundle_path, max_pixels=max_pixels)
     reviewer.warm_up()  # compile the graphs now, while the user picks a file
+    # what is alive now (libraries, models) lives as long as the server: keep it out of the
+    # garbage collector's scans, which otherwise walk it again during later reviews
+    gc.collect()
+    gc.freeze()
     return reviewer
 
 

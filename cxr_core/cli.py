@@ -450,9 +450,14 @@ def _cmd_build_demo(args) -> int:
                                epochs=args.epochs, max_minutes=args.max_minutes,
                                batch_size=args.batch_size, monitor=args.monitor,
                                augment=args.augment)
+    from .explain.engines import compile_bundle
+    from .modeling.bundle import Bundle
+
     out = build_demo_bundle(args.data, args.out, args.work, args.segmenter,
                             tuple(args.arch or args.arch_default), config, seed=args.seed,
                             term_tree=args.term_tree)
+    compile_bundle(out)  # Lite members: the app's fast start
+    Bundle.load(out)  # verify what ships
     print(f"demo bundle written to {out}")
     return 0
 

@@ -84,10 +84,9 @@ def build_demo_bundle(data_root: Path, out_dir: Path, work_dir: Path, segmenter_
                       archs: tuple[str, ...] = DEMO_ARCHITECTURES, config=None,
                       seed: int = 0, term_tree: Path | None = None) -> Path:
     """Split -> preprocess (segment + crop) -> train members -> bundle -> test-time flips and
-    thresholds chosen on validation -> evaluate on test (overall and per source) -> Lite members
-    -> input check -> model card. Seeded and deterministic: the same data and seed give the
-    same members bit for bit."""
-    from ..explain.engines import compile_bundle
+    thresholds chosen on validation -> evaluate on test (overall and per source)
+    -> input check -> model card (the CLI then adds the Lite members: `explain` sits above this
+    stage). Seeded and deterministic: the same data and seed give the same members bit for bit."""
     from ..imaging.batch_preprocess import preprocess_split
     from ..imaging.segmentation import LungSegmenter
     from .bundle import Bundle, publish_bundle
@@ -114,7 +113,6 @@ def build_demo_bundle(data_root: Path, out_dir: Path, work_dir: Path, segmenter_
     choose_test_time_flips(out_dir, cache, split_csv)  # decided on validation
     evaluate_bundle(out_dir, cache, split_csv, refit_thresholds=True)
     evaluate_by_source(out_dir, split_csv)
-    compile_bundle(out_dir)  # Lite members: the app's fast start
     fit_input_check(out_dir, data_root, segmenter, seed=seed)  # "is this a chest X-ray?"
     write_model_card(out_dir)
     Bundle.load(out_dir)  # verify what we ship
