@@ -37,6 +37,34 @@ EAGER_STEPS = 5  # JAX without JIT runs op by op: a few steps tell its (slow) ra
 PRECISIONS = (("float32", False), ("float32", True), ("mixed_float16", False), ("mixed_float16", True))
 
 
+def rates_per_precision(arch: str, measure, jit_only: bool = False) -> dict:
+    """Train steps/s of one member for each (policy, compiled) pair in PRECISIONS, via
+    `measure(policy, compiled)`; a failing pair is recorded instead of stopping the rest."""
+    rates = {}
+    for policy, compiled in PRECISIONS:
+        if jit_only and not compiled:
+            continue
+        key = f"{policy}{'+xla' if compiled else ''}"
+        try:
+            rates[key] = round(measure(policy, compiled), 2)
+        except Exception as exc:  # one failing combination (e.g. XLA) must not hide the rest
+            rates[key] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+        log.info("%s %s: %s steps/s", arch, key, rates[key])
+    return rates
+
+
+def images_per_s(run_member, members: list, x: np.ndarray, repeats: int = 10) -> float:
+    """Images per second of `run_member(member, x)` over every member, after one warm-up call
+    of each (compilation)."""
+    for member in members:
+        run_member(member, x)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        for member in members:
+            run_member(member, x)
+    return repeats * len(x) / (time.perf_counter() - started)
+
+
 def keras_engine() -> str:
     """The Keras backend this process runs on ("tensorflow" unless KERAS_BACKEND says else)."""
     import keras
@@ -143,13 +171,7 @@ def jax_ensemble_images_per_s(archs: list[str], size: int, batch: int, repeats: 
     keras.backend.clear_session()
     members = [build_classifier(a, LABELS, size, weights=None, augment=False).model for a in archs]
     x = np.random.default_rng(0).random((batch, size, size, 1)).astype("float32")
-    for member in members:
-        member.predict_on_batch(x)
-    started = time.perf_counter()
-    for _ in range(repeats):
-        for member in members:
-            member.predict_on_batch(x)
-    return repeats * batch / (time.perf_counter() - started)
+    return images_per_s(lambda member, batch_x: member.predict_on_batch(batch_x), members, x, repeats)
 
 
 def run_jax(archs: list[str], args, gpus: list) -> dict:
@@ -161,21 +183,13 @@ def run_jax(archs: list[str], args, gpus: list) -> dict:
     result: dict = {"engine": f"keras {keras.__version__} on jax {jax.__version__}",
                     "gpus": gpu_names(gpus), "size": args.size, "batch": args.batch,
                     "steps": args.steps, "steps_without_jit": min(args.steps, EAGER_STEPS),
-                    "archs": archs, "train_steps_per_s": {}, "gradcam_mixed_precision": needs_tf, "pipeline_images_per_s": needs_tf,
-                    "mirrored": needs_tf}
+                    "archs": archs, "train_steps_per_s": {}, "gradcam_mixed_precision": needs_tf,
+                    "pipeline_images_per_s": needs_tf, "mirrored": needs_tf}
     for arch in archs:
-        rates = {}
-        for policy, jit in PRECISIONS:
-            if args.jit_only and not jit:
-                continue
-            key = f"{policy}{'+xla' if jit else ''}"
-            try:
-                rates[key] = round(jax_train_steps_per_s(arch, args.size, args.batch, args.steps,
-                                                         policy, jit), 2)
-            except Exception as exc:  # one failing combination must not hide the rest
-                rates[key] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
-            log.info("%s %s: %s steps/s", arch, key, rates[key])
-        result["train_steps_per_s"][arch] = rates
+        result["train_steps_per_s"][arch] = rates_per_precision(
+            arch, lambda policy, jit: jax_train_steps_per_s(arch, args.size, args.batch,
+                                                            args.steps, policy, jit),
+            jit_only=args.jit_only)
     result["ensemble_inference_images_per_s"] = round(
         jax_ensemble_images_per_s(archs, args.size, args.batch), 1)
     return result
@@ -255,13 +269,8 @@ def ensemble_images_per_s(archs: list[str], size: int, batch: int, repeats: int 
     configure(mixed_precision=False)
     members = [build_classifier(a, LABELS, size, weights=None) for a in archs]
     x = np.random.default_rng(0).random((batch, size, size, 1)).astype("float32")
-    for member in members:
-        member.features_and_logits(x)
-    started = time.perf_counter()
-    for _ in range(repeats):
-        for member in members:
-            member.features_and_logits(x)
-    return repeats * batch / (time.perf_counter() - started)
+    return images_per_s(lambda member, batch_x: member.features_and_logits(batch_x), members, x,
+                        repeats)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,15 +304,9 @@ def main(argv: list[str] | None = None) -> int:
                     "steps": args.steps, "archs": archs, "train_steps_per_s": {},
                     "gradcam_mixed_precision": {}}
     for arch in archs:
-        rates = {}
-        for policy, xla in PRECISIONS:
-            key = f"{policy}{'+xla' if xla else ''}"
-            try:
-                rates[key] = round(train_steps_per_s(arch, args.size, args.batch, args.steps, policy, xla), 2)
-            except Exception as exc:  # one failing combination (e.g. XLA) must not hide the rest
-                rates[key] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
-            log.info("%s %s: %s steps/s", arch, key, rates[key])
-        result["train_steps_per_s"][arch] = rates
+        result["train_steps_per_s"][arch] = rates_per_precision(
+            arch, lambda policy, xla: train_steps_per_s(arch, args.size, args.batch, args.steps,
+                                                        policy, xla))
         result["gradcam_mixed_precision"][arch] = gradcam_exactness(arch, args.size)
         log.info("%s Grad-CAM under mixed precision: %s", arch, result["gradcam_mixed_precision"][arch])
     result["pipeline_images_per_s"] = round(pipeline_images_per_s(args.size, args.batch), 1)

@@ -68,16 +68,11 @@ def h5_arrays(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def test_two_worker_cluster_trains_one_model_and_only_the_chief_writes(tmp_path):
-    cache, split = tiny_cache(tmp_path)
-    ports = free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    run = tmp_path / "run"
-    command = [sys.executable, "-m", "cxr_core", "train-ensemble", "--arch", ARCH,
-               "--data", str(cache), "--split", str(split), "--out", str(run), "--input-size", "32",
-               "--batch-size", "8", "--epochs", "3", "--max-minutes", "0.0001", "--weights", "none",
-               "--no-lite", "--mixed-precision", "off", "--strategy", "multi-worker", "--label-set", "tiny"]
-    workers = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+def two_workers(cwd: Path, command: list[str]) -> list[tuple[int, str]]:
+    """Run `command` as both workers of a cluster on 127.0.0.1 (TF_CONFIG with free ports);
+    (return code, output) per worker, in worker order."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
+    workers = [subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, env=child_env(TF_CONFIG=json.dumps(
                                     {"cluster": cluster, "task": {"type": "worker", "index": i}})))
                for i in range(2)]
@@ -87,8 +82,20 @@ def test_two_worker_cluster_trains_one_model_and_only_the_chief_writes(tmp_path)
         for w in workers:
             if w.poll() is None:
                 w.kill()
-    for worker, output in zip(workers, outputs):
-        assert worker.returncode == 0, output[-3000:]
+    return [(w.returncode, out) for w, out in zip(workers, outputs)]
+
+
+def test_two_worker_cluster_trains_one_model_and_only_the_chief_writes(tmp_path):
+    cache, split = tiny_cache(tmp_path)
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "cxr_core", "train-ensemble", "--arch", ARCH,
+               "--data", str(cache), "--split", str(split), "--out", str(run), "--input-size", "32",
+               "--batch-size", "8", "--epochs", "3", "--max-minutes", "0.0001", "--weights", "none",
+               "--no-lite", "--mixed-precision", "off", "--strategy", "multi-worker", "--label-set", "tiny"]
+    results = two_workers(tmp_path, command)
+    for code, output in results:
+        assert code == 0, output[-3000:]
+    outputs = [output for _, output in results]
     assert "bundle written to" in outputs[0] and "the chief writes the bundle" in outputs[1]
 
     chief, other = run / ARCH, run / f"{ARCH}.worker-1"
@@ -171,24 +178,6 @@ WORKER_CHILD = textwrap.dedent("""
 """)
 
 
-def _cluster(tmp_path: Path, args: list[str]) -> list[tuple[int, str]]:
-    """Run WORKER_CHILD on two workers on 127.0.0.1; (return code, output) per worker."""
-    ports = free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER_CHILD, ARCH, *args], cwd=tmp_path,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=child_env(TF_CONFIG=json.dumps(
-                                    {"cluster": cluster, "task": {"type": "worker", "index": i}})))
-               for i in range(2)]
-    try:
-        outputs = [w.communicate(timeout=600)[0] for w in workers]
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-    return [(w.returncode, out) for w, out in zip(workers, outputs)]
-
-
 def test_interrupted_two_worker_run_resumes_on_every_worker(tmp_path):
     """Both workers stop after epoch 2 of 4 (a pre-empted job), then the same job is started
     again: every worker resumes from its own backup, the run ends after epoch 4 with one
@@ -196,13 +185,14 @@ def test_interrupted_two_worker_run_resumes_on_every_worker(tmp_path):
     cache, split = tiny_cache(tmp_path)
     run = tmp_path / "run"
     args = [str(cache), str(split), str(run)]
-    for code, output in _cluster(tmp_path, [*args, "1"]):
+    child = [sys.executable, "-c", WORKER_CHILD, ARCH, *args]
+    for code, output in two_workers(tmp_path, [*child, "1"]):
         assert code == 3 and "INTERRUPTED" in output, output[-3000:]
     chief, other = run, run.with_name("run.worker-1")
     for folder in (chief, other):
         assert (folder / "backup").is_dir(), f"no backup in {folder}"
         assert pd.read_csv(folder / "training_log.csv")["epoch"].tolist() == [0, 1]
-    resumed = _cluster(tmp_path, [*args, "-1"])
+    resumed = two_workers(tmp_path, [*child, "-1"])
     for code, output in resumed:
         assert code == 0, output[-3000:]
         assert "resuming the interrupted run" in output
