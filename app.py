@@ -83,18 +83,6 @@ def remember(name: str) -> None:
     tab_state()["widgets"][name] = st.session_state[f"w_{name}"]
 
 
-def forget_other_answers(tag: str) -> None:
-    """Drop the per-finding answers kept for earlier images of this tab (their comments stay),
-    so that a tab's kept state does not grow by one answer per finding for every image read."""
-    prefix, keep = "review_", f"review_{tag}_"
-    widgets = tab_state()["widgets"]
-    for name in [n for n in widgets if n.startswith(prefix) and "_decision_" in n and not n.startswith(keep)]:
-        del widgets[name]
-    for key in [k for k in st.session_state if isinstance(k, str) and k.startswith("w_" + prefix)
-                and "_decision_" in k and not k.startswith("w_" + keep)]:
-        del st.session_state[key]
-
-
 def upload_limit_mb() -> int:
     """The one upload limit, in MB of 2^20 bytes (as Streamlit counts): the server's
     `server.maxUploadSize`, lowered to CXR_MAX_UPLOAD_MB when that is smaller."""
@@ -192,7 +180,6 @@ def review_page() -> None:
             st.error("Something went wrong while analysing this image. Please try another file.")
             st.stop()
         st.session_state.update(review_key=key, review=review, images={})
-        forget_other_answers(review.image.sha256[:16])
     review = st.session_state["review"]
 
     # --- input check: is this a frontal chest X-ray? (findings hidden unless shown anyway) ----
@@ -202,7 +189,7 @@ def review_page() -> None:
     show_findings(review, show_overview(review))
     heatmaps_and_report(review)
     st.subheader("Expert feedback")
-    feedback_form(review, data, key=f"review_{review.image.sha256[:16]}", key_for=kept_key, keep=remember)
+    feedback_form(review, data, key="review", key_for=kept_key, keep=remember)
 
 
 def _escape(text: str) -> str:

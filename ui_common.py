@@ -183,12 +183,23 @@ def feedback_form(review, image_bytes: bytes | None, key: str = "feedback",
     pre-selected and independent of display toggles, an explicit "agree with the rest" button,
     comment and reviewer. Stores a new version and returns its row; None when not submitted,
     refused, or when saving failed (the typed text stays). `key_for(name, default)` gives a
-    widget's state key and `keep(name)` is called after it is drawn (how a page keeps drafts)."""
+    widget's state key and `keep(name)` is called after it is drawn (how a page keeps drafts).
+    Answers are keyed by `key` and finding, not by study: a form kept under one key for study
+    after study updates its radios in place (the browser redraws them several times faster than
+    it replaces them) and clears them when the study changes; comments are kept per study."""
     drafts_kept = keep is not None
     keep = keep or (lambda name: None)
+    tag = review.image.sha256[:16]
     order = review.order(include_all=True)
     names = {k: f"{key}_decision_{review.labels[k]}" for k in order}
     keys = {k: key_for(name, None) for k, name in names.items()}
+    owner = key_for(f"{key}_answers_for", "")
+    if st.session_state[owner] != tag:  # another study: its answers start empty
+        for k, state_key in keys.items():
+            st.session_state[state_key] = None
+            keep(names[k])
+        st.session_state[owner] = tag
+        keep(f"{key}_answers_for")
 
     def agree_rest() -> None:
         for k, state_key in keys.items():
@@ -206,8 +217,8 @@ def feedback_form(review, image_bytes: bytes | None, key: str = "feedback",
     if unanswered:
         st.button(f"Agree with the model on the {len(unanswered)} unanswered finding(s)",
                   on_click=agree_rest, key=f"{key}_agree_rest")
-    comment = st.text_area("Comment", max_chars=2000, key=key_for(f"{key}_comment", ""))
-    keep(f"{key}_comment")
+    comment = st.text_area("Comment", max_chars=2000, key=key_for(f"{key}_{tag}_comment", ""))
+    keep(f"{key}_{tag}_comment")
     if comment and drafts_kept:
         st.caption(f"Draft kept for this tab ({len(comment)} characters), across pages and reloads.")
     user = current_user_name()

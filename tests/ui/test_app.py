@@ -133,22 +133,26 @@ def test_state_survives_a_reload_of_the_tab():
 
 
 def test_answers_of_earlier_images_do_not_pile_up_in_the_session():
-    """Reading image after image in one tab keeps the per-finding answers of the open image
-    only, in the session and in the tab's kept state (which would otherwise grow by one answer
-    per finding for every image read); comments stay."""
+    """Reading image after image in one tab keeps one answer per finding, under the same widget
+    keys for every image (so the browser updates the radios in place), cleared when the image
+    changes; the tab's kept state does not grow with the images read; comments stay per image."""
     at = run_review(None)
+    key_sets = []
     for index in range(3):
         name, data = sample_bytes(index)
         at.file_uploader[0].set_value((name, data, "image/png"))
         at.run()
         assert not at.exception
+        assert all(r.value is None for r in at.radio), "an earlier image's answers were carried over"
+        at.radio[0].set_value("disagree")
         at.text_area[0].input(f"comment {index}")
         at.run()
-    answers = [k for k in at.session_state.keys() if "_decision_" in str(k)]
-    tags = {str(k).split("_")[2] for k in answers}
-    assert len(tags) == 1 and len(answers) == len(at.session_state["review"].labels)
+        assert at.radio[0].value == "disagree"
+        key_sets.append({str(k) for k in at.session_state.keys() if "_decision_" in str(k)})
+    assert key_sets[0] == key_sets[1] == key_sets[2]
+    assert len(key_sets[0]) == len(at.session_state["review"].labels)
     kept = at.session_state["kept"]["widgets"]
-    assert len([n for n in kept if "_decision_" in n]) == len(answers)
+    assert len([n for n in kept if "_decision_" in n]) == len(key_sets[0])
     assert len([n for n in kept if n.endswith("_comment")]) == 3
 
 
