@@ -111,9 +111,11 @@ def synthetic_batches(size: int, batch: int, seed: int = 0):
 
 def train_steps_per_s(arch: str, size: int, batch: int, steps: int, policy: str, xla: bool,
                       strategy=None) -> float:
-    """Train steps per second of one member (weights=None; speed does not depend on them)."""
+    """Train steps per second of one member (weights=None; speed does not depend on them),
+    augmentation on as in training: inside the model, or in the input pipeline under XLA."""
     import keras
 
+    from cxr_core.modeling.datasets import augment_batches
     from cxr_core.modeling.losses import label_weights, make_weighted_bce
     from cxr_core.modeling.model_building import build_classifier
     from cxr_core.modeling.runtime import configure
@@ -121,9 +123,10 @@ def train_steps_per_s(arch: str, size: int, batch: int, steps: int, policy: str,
     keras.backend.clear_session()
     configure(mixed_precision=policy == "mixed_float16")
     ds, y = synthetic_batches(size, batch)
+    ds = augment_batches(ds, xla)
     scope = strategy.scope() if strategy is not None else _nullcontext()
     with scope:
-        model = build_classifier(arch, LABELS, size, weights=None).model
+        model = build_classifier(arch, LABELS, size, weights=None, augment=not xla).model
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=make_weighted_bce(*label_weights(y)),
                       jit_compile=xla)
     model.fit(ds, steps_per_epoch=3, epochs=1, verbose=0)  # trace, compile, warm up

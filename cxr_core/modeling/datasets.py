@@ -28,10 +28,19 @@ def make_dataset(paths: list[str], targets: np.ndarray, size: int, batch_size: i
     if shuffle:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(lambda p, y: (decode_cached(p, size), y), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size)
-    if augment:
-        from ..imaging.augment import CLASSIFIER_AUGMENTS, augment_images
-
-        cfg = CLASSIFIER_AUGMENTS[augment if isinstance(augment, str) else "method"]
-        ds = ds.map(lambda x, y: (augment_images(x, cfg), y), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = augment_batches(ds.batch(batch_size), augment)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def augment_batches(ds, augment: bool | str):
+    """`ds` of (images, targets) batches with the classifier augmentation applied in the input
+    pipeline (how training runs it under XLA, which cannot compile the image warp); unchanged
+    when `augment` is off."""
+    if not augment:
+        return ds
+    import tensorflow as tf
+
+    from ..imaging.augment import CLASSIFIER_AUGMENTS, augment_images
+
+    cfg = CLASSIFIER_AUGMENTS[augment if isinstance(augment, str) else "method"]
+    return ds.map(lambda x, y: (augment_images(x, cfg), y), num_parallel_calls=tf.data.AUTOTUNE)
