@@ -64,8 +64,8 @@ def tradeoff(frame: pd.DataFrame, neg_frame: pd.DataFrame, fitted: float) -> lis
     """Real X-rays refused and generated images passed at other thresholds than the fitted one
     (the refusals of checks 1-2 stay): what choosing the threshold elsewhere would give."""
     unseen = ~frame["split"].isin(["train", "val"])
-    real_lungs = frame["verdict"].isin(["lungs", "dicom", "edges"])
-    neg_lungs = neg_frame["verdict"].isin(["lungs", "dicom", "edges"])
+    real_lungs = ~frame["verdict"].isin(["passed", "score"])  # refused before the score
+    neg_lungs = ~neg_frame["verdict"].isin(["passed", "score"])
     rows = []
     candidates = {"fitted": fitted, **{f"real_q{q}": float(frame.loc[unseen, "score"].quantile(q))
                                        for q in (0.98, 0.99, 0.995)}}
@@ -81,13 +81,8 @@ def tradeoff(frame: pd.DataFrame, neg_frame: pd.DataFrame, fitted: float) -> lis
 
 
 def which_check(check) -> str:
-    if check.passed:
-        return "passed"
-    if check.reason.startswith("The DICOM"):
-        return "dicom"
-    if check.reason.startswith("The image has almost no sharp edges"):
-        return "edges"
-    return "score" if "out-of-distribution" in check.reason else "lungs"
+    """"passed", or the rule that refused (InputCheck.refused_by)."""
+    return "passed" if check.passed else check.refused_by
 
 
 def feature_baseline(bundle, real_crops, real_splits, neg_crops, neg_kinds) -> dict:

@@ -46,10 +46,11 @@ class InputCheck:
     score: float | None  # out-of-distribution score; None without stored statistics
     threshold: float | None
     checks: tuple[str, ...]  # the checks that ran: "dicom", "lungs", "score"
+    refused_by: str = ""  # the rule that refused: one of REFUSAL_RULES; "" when passed
 
     def record(self) -> dict:
         """Plain-JSON form, stored with the review's model output."""
-        return {"passed": self.passed, "reason": self.reason,
+        return {"passed": self.passed, "reason": self.reason, "refused_by": self.refused_by,
                 "score": None if self.score is None else round(self.score, 4),
                 "threshold": None if self.threshold is None else round(self.threshold, 4),
                 "checks": list(self.checks), "method": METHOD if self.score is not None else None}
@@ -73,9 +74,13 @@ class InputFacts:
     """What the check needs from one image, before any bundle statistics are applied."""
 
     dicom: bool  # whether a DICOM header was read
-    reason: str  # the DICOM or lung-geometry refusal, '' when neither refuses
+    reason: str  # the DICOM, shape, edge or lung-geometry refusal, '' when none refuses
     descriptor: np.ndarray  # `describe_input` of the working image and its lung mask
+    refused_by: str = ""  # which of those rules refused ("dicom", "shape", "edges", "lungs")
 
+
+#: the rules that can refuse an image, in the order they run (InputCheck.refused_by)
+REFUSAL_RULES = ("dicom", "shape", "edges", "lungs", "score")
 
 #: width / height of a frontal chest film (half an X-ray is 2.0 or 0.5)
 ASPECT_RANGE = (0.6, 1.7)
@@ -107,10 +112,16 @@ def edge_problem(pre: Preprocessed) -> str:
 def input_facts(image: LoadedImage, pre: Preprocessed) -> InputFacts:
     """Checks 1 and 2 of the module docstring and the descriptor for check 3."""
     geometry = measure_lungs(pre.mask.lungs)
-    reason = (dicom_problem(image) or shape_problem(image) or edge_problem(pre)
-              or geometry_problem(pre.mask, geometry))
+    rules = (("dicom", lambda: dicom_problem(image)), ("shape", lambda: shape_problem(image)),
+             ("edges", lambda: edge_problem(pre)), ("lungs", lambda: geometry_problem(pre.mask, geometry)))
+    refused_by, reason = "", ""
+    for name, problem in rules:  # the first rule that refuses gives the one reason shown
+        reason = problem()
+        if reason:
+            refused_by = name
+            break
     return InputFacts(image.source_format == "dicom", reason,
-                      describe_input(pre.image, pre.mask, geometry))
+                      describe_input(pre.image, pre.mask, geometry), refused_by)
 
 
 def check_input(image: LoadedImage, pre: Preprocessed, model: InputModel | None) -> InputCheck:
@@ -121,13 +132,14 @@ def check_input(image: LoadedImage, pre: Preprocessed, model: InputModel | None)
 def decide(facts: InputFacts, model: InputModel | None) -> InputCheck:
     """The verdict from an image's facts and the bundle's statistics (None: checks 1-2 only)."""
     checks = (["dicom"] if facts.dicom else []) + ["lungs"]
-    reason, score, threshold = facts.reason, None, None
+    reason, refused_by, score, threshold = facts.reason, facts.refused_by, None, None
     if model is not None:
         checks.append("score")
         score = float(model.scores(facts.descriptor[None])[0])
         threshold = model.threshold
         if not reason and score > threshold:
-            reason = (f"The image does not look like the frontal chest X-rays the models were "
-                      f"trained on (out-of-distribution score {score:.2f} > {threshold:.2f}).")
-    return InputCheck(not reason, reason, score, threshold, tuple(checks))
+            reason, refused_by = (f"The image does not look like the frontal chest X-rays the models "
+                                  f"were trained on (out-of-distribution score {score:.2f} > "
+                                  f"{threshold:.2f})."), "score"
+    return InputCheck(not reason, reason, score, threshold, tuple(checks), refused_by)
 

@@ -54,17 +54,23 @@ def test_a_real_xray_passes_and_a_header_or_score_refuses_it(sample):
     image, pre = sample
     plain = check_input(image, pre, None)
     assert plain.passed and plain.reason == "" and plain.score is None and plain.checks == ("lungs",)
+    assert plain.refused_by == ""
     hand = LoadedImage(image.pixels, image.original_size, "dicom", 8, "MONOCHROME2", image.sha256,
                        body_part="HAND")
     refused = check_input(hand, pre, None)
     assert not refused.passed and refused.checks == ("dicom", "lungs")
     assert refused.reason == "The DICOM header says the body part is HAND, not the chest."
+    assert refused.refused_by == "dicom"
     ok = check_input(image, pre, _constant_model(1.0, 2.0))
     assert ok.passed and ok.score == pytest.approx(1.0) and ok.checks == ("lungs", "score")
     high = check_input(image, pre, _constant_model(3.0, 2.0))
     assert not high.passed and "out-of-distribution score 3.00 > 2.00" in high.reason
+    assert high.refused_by == "score"
     record = high.record()
     assert record["passed"] is False and record["score"] == 3.0 and record["threshold"] == 2.0
+    assert record["refused_by"] == "score"
+    wide = LoadedImage(image.pixels[:, :1], (100, 250), "png", 8, "MONOCHROME2", image.sha256)
+    assert check_input(wide, pre, _constant_model(3.0, 2.0)).refused_by == "shape"  # the first rule
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +151,7 @@ def test_a_smooth_field_is_refused_for_its_missing_edges(segmenter):
         assert edge_strength(pre.image) < MIN_EDGE_STRENGTH
         assert edge_problem(pre).startswith("The image has almost no sharp edges")
         check = check_input(_tagged(field), pre, None)
-        assert not check.passed and "sharp edges" in check.reason
+        assert not check.passed and "sharp edges" in check.reason and check.refused_by == "edges"
     for path in SAMPLES:
         pre = preprocess_image(load_image(path), segmenter)
         assert edge_strength(pre.image) > MIN_EDGE_STRENGTH + 0.04 and edge_problem(pre) == ""
