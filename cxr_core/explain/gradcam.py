@@ -98,7 +98,10 @@ def naive_gradcam(classifier, x: np.ndarray, label: int,
                 features, logits = explainer(images, training=False)
                 target = tf.gather(logits, k, axis=1)
             grads = tape.gradient(target, features)
-            weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+            # summed in float32: under mixed precision a float16 sum over ~1,000 channels
+            # cancels to noise (the closed form sums in float32 too)
+            features = tf.cast(features, tf.float32)
+            weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2), keepdims=True)
             return tf.reduce_sum(weights * features, axis=-1), weights[:, 0, 0, :]
 
         classifier.graphs["naive"] = one_label
