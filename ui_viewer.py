@@ -12,7 +12,15 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from cxr_core.explain.overlay import DEFAULT_ALPHA, overlay
+from cxr_core.explain.overlay import (
+    ADDED_AREA_COLOR,
+    BOX_COLOR,
+    DEFAULT_ALPHA,
+    FALLBACK_BOX_COLOR,
+    LUNG_COLOR,
+    outline_contours,
+    overlay,
+)
 
 #: images whose longer side exceeds this are shown downsampled (the browser then stays fluid);
 #: detector images up to 4096 px are shown pixel for pixel
@@ -45,29 +53,35 @@ def _png_uri(rgb: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
 
 
-def _outline_traces(review, scale: float) -> list[go.Scatter]:
-    """Lung outline (cyan) and crop box (yellow; red when segmentation fell back) as vector
-    lines in the original image's pixel coordinates."""
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "#%02x%02x%02x" % rgb
+
+
+def _outline_traces(review) -> list[go.Scatter]:
+    """The lungs (cyan), the area added below them (magenta) and the crop box (yellow; red when
+    segmentation fell back), as on the Review page's picture and in the report
+    (`overlay.outline_contours`), drawn as vector lines in the original image's coordinates."""
     height, width = review.image.original_size
-    mask = cv2.resize(review.pre.mask.full.astype(np.uint8), (width, height),
-                      interpolation=cv2.INTER_NEAREST)
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    xs: list[float | None] = []
-    ys: list[float | None] = []
-    for contour in contours:
-        points = contour[:, 0, :].astype(float)
-        points = np.vstack([points, points[:1]])
-        xs += [*points[:, 0], None]
-        ys += [*points[:, 1], None]
+    full, lungs = (cv2.resize(m.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+                   for m in (review.pre.mask.full, review.pre.mask.lungs))
+    traces = []
+    for part, colour in (("added", ADDED_AREA_COLOR), ("lungs", LUNG_COLOR)):
+        xs: list[float | None] = []
+        ys: list[float | None] = []
+        for contour in outline_contours(full, lungs)[part]:
+            points = contour[:, 0, :].astype(float)
+            points = np.vstack([points, points[:1]])
+            xs += [*points[:, 0], None]
+            ys += [*points[:, 1], None]
+        traces.append(go.Scatter(x=xs, y=ys, mode="lines", line={"color": _hex(colour), "width": 2},
+                                 name="lung outline" if part == "lungs" else "area added below the lungs",
+                                 hoverinfo="skip"))
     x0, y0, x1, y1 = review.pre.box_original
-    box_colour = "#ff3c3c" if review.pre.fallback else "#ffdc00"
-    return [
-        go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#00dcff", "width": 2},
-                   name="lung outline", hoverinfo="skip"),
-        go.Scatter(x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], mode="lines",
-                   line={"color": box_colour, "width": 2, "dash": "dot"}, name="crop box",
-                   hoverinfo="skip"),
-    ]
+    box_colour = _hex(FALLBACK_BOX_COLOR if review.pre.fallback else BOX_COLOR)
+    traces.append(go.Scatter(x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], mode="lines",
+                             line={"color": box_colour, "width": 2, "dash": "dot"}, name="crop box",
+                             hoverinfo="skip"))
+    return traces
 
 
 def viewer_figure(review, finding: int | None, alpha: float, outline: bool,
@@ -89,7 +103,7 @@ def viewer_figure(review, finding: int | None, alpha: float, outline: bool,
     fig = go.Figure(go.Image(source=_png_uri(rgb), x0=0, y0=0, dx=1 / scale, dy=1 / scale,
                              hoverinfo="skip", name="x-ray"))
     if outline:
-        for trace in _outline_traces(review, scale):
+        for trace in _outline_traces(review):
             fig.add_trace(trace)
     height, width_px = review.image.original_size
     fig.update_xaxes(visible=False, range=[-0.5, width_px - 0.5], constrain="domain")

@@ -135,6 +135,19 @@ def colorbar_png(alpha: float = DEFAULT_ALPHA, cutoff: float = DEFAULT_CUTOFF,
     return buf.getvalue()
 
 
+def outline_contours(mask: np.ndarray, lungs: np.ndarray | None = None) -> dict[str, list]:
+    """The outlines every view draws, as OpenCV contours in the masks' frame: "lungs" (cyan)
+    and "added" (the area added below them, `mask` minus `lungs`, magenta; empty without
+    `lungs`, when `mask` itself is outlined as the lungs)."""
+    added: list = []
+    if lungs is not None:
+        extra = (mask.astype(bool) & ~lungs.astype(bool)).astype(np.uint8)
+        added = list(cv2.findContours(extra, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0])
+        mask = lungs
+    outer = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]
+    return {"lungs": list(outer), "added": added}
+
+
 def mask_outline(image: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int],
                  fallback: bool, lungs: np.ndarray | None = None) -> np.ndarray:
     """RGB uint8 view of an image with the lungs outlined in cyan, the area added below them
@@ -142,13 +155,9 @@ def mask_outline(image: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, 
     fell back to the whole image). Masks and box are in the image's frame."""
     rgb = (np.repeat(np.clip(image, 0, 1)[..., None], 3, axis=2) * 255).astype(np.uint8).copy()
     thickness = max(1, round(max(image.shape) / 300))
-    if lungs is not None:
-        added = mask.astype(bool) & ~lungs.astype(bool)
-        contours, _ = cv2.findContours(added.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(rgb, contours, -1, ADDED_AREA_COLOR, thickness)
-        mask = lungs
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    cv2.drawContours(rgb, contours, -1, LUNG_COLOR, thickness)
+    contours = outline_contours(mask, lungs)
+    cv2.drawContours(rgb, contours["added"], -1, ADDED_AREA_COLOR, thickness)
+    cv2.drawContours(rgb, contours["lungs"], -1, LUNG_COLOR, thickness)
     x0, y0, x1, y1 = box
     cv2.rectangle(rgb, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)),
                   FALLBACK_BOX_COLOR if fallback else BOX_COLOR, thickness)

@@ -107,3 +107,20 @@ def test_mask_outline_draws_lungs_added_area_and_box_in_their_colours():
     assert tuple(normal[10, 30]) == LUNG_COLOR  # top edge of the lungs
     assert tuple(normal[44, 30]) == ADDED_AREA_COLOR  # bottom edge of the added area
     assert tuple(fallback[10, 30]) == LUNG_COLOR  # without lungs: the whole mask in cyan
+
+
+def test_outline_contours_are_the_lungs_and_the_area_added_below_them():
+    """The one outline of every view (Review picture, report, zoomable viewer)."""
+    from cxr_core.explain.overlay import outline_contours
+
+    lungs = np.zeros((60, 60), bool)
+    lungs[10:30, 20:40] = True
+    full = lungs.copy()
+    full[30:45, 20:40] = True
+    parts = outline_contours(full, lungs)
+    lung_points = np.concatenate(parts["lungs"])[:, 0]
+    added_points = np.concatenate(parts["added"])[:, 0]
+    assert lung_points[:, 1].min() == 10 and lung_points[:, 1].max() == 29  # rows, lungs only
+    assert added_points[:, 1].min() == 30 and added_points[:, 1].max() == 44
+    alone = outline_contours(full)  # no lungs given: the whole mask is the outline
+    assert alone["added"] == [] and np.concatenate(alone["lungs"])[:, 0][:, 1].max() == 44

@@ -114,7 +114,8 @@ def test_viewer_window_heatmap_and_zoom_are_wired():
     assert shown_image(spec).shape[:2] == (height, width)
     assert spec["layout"]["xaxis"]["range"] == [-0.5, width - 0.5]
     names = [trace.get("name") for trace in spec["data"]]
-    assert "lung outline" in names
+    # the same outline as the Review page's picture: lungs, the area added below them, the box
+    assert names == ["x-ray", "area added below the lungs", "lung outline", "crop box"]
     # heatmap off and a narrow window: the picture is the windowed X-ray, grey
     widget(at, "toggle", "Heatmap").set_value(False)
     widget(at, "slider", "Window centre").set_value(0.4)
