@@ -187,6 +187,11 @@ def review_page() -> None:
         return
 
     show_findings(review, show_overview(review))
+    if st.session_state["w_viewer"]:
+        from ui_viewer import show_viewer  # Plotly is imported only when the viewer is opened
+
+        st.subheader("Viewer")
+        show_viewer(review, key="review_viewer")
     heatmaps_and_report(review)
     st.subheader("Expert feedback")
     feedback_form(review, data, key="review", key_for=kept_key, keep=remember)
@@ -227,6 +232,10 @@ def show_overview(review):
         if review.pre.fallback:
             st.warning(f"Lung segmentation fell back to the whole image ({review.pre.mask.reason}); "
                        "findings may be less reliable.", icon="⚠️")
+        st.toggle("Zoomable viewer", key=kept_key("viewer", False),
+                  help="the X-ray at full resolution with zoom, pan, window/level and one "
+                       "finding's heatmap; stays open for the next image")
+        remember("viewer")
     with right:
         st.subheader("Findings")
         positives = int(review.findings.sum())

@@ -324,3 +324,25 @@ def test_unknown_engine_setting_is_an_in_page_error(monkeypatch):
     at.run()
     assert not at.exception
     assert any("Unknown inference engine" in e.value for e in at.error)
+
+
+def test_the_review_page_opens_the_zoomable_viewer_and_keeps_it_open():
+    """The viewer of the Worklist (zoom, pan, window/level, one finding's map) on the Review
+    page, behind one toggle that stays on for the next image."""
+    import json
+
+    at = run_review(sample_bytes(0) + ("image/png",))
+    assert not at.exception and not at.get("plotly_chart")  # closed by default: nothing to draw
+    next(t for t in at.toggle if t.label == "Zoomable viewer").set_value(True)
+    at.run()
+    assert not at.exception
+    chart = at.get("plotly_chart")[0]
+    spec, config = json.loads(chart.proto.spec), json.loads(chart.proto.config)
+    assert config["scrollZoom"] is True and spec["layout"]["dragmode"] == "pan"
+    height, width = at.session_state["review"].image.original_size
+    assert spec["layout"]["xaxis"]["range"] == [-0.5, width - 0.5]
+    assert any(s.label.startswith("Window centre") for s in at.slider)
+    name, data = sample_bytes(1)
+    at.file_uploader[0].set_value((name, data, "image/png"))
+    at.run()
+    assert not at.exception and at.get("plotly_chart")  # still open for the next image
