@@ -262,8 +262,11 @@ def show_findings(review, column) -> None:
         return [style] * len(row)
 
     styled = frame.style.apply(colour, axis=1).format(precision=3)
+    # a label set whose groups are the findings themselves (the specific set) shows no group
+    columns = [c for c in frame.columns if c != "group" or not (frame["group"] == frame["finding"]).all()]
     with column:
-        st.dataframe(styled, hide_index=True, width="stretch", column_config={
+        st.dataframe(styled, hide_index=True, width="stretch", column_order=columns, column_config={
+            "finding": st.column_config.TextColumn("finding", width="medium"),
             "group": st.column_config.TextColumn("group", width="small",
                                                  help="PadChest's general group of the finding"),
             "probability": st.column_config.ProgressColumn(
@@ -275,7 +278,7 @@ def show_findings(review, column) -> None:
                 "models positive", help="how many of the models call this finding positive, each "
                 "at its own threshold; the ensemble's call is in 'call'"),
             "call": st.column_config.TextColumn(
-                "call", help="the ensemble's decision; borderline: within 0.05 of the threshold, "
+                "call", width="medium", help="the ensemble's decision; borderline: within 0.05 of the threshold, "
                 "or the models disagree"),
         })
 

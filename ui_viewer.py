@@ -151,11 +151,14 @@ def show_viewer(review, key: str = "viewer") -> None:
         st.button("Reset window", key=f"{key}_reset", on_click=_reset_window,
                   args=(key, (round(window[0], 3), round(min(max(window[1], MIN_WIDTH), 2.0), 3))))
         table = review.table()
+        # the narrow side column shows what picks a map; the page's own table has the rest
         st.dataframe(table, hide_index=True, width="stretch", key=f"{key}_table",
                      on_select=lambda: _pick_from_table(key, table["finding"].tolist()),
                      selection_mode="single-row",
+                     column_order=["finding", "probability", "positive"],
                      column_config={"probability": st.column_config.ProgressColumn(
-                         "probability", min_value=0.0, max_value=1.0, format="%.2f")})
+                         "probability", min_value=0.0, max_value=1.0, format="%.2f", width="small"),
+                         "positive": st.column_config.CheckboxColumn("positive", width="small")})
     k = review.labels.index(finding)
     with view_col:
         fig = viewer_figure(review, k if show_heat else None, alpha, outline, centre, width)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import PurePosixPath
 
+import numpy as np
 import streamlit as st
 
 from cxr_core.base.config import settings
@@ -95,8 +96,13 @@ if worklist.current not in ready_names:
     worklist.current = ready_names[0] if ready_names else None
 
 
+# the table's key follows the open study, so that a click selects a row only until another
+# study opens ("next", the picker); the open study is marked in its own column instead
+table_key = f"worklist_table_{ready_names.index(worklist.current) if worklist.current else 'none'}"
+
+
 def open_from_table() -> None:
-    rows = st.session_state["worklist_table"].selection.rows
+    rows = st.session_state[table_key].selection.rows
     if rows and table.iloc[rows[0]]["status"] in OPENABLE:
         worklist.current = table.iloc[rows[0]]["file"]
 
@@ -116,13 +122,22 @@ def next_study() -> None:
 has_normal = any(lab.strip().lower() in NORMAL_LABELS for lab in bundle.labels)
 score_help = ("1 - p(normal)" if has_normal else
               "highest probability divided by its label's threshold (1 or more: a finding passes)")
+shown = table.copy()
+shown.insert(0, "open", np.where(shown["file"] == worklist.current, "▶", ""))
 st.dataframe(
-    table, hide_index=True, width="stretch", key="worklist_table", on_select=open_from_table,
+    shown, hide_index=True, width="stretch", key=table_key, on_select=open_from_table,
     selection_mode="single-row",
-    column_config={"triage score": st.column_config.NumberColumn("triage score", format="%.3f",
+    column_config={"open": st.column_config.TextColumn("open", width=50, help="the study shown below"),
+                   "file": st.column_config.TextColumn("file", width="medium"),
+                   "top findings": st.column_config.TextColumn("top findings", width="large"),
+                   "triage score": st.column_config.NumberColumn("triage score", format="%.3f",
                                                                  help=score_help),
                    "segmentation fallback": st.column_config.CheckboxColumn("segmentation fallback")})
-st.caption(f"Most abnormal first. Triage score: {score_help}. Click a row to open the study.")
+caption = f"Most abnormal first. Triage score: {score_help}. Click a row to open the study."
+if worklist.duplicates:
+    caption += (f" {len(worklist.duplicates)} file(s) skipped: the same image is already listed "
+                f"({', '.join(worklist.duplicates[:3])}{'...' if len(worklist.duplicates) > 3 else ''}).")
+st.caption(caption)
 
 if worklist.current is None:
     st.info("No study is ready yet.")

@@ -139,18 +139,27 @@ class Worklist:
         self.items: list[WorkItem] = []
         self.current: str | None = None  # the study open in the viewer
         self.uploads_seen: set[str] = set()  # upload ids already added (the page re-sends them)
+        self.duplicates: list[str] = []  # names skipped because their image is already listed
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def add(self, files: list[tuple[str, bytes]], refused: list[tuple[str, str]] | None = None) -> int:
         """Add uploads (zips expanded); unreadable archives, and files the caller `refused`
         (name, sentence), are listed as failed. Returns the number of entries added. A file
-        already in the list (same name and bytes) is skipped."""
+        whose bytes are already listed, under any name (a study uploaded alone and inside a
+        zip, or twice), is skipped and its name kept in `duplicates`: one row per study."""
         images, failures = expand_uploads(files)
         failures += refused or []
         with self._lock:
-            known = {(item.name, len(item.data), hash(item.data)) for item in self.items}
-            added = [WorkItem(n, d) for n, d in images if (n, len(d), hash(d)) not in known]
+            known = {(len(item.data), hash(item.data)) for item in self.items if item.data}
+            added = []
+            for name, data in images:
+                content = (len(data), hash(data))
+                if data and content in known:
+                    self.duplicates.append(name)
+                    continue
+                known.add(content)
+                added.append(WorkItem(name, data))
             added += [WorkItem(n, b"", status="failed", error=e) for n, e in failures]
             self.items += added
         return len(added)

@@ -90,6 +90,10 @@ def test_five_mixed_files_one_failed_rest_ordered_by_triage(reviewer):
     worklist = Worklist()
     assert worklist.add(mixed_files()) == 5
     assert worklist.add(mixed_files()[:1]) == 0  # the same file again is not added twice
+    first_name, first_data = mixed_files()[0]
+    # the same image under another name, alone and inside a zip: still one row per study
+    assert worklist.add([("copy.png", first_data), ("more.zip", zipped([("again.png", first_data)]))]) == 0
+    assert worklist.duplicates == [first_name, "copy.png", "more.zip/batch/again.png"]
     assert worklist.start(reviewer, batch_size=2)
     worklist.wait(600)
     assert not worklist.running

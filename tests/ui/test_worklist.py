@@ -89,6 +89,7 @@ def test_five_mixed_files_listed_failed_and_ordered_then_next_and_reload():
     at.run()
     assert at.selectbox(key="worklist_open").value == table.loc[1, "file"]
     assert at.dataframe[0].value["reviewed"].tolist()[:2] == ["yes", "no"]
+    assert at.dataframe[0].value["open"].tolist()[:3] == ["", "▶", ""]  # the open study is marked
     # picking a study opens it
     at.selectbox(key="worklist_open").set_value(table.loc[3, "file"])
     at.run()
