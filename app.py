@@ -241,6 +241,10 @@ def show_overview(review):
         positives = int(review.findings.sum())
         st.markdown(f"**{positives}** positive finding(s) of {len(review.labels)} "
                     f"(thresholds: {review.threshold_method}, chosen on validation).")
+        others = review.normal_with_findings()
+        if others:
+            st.warning(f"The models call 'normal' together with {', '.join(others)}, which "
+                       f"'normal' excludes: read these findings as uncertain.", icon="⚠️")
     return right
 
 

@@ -19,8 +19,9 @@ def render_input_check(review) -> bool:
         return True
     if check.passed:
         if check.score is not None:
-            st.caption(f"Input check: frontal chest X-ray (out-of-distribution score "
-                       f"{check.score:.2f}, limit {check.threshold:.2f}).")
+            st.caption(f"Input check: frontal chest X-ray, like those the models were trained on "
+                       f"(distance score {check.score:.2f}; images scoring above "
+                       f"{check.threshold:.2f} are refused).")
         else:
             st.caption("Input check: frontal chest X-ray (DICOM and lung-shape checks; this model "
                        "has no stored statistics for the score).")

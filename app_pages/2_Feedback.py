@@ -12,11 +12,12 @@ from cxr_core.review.feedback_table import (
     review_rows,
     thumbnail_data_url,
 )
-from ui_common import feedback_store, load_bundle_or_stop
+from ui_common import demo_banner, feedback_store, load_bundle_or_stop
 
 st.set_page_config(page_title="CXR Review: feedback", page_icon="📝", layout="wide")
 st.title("Expert feedback")
 bundle = load_bundle_or_stop()
+demo_banner(bundle)
 try:
     store = feedback_store()
     frame = store.reviews_frame()
@@ -67,8 +68,9 @@ st.subheader("Agreement per finding")
 scope = st.radio("Computed on", ["all reviews", "the filtered reviews"], horizontal=True,
                  help="always the latest version of each reviewer's answer per image")
 basis = frame if scope == "all reviews" else view
-st.caption(f"Agreement on {'all' if basis is frame else 'the filtered'} reviews: "
-           f"{int(mark_latest(basis).sum())} latest answers from {len(basis)} rows.")
+st.caption(f"Agreement on {'all' if basis is frame else 'the filtered'} reviews, computed on "
+           f"{int(mark_latest(basis).sum())} answer(s): each reviewer's latest version per image, "
+           f"out of {len(basis)} review row(s).")
 st.dataframe(agreement_table(basis, bundle.labels), hide_index=True, width="stretch")
 
 st.subheader("Export")

@@ -34,6 +34,16 @@ log = logging.getLogger(__name__)
 PRECISION = 3
 #: A finding is borderline when its probability is this close to its threshold.
 BORDERLINE_MARGIN = 0.05
+#: spellings of the label that means "no finding" (exclusive of every other finding)
+NORMAL_LABELS = ("normal", "no finding", "no findings", "no_finding")
+
+
+def normal_index(labels: list[str]) -> int | None:
+    """Index of the bundle's 'normal' label, or None when it has none."""
+    for k, label in enumerate(labels):
+        if label.strip().lower() in NORMAL_LABELS:
+            return k
+    return None
 
 
 @dataclass
@@ -96,6 +106,14 @@ class Review:
     def fmt(value: float) -> str:
         """A probability or threshold as shown everywhere."""
         return f"{float(value):.{PRECISION}f}"
+
+    def normal_with_findings(self) -> list[str]:
+        """The other positive findings when 'normal' is called positive too (it excludes them
+        all): a contradiction the reader should see, empty when there is none."""
+        k_normal = normal_index(self.labels)
+        if k_normal is None or not self.findings[k_normal]:
+            return []
+        return [self.labels[k] for k in self.order() if k != k_normal]
 
     def order(self, include_all: bool = False, extra: int = 0) -> list[int]:
         """Label indices to show: positives by probability, then `extra` next likely (or all)."""

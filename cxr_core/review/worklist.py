@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..base.errors import CxrError
 from ..imaging.image_io import SUPPORTED_EXTENSIONS
-from .pipeline import Review, Reviewer
+from .pipeline import NORMAL_LABELS, Review, Reviewer, normal_index  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +35,10 @@ STATUSES_IN_ORDER = ("ready", "refused", "queued", "failed")
 OPENABLE = ("ready", "refused")
 
 #: label names (lower case) that mean "no abnormality" for the triage score
-NORMAL_LABELS = ("normal", "no finding", "no findings", "no_finding")
 ARCHIVE_EXTENSIONS = (".zip",)
 MAX_FILES = 500
 MAX_ARCHIVE_BYTES = 2_000_000_000  # uncompressed bytes read from one zip (zip-bomb guard)
 TOP_FINDINGS = 3
-
-
-def normal_index(labels: list[str]) -> int | None:
-    """Index of the bundle's 'normal' label, or None when it has none."""
-    for k, label in enumerate(labels):
-        if label.strip().lower() in NORMAL_LABELS:
-            return k
-    return None
 
 
 def triage_score(review: Review) -> float:

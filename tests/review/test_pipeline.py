@@ -157,3 +157,23 @@ def test_bundle_test_time_flips_reach_the_review_on_both_engines(tmp_path):
         review = Reviewer.from_paths(flipped, engine=engine).review_one(SAMPLES[0])
         assert np.abs(review.probs - expected).max() < 1e-3, engine
         assert np.abs(review.probs - base.probs).max() > 1e-3  # the mirror changes them
+
+
+def test_normal_called_together_with_other_findings_is_named():
+    """'normal' excludes every other finding: when the models call both, the review names the
+    others (the Review page shows it as a warning); otherwise nothing."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from cxr_core.review.pipeline import Review
+
+    study = SimpleNamespace(labels=["pneumonia", "Normal", "effusion", "nodule"],
+                            probs=np.array([0.8, 0.6, 0.2, 0.7]))
+    study.order = lambda *a, **k: Review.order(study, *a, **k)
+    study.findings = np.array([True, True, False, True])
+    assert Review.normal_with_findings(study) == ["pneumonia", "nodule"]
+    study.findings = np.array([False, True, False, False])
+    assert Review.normal_with_findings(study) == []
+    study.findings = np.array([True, False, False, False])
+    assert Review.normal_with_findings(study) == []

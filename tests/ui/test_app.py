@@ -66,6 +66,10 @@ def test_upload_shows_findings_heatmaps_colour_scale_and_demo_banner():
     table = at.dataframe[0].value
     assert list(table.columns) == ["finding", "group", "probability", "threshold",
                                    "models positive", "call"]
+    others = at.session_state["review"].normal_with_findings()
+    contradiction = [w.value for w in at.warning if "together with" in w.value]
+    assert contradiction == ([f"The models call 'normal' together with {', '.join(others)}, which "
+                              f"'normal' excludes: read these findings as uncertain."] if others else [])
     calls = table["call"].str.startswith("positive").tolist()
     assert calls == sorted(calls, reverse=True)  # positives first
     assert all(round(p, 3) == p for p in table["probability"])  # one precision everywhere

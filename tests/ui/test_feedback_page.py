@@ -54,6 +54,7 @@ def test_feedback_page_is_readable_and_filters_everything():
     at = AppTest.from_file(str(REPO / "app_pages" / "2_Feedback.py"), default_timeout=TIMEOUT)
     at.run()
     assert not at.exception, at.exception
+    assert any("not for clinical use" in w.value for w in at.warning)  # as on every page
     table = at.dataframe[0].value
     assert {"Image", "Image id", "Reviewer", "Version", "Latest", "Expert findings", "Decisions",
             "Comment"} <= set(table.columns)
