@@ -167,4 +167,5 @@ def show_viewer(review, key: str = "viewer") -> None:
         if review.pre.fallback:
             st.warning(f"Lung segmentation fell back to the whole image ({review.pre.mask.reason}); "
                        "findings may be less reliable.", icon="⚠️")
-        st.caption(f"{caption}. Scroll to zoom, drag to pan, double-click to reset the view.")
+        st.caption(f"{caption}. Scroll to zoom, drag to pan, double-click to reset the view "
+                   "(changing a control shows the whole image again).")
