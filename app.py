@@ -323,7 +323,9 @@ def show_heatmaps(review, order: list[int], alpha: float, cutoff: float, uncerta
             panels.append(("uncertainty (std)", "std", None))
         if members:
             panels += [(arch, "mean", m) for m, arch in enumerate(review.archs)]
-        columns = st.columns(3)  # at most three panels a row, so one map never fills the page
+        # three columns, so that one map never fills the page; four when that keeps a finding's
+        # panels on one row (mean, uncertainty and two models)
+        columns = st.columns(max(3, min(len(panels), 4)))
         for i, (caption, kind, member) in enumerate(panels):
             with columns[i % len(columns)]:
                 picture = _image(("map", k, kind, member, round(alpha, 2), round(cutoff, 2)),
