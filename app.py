@@ -270,19 +270,19 @@ def show_findings(review, column) -> None:
     columns = [c for c in frame.columns if c != "group" or not (frame["group"] == frame["finding"]).all()]
     with column:
         st.dataframe(styled, hide_index=True, width="stretch", column_order=columns, column_config={
-            "finding": st.column_config.TextColumn("finding", width="medium"),
+            "finding": st.column_config.TextColumn("finding", width=150),
             "group": st.column_config.TextColumn("group", width="small",
                                                  help="PadChest's general group of the finding"),
             "probability": st.column_config.ProgressColumn(
                 "probability", min_value=0.0, max_value=1.0, format="%.3f", width=120,
                 help="ensemble probability"),
             "threshold": st.column_config.NumberColumn(
-                "threshold", format="%.3f", help="operating threshold, chosen on validation"),
+                "threshold", format="%.3f", width="small", help="operating threshold, chosen on validation"),
             "models positive": st.column_config.TextColumn(
                 "models positive", help="how many of the models call this finding positive, each "
                 "at its own threshold; the ensemble's call is in 'call'"),
             "call": st.column_config.TextColumn(
-                "call", width="medium", help="the ensemble's decision; borderline: within 0.05 of the threshold, "
+                "call", width="large", help="the ensemble's decision; borderline: within 0.05 of the threshold, "
                 "or the models disagree"),
         })
 
