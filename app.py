@@ -27,6 +27,7 @@ from ui_common import (
     feedback_form,
     get_reviewer,
     load_bundle_or_stop,
+    normal_warning,
 )
 from ui_input_check import render_input_check
 
@@ -226,7 +227,7 @@ def show_overview(review):
         if review.pre.fallback:
             caption = "whole-image box (red): segmentation fell back"
         else:
-            caption = "lungs (cyan), area added below them (magenta), crop box (yellow)"
+            caption = "lungs (cyan), area added below and between them (magenta), crop box (yellow)"
         st.image(_image(("outline",), review.outline_display, "PNG"), caption=caption,
                  width="stretch", output_format="PNG")
         if review.pre.fallback:
@@ -241,10 +242,7 @@ def show_overview(review):
         positives = int(review.findings.sum())
         st.markdown(f"**{positives}** positive finding(s) of {len(review.labels)} "
                     f"(thresholds: {review.threshold_method}, chosen on validation).")
-        others = review.normal_with_findings()
-        if others:
-            st.warning(f"The models call 'normal' together with {', '.join(others)}, which "
-                       f"'normal' excludes: read these findings as uncertain.", icon="⚠️")
+        normal_warning(review)
     return right
 
 

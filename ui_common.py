@@ -127,6 +127,14 @@ def demo_banner(bundle: Bundle) -> None:
         st.warning(DEMO_BANNER, icon="⚠️")
 
 
+def normal_warning(review) -> None:
+    """Say so when the models call 'normal' together with findings it excludes (both pages)."""
+    others = review.normal_with_findings()
+    if others:
+        st.warning(f"The models call 'normal' together with {', '.join(others)}, which "
+                   f"'normal' excludes: read these findings as uncertain.", icon="⚠️")
+
+
 def current_user_name() -> str | None:
     """The logged-in user's name/e-mail when Streamlit's login is configured, else None."""
     try:

@@ -26,7 +26,7 @@ def render_input_check(review) -> bool:
             st.caption("Input check: frontal chest X-ray (DICOM and lung-shape checks; this model "
                        "has no stored statistics for the score).")
         return True
-    st.error(f"**Not reviewed: this does not look like a frontal chest X-ray.** {check.reason}",
+    st.error(f"**Not reviewed: the input check refused this image.** {check.reason}",
              icon="🚫")
     anyway = st.checkbox("Show the findings anyway (expert)", key=f"show_anyway_{review.image.sha256}",
                          help=SHOW_ANYWAY_HELP)

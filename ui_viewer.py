@@ -74,7 +74,7 @@ def _outline_traces(review) -> list[go.Scatter]:
             xs += [*points[:, 0], None]
             ys += [*points[:, 1], None]
         traces.append(go.Scatter(x=xs, y=ys, mode="lines", line={"color": _hex(colour), "width": 2},
-                                 name="lung outline" if part == "lungs" else "area added below the lungs",
+                                 name="lung outline" if part == "lungs" else "area added below and between the lungs",
                                  hoverinfo="skip"))
     x0, y0, x1, y1 = review.pre.box_original
     box_colour = _hex(FALLBACK_BOX_COLOR if review.pre.fallback else BOX_COLOR)
@@ -155,9 +155,10 @@ def show_viewer(review, key: str = "viewer") -> None:
         st.dataframe(table, hide_index=True, width="stretch", key=f"{key}_table",
                      on_select=lambda: _pick_from_table(key, table["finding"].tolist()),
                      selection_mode="single-row",
-                     column_order=["finding", "probability", "positive"],
+                     column_order=["finding", "probability", "threshold", "positive"],
                      column_config={"probability": st.column_config.ProgressColumn(
                          "probability", min_value=0.0, max_value=1.0, format="%.2f", width="small"),
+                         "threshold": st.column_config.NumberColumn("threshold", format="%.2f", width="small"),
                          "positive": st.column_config.CheckboxColumn("positive", width="small")})
     k = review.labels.index(finding)
     with view_col:

@@ -22,6 +22,7 @@ from ui_common import (
     feedback_form,
     get_reviewer,
     load_bundle_or_stop,
+    normal_warning,
     session_worklist,
 )
 from ui_input_check import render_input_check
@@ -154,6 +155,7 @@ review = item.review
 st.subheader(PurePosixPath(item.name).name)
 if not render_input_check(review):  # refused: its sentence, no findings unless shown anyway
     st.stop()
+normal_warning(review)
 show_viewer(review, key="worklist_viewer")
 
 results_col, feedback_col = st.columns([2, 3])

@@ -189,7 +189,7 @@ def _overview(doc: _Document, review, options: ReportOptions, usable: float) -> 
     panel_h = panel_w * height / width
     doc.need(panel_h + 0.45)
     note = ("Segmentation FELL BACK to the whole image (red box)" if review.pre.fallback
-            else "Lungs (cyan), area added below them (magenta), crop box (yellow)")
+            else "Lungs (cyan), area added below and between them (magenta), crop box (yellow)")
     doc.text(note, size=8, color="red" if review.pre.fallback else "black")
     ax = doc.axes(MARGIN, panel_h, panel_w)
     ax.imshow(review.outline_display(DISPLAY_SIDE))

@@ -138,8 +138,8 @@ def decide(facts: InputFacts, model: InputModel | None) -> InputCheck:
         score = float(model.scores(facts.descriptor[None])[0])
         threshold = model.threshold
         if not reason and score > threshold:
-            reason, refused_by = (f"The image does not look like the frontal chest X-rays the models "
-                                  f"were trained on (out-of-distribution score {score:.2f} > "
+            reason, refused_by = (f"The image is unlike the frontal chest X-rays the models were "
+                                  f"trained on (distance score {score:.2f}, above the limit "
                                   f"{threshold:.2f})."), "score"
     return InputCheck(not reason, reason, score, threshold, tuple(checks), refused_by)
 

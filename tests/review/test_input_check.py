@@ -64,7 +64,7 @@ def test_a_real_xray_passes_and_a_header_or_score_refuses_it(sample):
     ok = check_input(image, pre, _constant_model(1.0, 2.0))
     assert ok.passed and ok.score == pytest.approx(1.0) and ok.checks == ("lungs", "score")
     high = check_input(image, pre, _constant_model(3.0, 2.0))
-    assert not high.passed and "out-of-distribution score 3.00 > 2.00" in high.reason
+    assert not high.passed and "(distance score 3.00, above the limit 2.00)" in high.reason
     assert high.refused_by == "score"
     record = high.record()
     assert record["passed"] is False and record["score"] == 3.0 and record["threshold"] == 2.0

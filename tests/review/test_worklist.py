@@ -143,7 +143,7 @@ def test_what_the_input_check_refuses_is_listed_as_refused_without_findings(revi
     table = worklist.table()
     assert table["status"].tolist() == ["ready", "refused", "failed"]
     refused = table.set_index("file").loc["noise.dcm"]
-    assert refused["top findings"].startswith("The image does not look like the frontal chest X-rays")
+    assert refused["top findings"].startswith("The image is unlike the frontal chest X-rays")
     assert refused["triage score"] is None or np.isnan(refused["triage score"])
     assert worklist.item("noise.dcm").review is not None  # the expert can still look
     assert worklist.next_name(SAMPLES[0].name) == "noise.dcm"

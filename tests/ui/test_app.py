@@ -81,7 +81,7 @@ def test_upload_shows_findings_heatmaps_colour_scale_and_demo_banner():
         probability = re.search(r"p=(\d\.\d+)", title).group(1)
         assert len(probability) == 5 and float(probability) in table["probability"].tolist()
     captions = [i.caption for i in images(at)]
-    assert captions[0].startswith("lungs (cyan), area added below them (magenta)")
+    assert captions[0].startswith("lungs (cyan), area added below and between them (magenta)")
     assert captions.count("ensemble mean") == positives
     if positives:  # the colour scale is shown with the maps
         assert len(images(at)) == 1 + 1 + positives

@@ -94,6 +94,11 @@ def test_five_mixed_files_listed_failed_and_ordered_then_next_and_reload():
     at.selectbox(key="worklist_open").set_value(table.loc[3, "file"])
     at.run()
     assert any(table.loc[3, "file"] in md.value for md in at.subheader)
+    # the Review page's warning when 'normal' is called with findings it excludes, here too
+    others = current_review(at)[1].normal_with_findings()
+    assert [w.value for w in at.warning if "together with" in w.value] == (
+        [f"The models call 'normal' together with {', '.join(others)}, which 'normal' excludes: "
+         f"read these findings as uncertain."] if others else [])
     # a reload of the page (same URL, new session) finds the same list
     token = at.query_params["worklist"]
     again = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
@@ -116,7 +121,7 @@ def test_viewer_window_heatmap_and_zoom_are_wired():
     assert spec["layout"]["xaxis"]["range"] == [-0.5, width - 0.5]
     names = [trace.get("name") for trace in spec["data"]]
     # the same outline as the Review page's picture: lungs, the area added below them, the box
-    assert names == ["x-ray", "area added below the lungs", "lung outline", "crop box"]
+    assert names == ["x-ray", "area added below and between the lungs", "lung outline", "crop box"]
     # heatmap off and a narrow window: the picture is the windowed X-ray, grey
     widget(at, "toggle", "Heatmap").set_value(False)
     widget(at, "slider", "Window centre").set_value(0.4)
