@@ -40,7 +40,7 @@ def show_table(frame: pd.DataFrame, **kwargs) -> None:
         if column == frame.columns[0]:
             config[column] = st.column_config.TextColumn(name, pinned=True, width="medium")
         elif pd.api.types.is_float_dtype(frame[column]):
-            config[column] = st.column_config.NumberColumn(name, format="%.3f", width="small")
+            config[column] = st.column_config.NumberColumn(name, format="%.3f")  # header readable
         elif pd.api.types.is_integer_dtype(frame[column]):
             config[column] = st.column_config.NumberColumn(name, format="%d", width="small")
         else:

@@ -106,16 +106,20 @@ class MetricsDisplay:
             value = "n/a" if np.isnan(v) else f"{v:.2f}"
             interval = f" [{lo:.2f}, {hi:.2f}]" if not np.isnan(lo) else (" (too few cases for an interval)"
                                                                           if note else "")
-            text.append(f"   {value}{interval}  ({n} positive of {total})")  # clear of the bar end
+            text.append(f"{value}{interval}  ({n} positive of {total})")
         fig = go.Figure()
         fig.add_trace(go.Bar(x=shown, y=table["label"], orientation="h", name=METRIC_NAMES.get(metric, metric),
                              marker_color="#7aa6d6", hoverinfo="skip", showlegend=False))
         fig.add_trace(go.Scatter(
-            x=shown, y=table["label"], mode="markers+text", text=text, textposition="middle right",
+            x=shown, y=table["label"], mode="markers", text=text,
             marker=dict(symbol="line-ns-open", size=14, color="#1f3b73", line_width=2),
             error_x=dict(type="data", symmetric=False, array=np.nan_to_num(high - shown),
                          arrayminus=np.nan_to_num(shown - low), color="#1f3b73", thickness=1.5, width=5),
             hovertemplate="%{y}<br>%{text}<extra></extra>", showlegend=False))
+        # the numbers start right of the interval's upper end, never across the error bar
+        text_x = np.fmax(shown, np.nan_to_num(high, nan=0.0)) + 0.02
+        fig.add_trace(go.Scatter(x=text_x, y=table["label"], mode="text", text=text,
+                                 textposition="middle right", hoverinfo="skip", showlegend=False))
         fig.update_layout(title=f"{METRIC_NAMES.get(metric, metric)} per label: {model} "
                                 f"(bars: 95% bootstrap interval)",
                           xaxis=dict(range=[0, 1.6], tickvals=[0, 0.25, 0.5, 0.75, 1.0]),

@@ -23,10 +23,13 @@ def display(n_resamples: int = 100) -> MetricsDisplay:
 
 def test_a_zero_value_still_draws_a_marker_and_counts_show_images_and_positives():
     fig = display().bar_figure("CTP", "f1_positive")
-    bars, markers = fig.data
+    bars, markers, labels = fig.data
     zero = list(markers.y).index("none")
-    assert markers.x[zero] == 0 and markers.mode == "markers+text"
-    assert "0 positive of 400" in markers.text[zero]
+    assert markers.x[zero] == 0 and markers.mode == "markers"
+    assert "0 positive of 400" in labels.text[zero] and labels.mode == "text"
+    # each label's numbers start right of its interval's upper end (not across the error bar)
+    upper = np.asarray(markers.x) + np.asarray(markers.error_x.array)
+    assert (np.asarray(labels.x) > upper).all()
     assert fig.layout.xaxis.range[0] == 0
     prevalence = display().prevalence_figure()
     assert 0 in list(prevalence.data[1].x)  # the label without positives has a marker

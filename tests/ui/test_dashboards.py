@@ -82,10 +82,11 @@ def test_metrics_page_shows_intervals_counts_and_readable_curves(models_dir):
     figs = {f["layout"]["title"]["text"].split(":")[0]: f for f in figures(at)}
     bars = next(f for t, f in figs.items() if t.startswith("AUC per label"))
     marker = bars["data"][1]
-    assert marker["mode"] == "markers+text" and len(values(marker["x"])) == len(LABELS)
+    assert marker["mode"] == "markers" and len(values(marker["x"])) == len(LABELS)
     upper = values(marker["error_x"]["array"])
     assert (upper > 0).sum() == len(LABELS) - 1  # every label but the rare one has an interval
-    assert any("too few cases" in text for text in marker["text"])
+    numbers = bars["data"][2]  # the value, interval and counts, right of each interval
+    assert numbers["mode"] == "text" and any("too few cases" in text for text in numbers["text"])
     roc, pr = figs["ROC"], figs["Precision-recall"]
     assert roc["layout"]["xaxis"]["range"][0] < 0 < 1 < roc["layout"]["yaxis"]["range"][1]
     assert all("(AP " in trace["name"] for trace in pr["data"])
