@@ -127,13 +127,17 @@ shown = table.copy()
 shown.insert(0, "open", np.where(shown["file"] == worklist.current, "▶", ""))
 st.dataframe(
     shown, hide_index=True, width="stretch", key=table_key, on_select=open_from_table,
-    selection_mode="single-row",
+    selection_mode="single-row", placeholder="–",  # a failed file has no triage score
     column_config={"open": st.column_config.TextColumn("open", width=50, help="the study shown below"),
                    "file": st.column_config.TextColumn("file", width="medium"),
-                   "top findings": st.column_config.TextColumn("top findings", width="large"),
+                   "status": st.column_config.TextColumn("status", width=70),
+                   "top findings": st.column_config.TextColumn("top findings", width="medium"),
                    "triage score": st.column_config.NumberColumn("triage score", format="%.3f",
-                                                                 help=score_help),
-                   "segmentation fallback": st.column_config.CheckboxColumn("segmentation fallback")})
+                                                                 width=95, help=score_help),
+                   "segmentation fallback": st.column_config.CheckboxColumn(
+                       "segmentation fallback", width=160,
+                       help="the lung segmentation failed and the whole image was used"),
+                   "reviewed": st.column_config.TextColumn("reviewed", width=80)})
 caption = f"Most abnormal first. Triage score: {score_help}. Click a row to open the study."
 if worklist.duplicates:
     caption += (f" {len(worklist.duplicates)} file(s) skipped: the same image is already listed "
