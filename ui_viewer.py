@@ -64,11 +64,12 @@ def _outline_traces(review) -> list[go.Scatter]:
     height, width = review.image.original_size
     full, lungs = (cv2.resize(m.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
                    for m in (review.pre.mask.full, review.pre.mask.lungs))
+    contours = outline_contours(full, lungs)
     traces = []
     for part, colour in (("added", ADDED_AREA_COLOR), ("lungs", LUNG_COLOR)):
         xs: list[float | None] = []
         ys: list[float | None] = []
-        for contour in outline_contours(full, lungs)[part]:
+        for contour in contours[part]:
             points = contour[:, 0, :].astype(float)
             points = np.vstack([points, points[:1]])
             xs += [*points[:, 0], None]

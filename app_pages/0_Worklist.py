@@ -16,7 +16,8 @@ from cxr_core.base.config import settings
 from cxr_core.base.errors import CxrError
 from cxr_core.explain.report import report_pdf, report_png
 from cxr_core.review.dicom_out import dicom_results
-from cxr_core.review.worklist import NORMAL_LABELS, OPENABLE
+from cxr_core.review.pipeline import normal_index
+from cxr_core.review.worklist import OPENABLE
 from ui_common import (
     demo_banner,
     feedback_form,
@@ -120,7 +121,7 @@ def next_study() -> None:
         worklist.current = following
 
 
-has_normal = any(lab.strip().lower() in NORMAL_LABELS for lab in bundle.labels)
+has_normal = normal_index(bundle.labels) is not None
 score_help = ("1 - p(normal)" if has_normal else
               "highest probability divided by its label's threshold (1 or more: a finding passes)")
 shown = table.copy()

@@ -218,7 +218,8 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
     # no restore_best_weights: the best checkpoint is loaded after fit, resumed or not
     stopping = keras.callbacks.EarlyStopping(
         monitor=config.monitor, mode=mode, patience=config.patience, min_delta=config.min_delta)
-    callbacks = [cb for cb in (replica_sync_callback(strategy),) if cb is not None] + [
+    sync = replica_sync_callback(strategy)
+    callbacks = ([sync] if sync is not None else []) + [
         checkpoint,
         stopping,
         keras.callbacks.CSVLogger(str(out_dir / TRAINING_LOG), append=True),

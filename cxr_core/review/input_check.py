@@ -46,7 +46,7 @@ class InputCheck:
     score: float | None  # out-of-distribution score; None without stored statistics
     threshold: float | None
     checks: tuple[str, ...]  # the checks that ran: "dicom", "lungs", "score"
-    refused_by: str = ""  # the rule that refused: one of REFUSAL_RULES; "" when passed
+    refused_by: str = ""  # the rule that refused: dicom, shape, edges, lungs or score; "" if passed
 
     def record(self) -> dict:
         """Plain-JSON form, stored with the review's model output."""
@@ -78,9 +78,6 @@ class InputFacts:
     descriptor: np.ndarray  # `describe_input` of the working image and its lung mask
     refused_by: str = ""  # which of those rules refused ("dicom", "shape", "edges", "lungs")
 
-
-#: the rules that can refuse an image, in the order they run (InputCheck.refused_by)
-REFUSAL_RULES = ("dicom", "shape", "edges", "lungs", "score")
 
 #: width / height of a frontal chest film (half an X-ray is 2.0 or 0.5)
 ASPECT_RANGE = (0.6, 1.7)

@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..base.errors import CxrError
 from ..imaging.image_io import SUPPORTED_EXTENSIONS
-from .pipeline import NORMAL_LABELS, Review, Reviewer, normal_index  # noqa: F401  (re-exported)
+from .pipeline import Review, Reviewer, normal_index
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,6 @@ STATUSES_IN_ORDER = ("ready", "refused", "queued", "failed")
 #: studies the page can open (a refused one shows its reason and, on request, its findings)
 OPENABLE = ("ready", "refused")
 
-#: label names (lower case) that mean "no abnormality" for the triage score
 ARCHIVE_EXTENSIONS = (".zip",)
 MAX_FILES = 500
 MAX_ARCHIVE_BYTES = 2_000_000_000  # uncompressed bytes read from one zip (zip-bomb guard)
