@@ -68,6 +68,13 @@ def h5_arrays(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def result_line(output: str) -> dict:
+    """The JSON printed after RESULT on its own line; TensorFlow's C++ log lines (which a worker
+    may write to the same merged stream when its peer has already left) are ignored."""
+    line = next(l for l in output.splitlines() if l.startswith("RESULT"))
+    return json.loads(line[len("RESULT"):])
+
+
 def two_workers(cwd: Path, command: list[str]) -> list[tuple[int, str]]:
     """Run `command` as both workers of a cluster on 127.0.0.1 (TF_CONFIG with free ports);
     (return code, output) per worker, in worker order."""
@@ -140,7 +147,7 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
                            str(tmp_path / "run")], capture_output=True, text=True, timeout=600,
                           env=child_env())
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.split("RESULT", 1)[1])
+    result = result_line(done.stdout)
     assert result["strategy"] == "MirroredStrategy" and result["replicas"] == 2
     assert result["per_replica_batch"] == 4 and len(result["devices"]) == 2
     assert np.isfinite(result["loss"])
@@ -174,7 +181,7 @@ WORKER_CHILD = textwrap.dedent("""
         sys.exit(3)
     record.pop("classifier")
     print("RESULT" + json.dumps({"epochs_run": record["epochs_run"],
-                                 "workers": record["runtime"]["workers"]}))
+                                 "workers": record["runtime"]["workers"]}), flush=True)
 """)
 
 
@@ -196,7 +203,7 @@ def test_interrupted_two_worker_run_resumes_on_every_worker(tmp_path):
     for code, output in resumed:
         assert code == 0, output[-3000:]
         assert "resuming the interrupted run" in output
-        result = json.loads(output.split("RESULT", 1)[1])
+        result = result_line(output)
         assert result == {"epochs_run": 4, "workers": 2}
     logs = [pd.read_csv(folder / "training_log.csv") for folder in (chief, other)]
     assert logs[0]["epoch"].tolist() == [0, 1, 2, 3]  # epochs 0-1 not trained again
