@@ -91,6 +91,7 @@ def test_batchnorm_momentum_is_set_on_every_bn_layer():
 
 # --- small runs on synthetic crops (seconds each) -------------------------------------------
 
+ARCH = "MobileNet"  # the compact architecture with the smallest graph: these runs trace fastest
 TINY = dict(input_size=32, batch_size=4, epochs=1, weights=None, patience=5, learning_rate=1e-3,
             augment=True)
 
@@ -128,18 +129,18 @@ def test_every_training_entry_point_runs_under_mixed_float16(synthetic, mixed_fl
     from cxr_core.review.retrain import fine_tune_config
 
     cache, split = synthetic
-    record = train_member("MobileNetV2", cache, split, tmp_path / "one", mixed_float16)
+    record = train_member(ARCH, cache, split, tmp_path / "one", mixed_float16)
     _finite_float32(record, tmp_path / "one")
-    bundle_dir = train_ensemble(cache, split, tmp_path / "ens", ("MobileNetV2",), mixed_float16,
+    bundle_dir = train_ensemble(cache, split, tmp_path / "ens", (ARCH,), mixed_float16,
                                 label_set="tiny")
-    _finite_float32(Bundle.load(bundle_dir).classifiers[0], tmp_path / "ens" / "MobileNetV2")
+    _finite_float32(Bundle.load(bundle_dir).classifiers[0], tmp_path / "ens" / ARCH)
     # retrain's call: fine-tuning from the parent's members with its configuration
     parent = Bundle.load(bundle_dir)
     config = fine_tune_config(parent, epochs=1, learning_rate=1e-4)
     config.mixed_precision, config.batch_size = True, 4
-    child = train_ensemble(cache, split, tmp_path / "ft", ("MobileNetV2",), config, label_set="tiny",
+    child = train_ensemble(cache, split, tmp_path / "ft", (ARCH,), config, label_set="tiny",
                            initial=[c.model.get_weights() for c in parent.classifiers])
-    _finite_float32(Bundle.load(child).classifiers[0], tmp_path / "ft" / "MobileNetV2")
+    _finite_float32(Bundle.load(child).classifiers[0], tmp_path / "ft" / ARCH)
 
 
 def _bn_momenta(model):
@@ -150,23 +151,23 @@ def test_fine_tuning_keeps_the_architectures_batchnorm_momentum(synthetic, tmp_p
     from cxr_core.modeling.training import train_member
 
     cache, split = synthetic
-    scratch = train_member("MobileNetV2", cache, split, tmp_path / "scratch", TrainConfig(**TINY))
+    scratch = train_member(ARCH, cache, split, tmp_path / "scratch", TrainConfig(**TINY))
     assert _bn_momenta(scratch["classifier"].model) == {0.9}  # from random weights: fast
     start = scratch["classifier"].model.get_weights()
-    tuned = train_member("MobileNetV2", cache, split, tmp_path / "tuned", TrainConfig(**TINY),
+    tuned = train_member(ARCH, cache, split, tmp_path / "tuned", TrainConfig(**TINY),
                          initial_weights=start)
-    assert _bn_momenta(tuned["classifier"].model) == {0.999}  # Keras's MobileNetV2 default
+    assert _bn_momenta(tuned["classifier"].model) == {0.99}  # Keras's MobileNet default
 
 
 def test_finished_members_are_reused_only_with_the_same_fingerprint(synthetic, tmp_path):
     cache, split = synthetic
     out = tmp_path / "ens"
     config = TrainConfig(**TINY)
-    log_file = out / "MobileNetV2" / "training_log.csv"
+    log_file = out / ARCH / "training_log.csv"
 
     def run(cfg=config, split_csv=split, initial=None):
         before = log_file.read_text() if log_file.is_file() else None
-        train_ensemble(cache, split_csv, out, ("MobileNetV2",), cfg, label_set="tiny", initial=initial)
+        train_ensemble(cache, split_csv, out, (ARCH,), cfg, label_set="tiny", initial=initial)
         return log_file.read_text() != before  # True: trained anew
 
     assert run()
@@ -187,13 +188,17 @@ def test_thresholds_are_chosen_on_the_deployed_float16_weights(synthetic, tmp_pa
     from cxr_core.modeling.thresholds import threshold_table
 
     cache, split = synthetic
-    bundle = Bundle.load(train_ensemble(cache, split, tmp_path / "ens", ("MobileNetV2",),
+    bundle = Bundle.load(train_ensemble(cache, split, tmp_path / "ens", (ARCH,),
                                         TrainConfig(**TINY), label_set="tiny"))
     table = read_split(split)
     val_probs = predict_members(bundle.classifiers, cached_paths(cache, table.part("val")), 32)
     expected = threshold_table(val_probs, table.targets("val"))
     for method, entry in bundle.manifest["thresholds"].items():
         assert np.allclose(entry["ensemble"], expected[method]["ensemble"], rtol=0, atol=1e-7)
+
+
+# its validation loss turns up after a best epoch within 8 epochs at 3e-3, which this test needs
+RESUME_ARCH = "MobileNetV2"
 
 
 class _Interrupted(Exception):
@@ -211,7 +216,7 @@ def test_resumed_run_matches_the_uninterrupted_run(synthetic, tmp_path):
     # one batch per epoch, no augmentation: the run is deterministic enough to compare
     config = TrainConfig(**{**TINY, "epochs": 8, "patience": 2, "batch_size": 8, "augment": False,
                             "learning_rate": 3e-3})
-    full = train_member("MobileNetV2", cache, split, tmp_path / "full", config)
+    full = train_member(RESUME_ARCH, cache, split, tmp_path / "full", config)
     full_log = pd.read_csv(tmp_path / "full" / "training_log.csv")
     losses = full_log["val_loss"].to_numpy()
     # interrupt right after the best epoch: every later epoch is worse, so a reset checkpoint
@@ -225,9 +230,9 @@ def test_resumed_run_matches_the_uninterrupted_run(synthetic, tmp_path):
                 raise _Interrupted
 
     with pytest.raises(_Interrupted):
-        train_member("MobileNetV2", cache, split, tmp_path / "cut", config, callbacks=[Interrupt()])
+        train_member(RESUME_ARCH, cache, split, tmp_path / "cut", config, callbacks=[Interrupt()])
     assert (tmp_path / "cut" / "backup").is_dir()
-    resumed = train_member("MobileNetV2", cache, split, tmp_path / "cut", config)
+    resumed = train_member(RESUME_ARCH, cache, split, tmp_path / "cut", config)
     resumed_log = pd.read_csv(tmp_path / "cut" / "training_log.csv")
     assert resumed_log["epoch"].tolist() == full_log["epoch"].tolist()  # stopped at the same epoch
     assert np.allclose(resumed_log["val_loss"], full_log["val_loss"], rtol=1e-3, atol=1e-5)
@@ -249,7 +254,7 @@ def test_training_with_xla_augments_in_the_input_pipeline(synthetic, tmp_path):
 
     cache, split = synthetic
     try:
-        record = train_member("MobileNetV2", cache, split, tmp_path / "xla",
+        record = train_member(ARCH, cache, split, tmp_path / "xla",
                               TrainConfig(**{**TINY, "xla": True}))
     finally:
         tf.config.optimizer.set_jit(False)  # --xla sets it process-wide; later tests run without
@@ -269,13 +274,13 @@ def test_deterministic_runs_give_identical_weights(synthetic, tmp_path):
 
     cache, split = synthetic
     config = TrainConfig(**{**TINY, "epochs": 2, "augment": "mild", "deterministic": True})
-    first = train_member("MobileNetV2", cache, split, tmp_path / "a", config)
-    second = train_member("MobileNetV2", cache, split, tmp_path / "b", config)
+    first = train_member(ARCH, cache, split, tmp_path / "a", config)
+    second = train_member(ARCH, cache, split, tmp_path / "b", config)
     assert first["runtime"]["deterministic"] is True
     weights = [first["classifier"].model.get_weights(), second["classifier"].model.get_weights()]
     assert len(weights[0]) == len(weights[1]) > 0
     assert all(np.array_equal(a, b) for a, b in zip(*weights))
-    other = train_member("MobileNetV2", cache, split, tmp_path / "c",
+    other = train_member(ARCH, cache, split, tmp_path / "c",
                          TrainConfig(**{**TINY, "epochs": 2, "augment": "mild",
                                         "deterministic": True, "seed": 1}))
     assert not all(np.array_equal(a, b) for a, b in
