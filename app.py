@@ -20,10 +20,17 @@ import streamlit as st
 
 from cxr_core.base.config import REPO_ROOT, settings
 from cxr_core.base.errors import CxrError
-from cxr_core.explain.overlay import DEFAULT_ALPHA, DEFAULT_CUTOFF, colorbar_png, overlay
+from cxr_core.explain.overlay import (
+    DEFAULT_ALPHA,
+    DEFAULT_CUTOFF,
+    OUTLINE_LEGEND,
+    colorbar_png,
+    overlay,
+)
 from cxr_core.explain.report import ReportOptions, report_name, report_pdf, report_png
 from ui_common import (
     demo_banner,
+    fallback_warning,
     feedback_form,
     get_reviewer,
     load_bundle_or_stop,
@@ -227,12 +234,11 @@ def show_overview(review):
         if review.pre.fallback:
             caption = "whole-image box (red): segmentation fell back"
         else:
-            caption = "lungs (cyan), area added below and between them (magenta), crop box (yellow)"
+            caption = OUTLINE_LEGEND
         st.image(_image(("outline",), review.outline_display, "PNG"), caption=caption,
                  width="stretch", output_format="PNG")
         if review.pre.fallback:
-            st.warning(f"Lung segmentation fell back to the whole image ({review.pre.mask.reason}); "
-                       "findings may be less reliable.", icon="⚠️")
+            fallback_warning(review)
         st.toggle("Zoomable viewer", key=kept_key("viewer", False),
                   help="the X-ray at full resolution with zoom, pan, window/level and one "
                        "finding's heatmap; stays open for the next image")

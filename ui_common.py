@@ -127,6 +127,12 @@ def demo_banner(bundle: Bundle) -> None:
         st.warning(DEMO_BANNER, icon="⚠️")
 
 
+def fallback_warning(review) -> None:
+    """Say so when lung segmentation fell back to the whole image (overview and viewer)."""
+    st.warning(f"Lung segmentation fell back to the whole image ({review.pre.mask.reason}); "
+               "findings may be less reliable.", icon="⚠️")
+
+
 def normal_warning(review) -> None:
     """Say so when the models call 'normal' together with findings it excludes (both pages)."""
     others = review.normal_with_findings()

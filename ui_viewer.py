@@ -14,6 +14,7 @@ import streamlit as st
 
 from cxr_core.explain.overlay import (
     ADDED_AREA_COLOR,
+    ADDED_AREA_NAME,
     BOX_COLOR,
     DEFAULT_ALPHA,
     FALLBACK_BOX_COLOR,
@@ -21,6 +22,7 @@ from cxr_core.explain.overlay import (
     outline_contours,
     overlay,
 )
+from ui_common import fallback_warning
 
 #: images whose longer side exceeds this are shown downsampled (the browser then stays fluid);
 #: detector images up to 4096 px are shown pixel for pixel
@@ -75,7 +77,7 @@ def _outline_traces(review) -> list[go.Scatter]:
             xs += [*points[:, 0], None]
             ys += [*points[:, 1], None]
         traces.append(go.Scatter(x=xs, y=ys, mode="lines", line={"color": _hex(colour), "width": 2},
-                                 name="lung outline" if part == "lungs" else "area added below and between the lungs",
+                                 name="lung outline" if part == "lungs" else ADDED_AREA_NAME,
                                  hoverinfo="skip"))
     x0, y0, x1, y1 = review.pre.box_original
     box_colour = _hex(FALLBACK_BOX_COLOR if review.pre.fallback else BOX_COLOR)
@@ -167,7 +169,6 @@ def show_viewer(review, key: str = "viewer") -> None:
         st.plotly_chart(fig, config=PLOT_CONFIG, key=f"{key}_figure", width="stretch")
         caption = review.title(k) if show_heat else "X-ray without heatmap"
         if review.pre.fallback:
-            st.warning(f"Lung segmentation fell back to the whole image ({review.pre.mask.reason}); "
-                       "findings may be less reliable.", icon="⚠️")
+            fallback_warning(review)
         st.caption(f"{caption}. Scroll to zoom, drag to pan, double-click to reset the view "
                    "(changing a control shows the whole image again).")

@@ -135,6 +135,11 @@ def colorbar_png(alpha: float = DEFAULT_ALPHA, cutoff: float = DEFAULT_CUTOFF,
     return buf.getvalue()
 
 
+#: what the magenta outline shows, and the legend of the outline view (Review page, report)
+ADDED_AREA_NAME = "area added below and between the lungs"
+OUTLINE_LEGEND = "lungs (cyan), area added below and between them (magenta), crop box (yellow)"
+
+
 def outline_contours(mask: np.ndarray, lungs: np.ndarray | None = None) -> dict[str, list]:
     """The outlines every view draws, as OpenCV contours in the masks' frame: "lungs" (cyan)
     and "added" (the area added below them, `mask` minus `lungs`, magenta; empty without

@@ -15,7 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .overlay import DEFAULT_ALPHA, DEFAULT_CUTOFF, draw_colorbar, overlay
+from .overlay import (
+    DEFAULT_ALPHA,
+    DEFAULT_CUTOFF,
+    OUTLINE_LEGEND,
+    draw_colorbar,
+    overlay,
+)
 
 #: The banner the app shows on every page for a demonstration bundle (the app uses this text).
 DEMO_DISCLAIMER = ("Demonstration model trained on about 1,200 public X-rays: not for clinical "
@@ -189,7 +195,7 @@ def _overview(doc: _Document, review, options: ReportOptions, usable: float) -> 
     panel_h = panel_w * height / width
     doc.need(panel_h + 0.45)
     note = ("Segmentation FELL BACK to the whole image (red box)" if review.pre.fallback
-            else "Lungs (cyan), area added below and between them (magenta), crop box (yellow)")
+            else OUTLINE_LEGEND.capitalize())
     doc.text(note, size=8, color="red" if review.pre.fallback else "black")
     ax = doc.axes(MARGIN, panel_h, panel_w)
     ax.imshow(review.outline_display(DISPLAY_SIDE))

@@ -350,3 +350,20 @@ def test_the_review_page_opens_the_zoomable_viewer_and_keeps_it_open():
     at.file_uploader[0].set_value((name, data, "image/png"))
     at.run()
     assert not at.exception and at.get("plotly_chart")  # still open for the next image
+
+
+def test_a_segmentation_fallback_is_named_with_its_reason():
+    """The overview and the viewer share one warning for a fallback, with the segmenter's reason."""
+
+    def page():
+        from types import SimpleNamespace
+
+        from ui_common import fallback_warning
+
+        mask = SimpleNamespace(reason="no lung found")
+        fallback_warning(SimpleNamespace(pre=SimpleNamespace(fallback=True, mask=mask)))
+
+    at = AppTest.from_function(page, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert [w.value for w in at.warning] == [
+        "Lung segmentation fell back to the whole image (no lung found); findings may be less reliable."]
