@@ -12,13 +12,12 @@ from pathlib import PurePosixPath
 import numpy as np
 import streamlit as st
 
-from cxr_core.base.config import settings
 from cxr_core.base.errors import CxrError
 from cxr_core.explain.report import report_pdf, report_png
 from cxr_core.review.dicom_out import dicom_results
 from cxr_core.review.pipeline import normal_index
 from cxr_core.review.worklist import OPENABLE
-from ui_common import (
+from ui.common import (
     demo_banner,
     feedback_form,
     get_reviewer,
@@ -26,32 +25,32 @@ from ui_common import (
     normal_warning,
     session_worklist,
 )
-from ui_input_check import render_input_check
-from ui_viewer import show_viewer
+from ui.input_check import render_input_check
+from ui.uploads import ARCHIVE_TYPES, IMAGE_TYPES, too_large, upload_limit_mb
+from ui.viewer import show_viewer
 
 log = logging.getLogger("cxr_app")
 BATCH_SIZE = 4
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "dcm", "dicom", "zip"]
 
 st.set_page_config(page_title="Worklist · CXR Review", page_icon="🩻", layout="wide")
 st.title("Worklist")
 bundle = load_bundle_or_stop()
 demo_banner(bundle)
-cfg = settings()
+limit = upload_limit_mb()
 worklist = session_worklist()
 
 # --- input -----------------------------------------------------------------------------------
 uploads = st.file_uploader(
-    "X-rays (PNG, JPEG, DICOM) or zip archives of them", type=UPLOAD_TYPES,
-    accept_multiple_files=True, key="worklist_upload",
-    help=f"Up to {cfg.max_upload_mb} MB a file; a zip may hold folders of images.")
+    "X-rays (PNG, JPEG, DICOM) or zip archives of them", type=IMAGE_TYPES + ARCHIVE_TYPES,
+    accept_multiple_files=True, key="worklist_upload", max_upload_size=limit,
+    help=f"Up to {limit} MB a file; a zip may hold folders of images.")
 new, refused = [], []
 for upload in uploads or []:
     if upload.file_id in worklist.uploads_seen:
         continue
     worklist.uploads_seen.add(upload.file_id)
-    if upload.size > cfg.max_upload_mb * 1024 * 1024 and not upload.name.lower().endswith(".zip"):
-        sentence = f"The file is {upload.size / 1e6:.1f} MB; the limit is {cfg.max_upload_mb} MB."
+    sentence = too_large(upload.size, limit)
+    if sentence and not upload.name.lower().endswith(".zip"):
         refused.append((upload.name, sentence))
         continue
     new.append((upload.name, upload.getvalue()))

@@ -9,9 +9,9 @@ import pandas as pd
 import streamlit as st
 
 from cxr_core.base.errors import CxrError
-from cxr_core.modeling.bootstrap import DEFAULT_RESAMPLES
-from cxr_core.modeling.plots import MetricsDisplay, readable
-from ui_common import available_bundles, demo_banner, get_bundle, load_bundle_or_stop
+from cxr_core.evaluation.bootstrap import DEFAULT_RESAMPLES
+from cxr_core.evaluation.plots import MetricsDisplay, readable
+from ui.common import available_bundles, demo_banner, get_bundle, load_bundle_or_stop
 
 st.set_page_config(page_title="CXR Review: metrics", page_icon="📊", layout="wide")
 st.title("Metrics on the test split")
@@ -52,7 +52,7 @@ def changed_bundle(message: str) -> None:
     """After writing into the bundle: reload it everywhere and say what happened."""
     get_bundle.clear()
     try:
-        from ui_common import get_reviewer
+        from ui.common import get_reviewer
 
         get_reviewer.clear()
     except ImportError:  # the review pipeline is optional for this page
@@ -156,14 +156,14 @@ with tab_calibration:
                 "Fitted per member and label on the validation split; it adds threshold methods "
                 "`<method>+temperature` / `+isotonic`, chosen again on the calibrated probabilities "
                 "(pick one in the sidebar to evaluate it on test, or make it the bundle's default).")
-    from cxr_core.modeling.recalibration import VAL_PREDICTIONS
+    from cxr_core.evaluation.recalibration import VAL_PREDICTIONS
 
     if (bundle.path / VAL_PREDICTIONS).is_file():
         c1, c2, c3 = st.columns([2, 2, 1])
         cal_method = c1.selectbox("Fit a calibration", ["temperature", "isotonic"], key="cal_fit")
         make_default = c2.checkbox("Make it the bundle's default", key="cal_default")
         if c3.button("Fit and store"):
-            from cxr_core.modeling.recalibration import calibrate_bundle
+            from cxr_core.evaluation.recalibration import calibrate_bundle
 
             try:
                 summary = calibrate_bundle(bundle.path, cal_method, make_default=make_default)
@@ -196,8 +196,8 @@ with tab_points:
     threshold = st.slider(f"Threshold for {op_label}", 0.0, 1.0, float(chosen[op_label]), step=0.001,
                           format="%.3f", key=f"op_slider_{key}_{op_label}")
     chosen[op_label] = float(threshold)
-    from cxr_core.modeling.operating_points import operating_curve, rates_at, save_threshold_method
-    from cxr_core.modeling.plots import operating_figure
+    from cxr_core.evaluation.operating_points import operating_curve, rates_at, save_threshold_method
+    from cxr_core.evaluation.plots import operating_figure
 
     rates = rates_at(y, scores, threshold, prevalence)
     cols = st.columns(4)
@@ -234,8 +234,8 @@ with tab_points:
 # --- compare ----------------------------------------------------------------------------------------
 with tab_compare:
     from cxr_core.modeling.bundle import Bundle
-    from cxr_core.modeling.compare import compare_bundles, lineage_chain
-    from cxr_core.modeling.plots import comparison_figure
+    from cxr_core.evaluation.compare import compare_bundles, lineage_chain
+    from cxr_core.evaluation.plots import comparison_figure
 
     others = []
     for path in available_bundles():
@@ -280,8 +280,8 @@ with tab_compare:
 
 # --- published method -------------------------------------------------------------------------------
 with tab_paper:
-    from cxr_core.modeling.paper import CITATION, PAPER_MODELS, side_by_side, unmatched_paper_labels
-    from cxr_core.modeling.plots import paper_figure
+    from cxr_core.evaluation.paper import CITATION, PAPER_MODELS, side_by_side, unmatched_paper_labels
+    from cxr_core.evaluation.plots import paper_figure
 
     label_set = bundle.manifest.get("label_set", "")
     paper_models = [m for m in display.models if m in PAPER_MODELS]

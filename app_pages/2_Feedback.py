@@ -12,7 +12,7 @@ from cxr_core.review.feedback_table import (
     review_rows,
     thumbnail_data_url,
 )
-from ui_common import demo_banner, feedback_store, load_bundle_or_stop
+from ui.common import demo_banner, feedback_store, load_bundle_or_stop
 
 st.set_page_config(page_title="CXR Review: feedback", page_icon="📝", layout="wide")
 st.title("Expert feedback")

@@ -10,9 +10,9 @@ import streamlit as st
 
 from cxr_core.base.config import settings
 from cxr_core.base.errors import CxrError
-from cxr_core.modeling.compare import lineage_chain
-from cxr_core.modeling.model_card import render_model_card
-from ui_common import available_bundles, demo_banner, get_bundle, load_bundle_or_stop
+from cxr_core.evaluation.compare import lineage_chain
+from cxr_core.evaluation.model_card import render_model_card
+from ui.common import available_bundles, demo_banner, get_bundle, load_bundle_or_stop
 
 st.set_page_config(page_title="CXR Review: models", page_icon="🧠", layout="wide")
 st.title("Models")

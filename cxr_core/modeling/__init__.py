@@ -1,1 +1,1 @@
-"""Architectures, training, inference, ensembles, operating points, metrics, evaluation and verified model bundles."""
+"""Architectures, training, inference, ensembles, thresholds, calibration and verified model bundles."""

@@ -26,7 +26,7 @@ from ..explain.engines import compile_bundle
 from ..imaging.batch_preprocess import list_images, preprocess_split
 from ..imaging.image_io import load_image, perceptual_hash, same_pixels
 from ..modeling.bundle import Bundle, publish_bundle, write_manifest
-from ..modeling.model_card import write_model_card
+from ..evaluation.model_card import write_model_card
 from .feedback import FeedbackStore, latest_reviews
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def retrain(bundle_dir: str | Path, feedback_url: str, images_dir: str | Path, o
             work_dir: str | Path | None = None) -> dict:
     """Merge feedback into the training data, fine-tune, re-evaluate, write a new bundle."""
     from ..imaging.segmentation import LungSegmenter
-    from ..modeling.evaluation import evaluate_bundle
+    from ..evaluation.evaluation import evaluate_bundle
     from ..modeling.training import train_ensemble
     from .pipeline import resolve_segmenter
 

@@ -93,7 +93,7 @@ def test_bundle_explanations_equal_naive_gradcam(small_bundle):
 def test_model_card_written_and_checksummed(small_bundle, tmp_path):
     import shutil
 
-    from cxr_core.modeling.model_card import write_model_card
+    from cxr_core.evaluation.model_card import write_model_card
 
     copy = tmp_path / "card"
     shutil.copytree(small_bundle[0], copy)

@@ -17,7 +17,7 @@ from cxr_core.modeling.calibration import (
     fit_calibration,
     reliability_curve,
 )
-from cxr_core.modeling.recalibration import calibrate_bundle
+from cxr_core.evaluation.recalibration import calibrate_bundle
 from tests.modeling.bundle_factory import make_split, write_synthetic_bundle
 
 

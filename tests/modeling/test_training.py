@@ -12,7 +12,7 @@ from cxr_core.imaging.batch_preprocess import preprocess_split
 from cxr_core.imaging.segmentation import LungSegmenter
 from cxr_core.modeling.bundle import Bundle
 from cxr_core.modeling.datasets import make_dataset
-from cxr_core.modeling.evaluation import evaluate_bundle
+from cxr_core.evaluation.evaluation import evaluate_bundle
 from cxr_core.modeling.training import TrainConfig, train_ensemble
 
 

@@ -57,7 +57,7 @@ def images(at: AppTest) -> list:
 
 def test_upload_shows_findings_heatmaps_colour_scale_and_demo_banner():
     from cxr_core.explain.report import DEMO_DISCLAIMER
-    from ui_common import DEMO_BANNER
+    from ui.common import DEMO_BANNER
 
     name, data = sample_bytes()
     at = run_review((name, data, "image/png"))
@@ -304,7 +304,7 @@ def test_review_page_runs_a_compiled_bundle_on_the_lite_engine(tmp_path, monkeyp
     toggle(at, "Show all findings")
     assert not at.exception
     assert len(images(at)) >= 1 + len(at.dataframe[0].value)
-    from ui_common import get_reviewer
+    from ui.common import get_reviewer
 
     from cxr_core.modeling.bundle import Bundle
 
@@ -317,7 +317,7 @@ def test_review_page_runs_a_compiled_bundle_on_the_lite_engine(tmp_path, monkeyp
 
 
 def test_unknown_engine_setting_is_an_in_page_error(monkeypatch):
-    from ui_common import get_reviewer
+    from ui.common import get_reviewer
 
     get_reviewer.clear()  # the models are cached per process: load them again with the setting
     monkeypatch.setenv("CXR_ENGINE", "onnx")
@@ -358,7 +358,7 @@ def test_a_segmentation_fallback_is_named_with_its_reason():
     def page():
         from types import SimpleNamespace
 
-        from ui_common import fallback_warning
+        from ui.common import fallback_warning
 
         mask = SimpleNamespace(reason="no lung found")
         fallback_warning(SimpleNamespace(pre=SimpleNamespace(fallback=True, mask=mask)))

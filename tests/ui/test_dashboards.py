@@ -36,7 +36,7 @@ def models_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.chdir(REPO)
     monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
-    from ui_common import get_bundle
+    from ui.common import get_bundle
 
     get_bundle.clear()
     yield models

@@ -67,7 +67,7 @@ def shown_image(spec: dict) -> np.ndarray:
 
 
 def current_review(at: AppTest):
-    from ui_common import worklist_by_token
+    from ui.common import worklist_by_token
 
     worklist = worklist_by_token(at.query_params["worklist"])
     return worklist, worklist.item(worklist.current).review
@@ -146,7 +146,7 @@ def test_viewer_window_heatmap_and_zoom_are_wired():
     spread = np.abs(coloured[..., 0] - coloured[..., 2])
     assert spread[hot].mean() > spread[heat == 0].mean() + 10
     # reset brings back the starting window (the DICOM's VOI window, else the whole range)
-    from ui_viewer import default_window
+    from ui.viewer import default_window
 
     centre, width = default_window(review)
     widget(at, "button", "Reset window").click()

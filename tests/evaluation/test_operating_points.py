@@ -7,7 +7,7 @@ import pytest
 
 from cxr_core.base.errors import BundleError
 from cxr_core.modeling.bundle import Bundle
-from cxr_core.modeling.operating_points import (
+from cxr_core.evaluation.operating_points import (
     operating_curve,
     rates_at,
     save_threshold_method,

@@ -13,7 +13,7 @@ import pandas as pd
 from ..data.public_dataset import SOURCES, build_split, source_of
 from ..data.split_table import read_split
 from ..data.term_tree import load_term_tree
-from .ensemble import ctp
+from ..modeling.ensemble import ctp
 from .metrics import label_metrics
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ MIN_TEST_POSITIVES = 10
 
 def demo_train_config(seed: int = 0, **overrides):
     """The demo recipe (chosen on the validation split; README 'The bundled demo model')."""
-    from .training import TrainConfig
+    from ..modeling.training import TrainConfig
 
     settings = dict(weights=None, input_size=128, learning_rate=1e-3, epochs=30, patience=8,
                     batch_size=32, augment="mild", monitor="val_auc", seed=seed,
@@ -62,7 +62,7 @@ def auc_by_source(image_dirs: pd.Series, targets: np.ndarray, probs: np.ndarray,
 def evaluate_by_source(bundle_dir: str | Path, split_csv: str | Path) -> pd.DataFrame:
     """CTP test AUC per label and per source from the bundle's stored test predictions;
     written to `metrics/auc_by_source.csv` and into the manifest for the model card."""
-    from .bundle import Bundle, write_manifest
+    from ..modeling.bundle import Bundle, write_manifest
 
     bundle = Bundle.load(bundle_dir)
     stored = bundle.test_predictions()
@@ -89,11 +89,11 @@ def build_demo_bundle(data_root: Path, out_dir: Path, work_dir: Path, segmenter_
     stage). Seeded and deterministic: the same data and seed give the same members bit for bit."""
     from ..imaging.batch_preprocess import preprocess_split
     from ..imaging.segmentation import LungSegmenter
-    from .bundle import Bundle, publish_bundle
+    from ..modeling.bundle import Bundle, publish_bundle
     from .evaluation import choose_test_time_flips, evaluate_bundle
-    from .input_model import fit_input_check
+    from ..modeling.input_model import fit_input_check
     from .model_card import write_model_card
-    from .training import train_ensemble
+    from ..modeling.training import train_ensemble
 
     data_root, work_dir = Path(data_root), Path(work_dir)
     tree = load_term_tree(term_tree or data_root / "padchest" / "term_tree.txt")

@@ -8,7 +8,7 @@ import pytest
 from cxr_core.base.errors import BundleError
 from cxr_core.cli import main
 from cxr_core.modeling.bundle import Bundle
-from cxr_core.modeling.compare import compare_bundles, compare_scores, lineage_chain
+from cxr_core.evaluation.compare import compare_bundles, compare_scores, lineage_chain
 from tests.modeling.bundle_factory import make_split, write_synthetic_bundle
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_core.data.public_dataset import COHEN, NIH
-from cxr_core.modeling.demo import auc_by_source, demo_train_config
+from cxr_core.evaluation.demo import auc_by_source, demo_train_config
 
 
 def test_collection_detector_is_exposed_by_within_source_auc():
@@ -40,7 +40,7 @@ def test_recipe_overrides_only_what_is_given():
 
 
 def test_model_card_shows_auc_per_source():
-    from cxr_core.modeling.model_card import render_model_card
+    from cxr_core.evaluation.model_card import render_model_card
 
     manifest = {"bundle_id": "b", "demo": True, "label_set": "x", "labels": [], "members": [],
                 "threshold_method": "f1", "preprocessing": {},
@@ -64,7 +64,7 @@ def test_the_shipped_bundle_is_what_build_demo_trains():
 
     from cxr_core.data.split_table import read_split
     from cxr_core.modeling.bundle import Bundle
-    from cxr_core.modeling.demo import DEMO_ARCHITECTURES
+    from cxr_core.evaluation.demo import DEMO_ARCHITECTURES
     from cxr_core.modeling.training import TrainConfig, run_fingerprint
 
     bundle = Bundle.load(Path(__file__).resolve().parents[2] / "models" / "cxr-demo")

@@ -119,7 +119,7 @@ def render_model_card(manifest: dict) -> str:
 
 def write_model_card(bundle_dir: str | Path) -> Path:
     """Write MODEL_CARD.md into a bundle and refresh the manifest's checksums."""
-    from .bundle import Bundle, write_manifest
+    from ..modeling.bundle import Bundle, write_manifest
 
     bundle = Bundle.load(bundle_dir)
     path = Path(bundle_dir) / "MODEL_CARD.md"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
-from cxr_core.modeling.metrics import label_metrics, overall_metrics
+from cxr_core.evaluation.metrics import label_metrics, overall_metrics
 
 
 def test_metrics_match_sklearn_and_hand_values():
@@ -29,7 +29,7 @@ def test_label_without_positives_is_reported_not_crashing():
 
 
 def test_comparison_table_marks_best_and_survives_labels_without_auc():
-    from cxr_core.modeling.evaluation import comparison_table, evaluate_predictions
+    from cxr_core.evaluation.evaluation import comparison_table, evaluate_predictions
 
     y = np.array([[1, 0], [0, 0], [1, 0], [0, 0]])
     member_probs = np.array([[[0.9, 0.1], [0.1, 0.2], [0.8, 0.3], [0.3, 0.1]],

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cxr_core.modeling.evaluation import evaluate_predictions
-from cxr_core.modeling.plots import MetricsDisplay, comparison_figure, readable
+from cxr_core.evaluation.evaluation import evaluate_predictions
+from cxr_core.evaluation.plots import MetricsDisplay, comparison_figure, readable
 
 
 def display(n_resamples: int = 100) -> MetricsDisplay:

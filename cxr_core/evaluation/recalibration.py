@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from ..base.errors import BundleError
-from .bundle import Bundle, write_manifest
-from .calibration import apply_calibration, expected_calibration_error, fit_calibration
-from .thresholds import threshold_table
+from ..modeling.bundle import Bundle, write_manifest
+from ..modeling.calibration import apply_calibration, expected_calibration_error, fit_calibration
+from ..modeling.thresholds import threshold_table
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def val_predictions(bundle: Bundle) -> dict | None:
 def predict_validation(bundle: Bundle, cache_dir: str | Path, split_csv: str | Path) -> dict:
     """Run the members on the cached validation crops and store the predictions."""
     from ..data.split_table import cached_paths, read_split
-    from .inference import predict_members
+    from ..modeling.inference import predict_members
 
     table = read_split(split_csv)
     if table.labels != bundle.labels:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from cxr_core.modeling.bundle import Bundle
-from cxr_core.modeling.evaluation import (
+from cxr_core.evaluation.evaluation import (
     comparison_table,
     evaluate_predictions,
     write_calibration_tables,
@@ -66,7 +66,7 @@ def test_written_tables_show_intervals_and_calibration(tmp_path):
 
 
 def test_model_card_shows_intervals_and_lineage_as_a_chain(tmp_path):
-    from cxr_core.modeling.model_card import render_model_card
+    from cxr_core.evaluation.model_card import render_model_card
 
     bundle, _, tables = synthetic_tables(tmp_path)
     overall = tables["overall"].set_index("model").to_dict(orient="index")

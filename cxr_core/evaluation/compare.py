@@ -22,7 +22,7 @@ from .bootstrap import (
     resample_groups,
     too_few_note,
 )
-from .bundle import Bundle
+from ..modeling.bundle import Bundle
 
 log = logging.getLogger(__name__)
 ENSEMBLE_SCORE = "CTP"  # the ensemble with a probability of its own (the mean of the members)

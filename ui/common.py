@@ -22,7 +22,7 @@ from cxr_core.modeling.bundle import Bundle, find_bundles
 from cxr_core.review.feedback import FeedbackStore, Submission, save_feedback
 from cxr_core.review.pipeline import Reviewer
 from cxr_core.review.worklist import Worklist
-from ui_input_check import input_check_record
+from ui.input_check import input_check_record
 
 log = logging.getLogger("cxr_app")
 DEMO_BANNER = DEMO_DISCLAIMER  # one text: the app and the report say the same

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 
 from ..data.split_table import cached_paths, read_split
-from .ensemble import agreement, binarize, ctp, ptc_labelwise, ptc_mode
-from .inference import predict_members
+from ..modeling.ensemble import agreement, binarize, ctp, ptc_labelwise, ptc_mode
+from ..modeling.inference import predict_members
 from .bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, METRICS, model_intervals
-from .calibration import calibration_table
+from ..modeling.calibration import calibration_table
 from .metrics import label_metrics, overall_metrics
 from .paper import write_side_by_side
 
@@ -161,7 +161,7 @@ def evaluate_bundle(bundle_path: str | Path, cache_dir: str | Path, split_csv: s
                     seed: int = DEFAULT_SEED) -> dict:
     """Evaluate a bundle on the test split, store predictions and metrics in it."""
     from ..base.errors import BundleError
-    from .bundle import Bundle, write_manifest
+    from ..modeling.bundle import Bundle, write_manifest
 
     bundle = Bundle.load(bundle_path)
     table = read_split(split_csv)
@@ -169,7 +169,7 @@ def evaluate_bundle(bundle_path: str | Path, cache_dir: str | Path, split_csv: s
         raise BundleError("The split's label columns differ from the bundle's labels; "
                           "evaluate with the split the bundle was trained on.")
     if refit_thresholds:
-        from .thresholds import threshold_table
+        from ..modeling.thresholds import threshold_table
 
         val_probs = predict_members(bundle.classifiers, cached_paths(cache_dir, table.part("val")),
                                     bundle.input_size, flip=bundle.tta_flip)
@@ -219,7 +219,7 @@ def choose_test_time_flips(bundle_path: str | Path, cache_dir: str | Path,
     mirror raises the CTP ensemble's macro AUC; store the choice and both figures under the
     manifest's `inference` key. Re-evaluate with `refit_thresholds=True` afterwards: the
     thresholds must follow the probabilities the pipeline will produce."""
-    from .bundle import Bundle, write_manifest
+    from ..modeling.bundle import Bundle, write_manifest
 
     bundle = Bundle.load(bundle_path)
     table = read_split(split_csv)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cxr_core.modeling.paper import (
+from cxr_core.evaluation.paper import (
     DATA_DIR,
     normalise_label,
     paper_table,

@@ -12,8 +12,8 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from ..base.errors import BundleError
-from .bundle import Bundle, write_manifest
-from .thresholds import THRESHOLD_METHODS
+from ..modeling.bundle import Bundle, write_manifest
+from ..modeling.thresholds import THRESHOLD_METHODS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,39}$")
 

@@ -32,7 +32,7 @@ def test_evaluate_with_calibration_writes_intervals_calibration_and_paper_tables
     def fake_members(classifiers, paths, input_size, **kwargs):
         return probs[:, [rows[Path(p).name] for p in paths]]
 
-    monkeypatch.setattr("cxr_core.modeling.evaluation.predict_members", fake_members)
+    monkeypatch.setattr("cxr_core.evaluation.evaluation.predict_members", fake_members)
     monkeypatch.setattr("cxr_core.modeling.inference.predict_members", fake_members)
     monkeypatch.setattr(Bundle, "classifiers", property(lambda self: []))
     code = main(["evaluate", "--bundle", str(bundle_dir), "--data", str(cache), "--split", str(split_csv),
@@ -81,7 +81,7 @@ def test_choose_flips_keeps_them_only_when_validation_auc_rises(tmp_path, monkey
         def fake_members(classifiers, paths, input_size, flip=False, **kwargs):
             return (with_flips if flip else without)[:, [rows[Path(p).name] for p in paths]]
 
-        monkeypatch.setattr("cxr_core.modeling.evaluation.predict_members", fake_members)
+        monkeypatch.setattr("cxr_core.evaluation.evaluation.predict_members", fake_members)
         assert main(["evaluate", "--bundle", str(bundle_dir), "--data", str(cache),
                      "--split", str(split_csv), "--choose-flips", "--resamples", "50"]) == 0
         assert f"test-time flips {expected}" in capsys.readouterr().out

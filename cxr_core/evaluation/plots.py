@@ -11,7 +11,7 @@ from sklearn.metrics import auc as area
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
 
 from .bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
-from .calibration import calibration_table, reliability_curve
+from ..modeling.calibration import calibration_table, reliability_curve
 from .evaluation import ENSEMBLES, comparison_table, evaluate_predictions
 
 READABLE = {

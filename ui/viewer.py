@@ -22,7 +22,7 @@ from cxr_core.explain.overlay import (
     outline_contours,
     overlay,
 )
-from ui_common import fallback_warning
+from ui.common import fallback_warning
 
 #: images whose longer side exceeds this are shown downsampled (the browser then stays fluid);
 #: detector images up to 4096 px are shown pixel for pixel

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import f1_score, roc_auc_score
 
-from cxr_core.modeling.bootstrap import (
+from cxr_core.evaluation.bootstrap import (
     auc_samples,
     f1_samples,
     label_intervals,

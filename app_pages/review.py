@@ -1,0 +1,300 @@
+"""Review: upload a chest X-ray, review findings with their heatmaps, correct them. The page only
+lays out the UI; everything it shows comes from `cxr_core`. What the user chose (the image, the
+toggles, the draft feedback) is kept for the browser tab: across pages and across a reload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+
+import cv2
+import pandas as pd
+import streamlit as st
+
+from cxr_core.base.config import REPO_ROOT
+from cxr_core.base.errors import CxrError
+from cxr_core.explain.overlay import (
+    DEFAULT_ALPHA,
+    DEFAULT_CUTOFF,
+    OUTLINE_LEGEND,
+    colorbar_png,
+    overlay,
+)
+from cxr_core.explain.report import ReportOptions, report_name, report_pdf, report_png
+from ui.common import (
+    demo_banner,
+    fallback_warning,
+    feedback_form,
+    get_reviewer,
+    load_bundle_or_stop,
+    normal_warning,
+)
+from ui.input_check import render_input_check
+from ui.tab_state import kept_key, remember, tab_state
+from ui.uploads import IMAGE_TYPES, too_large, upload_limit_mb
+
+log = logging.getLogger("cxr_app")
+SAMPLES_DIR = REPO_ROOT / "assets" / "samples"
+NO_SAMPLE = "(none)"
+
+st.set_page_config(page_title="CXR Review", page_icon="🩻", layout="wide")
+
+
+def _choose_sample() -> None:
+    """A sample was picked: it becomes the one source; the uploader is cleared."""
+    kept = tab_state()
+    name = st.session_state["w_sample"]
+    remember("sample")
+    if name == NO_SAMPLE:
+        kept["source"] = None
+    else:
+        data = (SAMPLES_DIR / name).read_bytes()
+        kept["source"] = {"kind": "sample", "name": name, "data": data,
+                          "digest": hashlib.sha256(data).hexdigest()}
+
+
+def _take_upload(widget_key: str) -> None:
+    """A file was uploaded: it replaces the current image (and any sample) before the page is
+    drawn, so one script run shows its review; the uploader is emptied (a new key), the image
+    is kept."""
+    uploaded = st.session_state.get(widget_key)
+    if uploaded is None:
+        return
+    kept = tab_state()
+    data = uploaded.getvalue()
+    kept["source"] = {"kind": "upload", "name": uploaded.name, "data": data,
+                      "digest": hashlib.sha256(data).hexdigest()}
+    kept["upload_generation"] = kept.get("upload_generation", 0) + 1
+    st.session_state["w_sample"] = NO_SAMPLE
+    remember("sample")
+
+
+def _clear_source() -> None:
+    tab_state()["source"] = None
+    st.session_state["w_sample"] = NO_SAMPLE
+    remember("sample")
+
+
+# --- the Review page -------------------------------------------------------------------------
+def review_page() -> None:
+    st.title("CXR Review: findings and heatmaps")
+    bundle = load_bundle_or_stop()
+    demo_banner(bundle)
+    kept = tab_state()
+    limit = upload_limit_mb()
+
+    with st.sidebar:
+        st.caption(f"Model: {bundle.bundle_id} ({len(bundle.labels)} findings, {len(bundle.archs)} models)")
+
+    # --- input: one source at a time ----------------------------------------------------------
+    upload_col, sample_col = st.columns([3, 2])
+    with upload_col:
+        generation = kept.setdefault("upload_generation", 0)
+        st.file_uploader("Chest X-ray (PNG, JPEG or DICOM)",
+                         type=IMAGE_TYPES,
+                         max_upload_size=limit, key=f"upload_{generation}",
+                         on_change=_take_upload, args=(f"upload_{generation}",),
+                         help=f"Up to {limit} MB; PA view preferred.")
+    samples = sorted(SAMPLES_DIR.glob("*.png")) if SAMPLES_DIR.is_dir() else []
+    with sample_col:
+        st.selectbox("...or try a sample", [NO_SAMPLE] + [p.name for p in samples],
+                     key=kept_key("sample", NO_SAMPLE), on_change=_choose_sample)
+
+    source = kept["source"]
+    if source is None:
+        st.info("Upload an X-ray or pick a sample to see the findings.")
+        st.stop()
+    data = source["data"]
+    name_col, clear_col = st.columns([5, 1])
+    name_col.markdown(f"Reviewing **{_escape(source['name'])}** ({source['kind']}, "
+                      f"SHA-256 `{source['digest'][:12]}`)")
+    clear_col.button("Clear image", on_click=_clear_source)
+    refusal = too_large(len(data), limit)
+    if refusal:
+        st.error(refusal)
+        st.stop()
+
+    try:
+        reviewer = get_reviewer(str(bundle.path))
+    except CxrError as exc:  # e.g. an unknown CXR_ENGINE or a damaged TensorFlow Lite member
+        st.error(f"The models could not be loaded: {exc}")
+        st.stop()
+    key = (bundle.bundle_id, source["digest"])
+    if st.session_state.get("review_key") != key:
+        try:
+            with st.spinner("Segmenting the lungs, running the models and computing heatmaps..."):
+                review = reviewer.review_one(data, filename=source["name"])
+        except CxrError as exc:
+            st.error(f"This file cannot be reviewed: {exc}")
+            st.stop()
+        except Exception:  # never show a traceback to the user
+            log.exception("unexpected error while reviewing an upload")
+            st.error("Something went wrong while analysing this image. Please try another file.")
+            st.stop()
+        st.session_state.update(review_key=key, review=review, images={})
+    review = st.session_state["review"]
+
+    # --- input check: is this a frontal chest X-ray? (findings hidden unless shown anyway) ----
+    if not render_input_check(review):
+        return
+
+    show_findings(review, show_overview(review))
+    if st.session_state["w_viewer"]:
+        from ui.viewer import show_viewer  # Plotly is imported only when the viewer is opened
+
+        st.subheader("Viewer")
+        show_viewer(review, key="review_viewer")
+    heatmaps_and_report(review)
+    st.subheader("Expert feedback")
+    feedback_form(review, data, key="review", key_for=kept_key, keep=remember)
+
+
+def _escape(text: str) -> str:
+    """Markdown-safe file name (it comes from the user's computer)."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!<>|~])", r"\\\1", text)
+
+
+def _image(kind: tuple, draw, fmt: str = "JPEG") -> bytes:
+    """An encoded picture for this review, drawn once per kind (a toggle reuses it). Encoded in
+    the format st.image sends, so Streamlit passes the bytes on without re-encoding them."""
+    images = st.session_state.setdefault("images", {})
+    if kind not in images:
+        bgr = cv2.cvtColor(draw(), cv2.COLOR_RGB2BGR)
+        params = [cv2.IMWRITE_JPEG_QUALITY, 92] if fmt == "JPEG" else []
+        images[kind] = cv2.imencode(".jpg" if fmt == "JPEG" else ".png", bgr, params)[1].tobytes()
+    return images[kind]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _colorbar(alpha: float, cutoff: float) -> bytes:
+    return colorbar_png(alpha, cutoff)
+
+
+def show_overview(review):
+    """The X-ray with lungs and crop box on the left; returns the column for the findings."""
+    left, right = st.columns([1, 2])
+    with left:
+        st.subheader("X-ray")
+        if review.pre.fallback:
+            caption = "whole-image box (red): segmentation fell back"
+        else:
+            caption = OUTLINE_LEGEND
+        st.image(_image(("outline",), review.outline_display, "PNG"), caption=caption,
+                 width="stretch", output_format="PNG")
+        if review.pre.fallback:
+            fallback_warning(review)
+        st.toggle("Zoomable viewer", key=kept_key("viewer", False),
+                  help="the X-ray at full resolution with zoom, pan, window/level and one "
+                       "finding's heatmap; stays open for the next image")
+        remember("viewer")
+    with right:
+        st.subheader("Findings")
+        positives = int(review.findings.sum())
+        st.markdown(f"**{positives}** positive finding(s) of {len(review.labels)} "
+                    f"(thresholds: {review.threshold_method}, chosen on validation).")
+        normal_warning(review)
+    return right
+
+
+def findings_frame(review) -> pd.DataFrame:
+    """The findings table as shown: positives first, one precision, the call in words."""
+    table = review.table()
+    table["call"] = table["finding"].map({lab: review.call(k) for k, lab in enumerate(review.labels)})
+    return table[["finding", "group", "probability", "threshold", "models positive", "call"]]
+
+
+def show_findings(review, column) -> None:
+    frame = findings_frame(review)
+
+    def colour(row):
+        if row["call"].startswith("positive"):
+            style = "background-color: rgba(230, 60, 60, 0.16); color: #8b0000"
+        else:
+            style = "color: #555"
+        return [style] * len(row)
+
+    styled = frame.style.apply(colour, axis=1).format(precision=3)
+    # a label set whose groups are the findings themselves (the specific set) shows no group
+    columns = [c for c in frame.columns if c != "group" or not (frame["group"] == frame["finding"]).all()]
+    with column:
+        st.dataframe(styled, hide_index=True, width="stretch", column_order=columns, column_config={
+            "finding": st.column_config.TextColumn("finding", width=150),
+            "group": st.column_config.TextColumn("group", width="small",
+                                                 help="PadChest's general group of the finding"),
+            "probability": st.column_config.ProgressColumn(
+                "probability", min_value=0.0, max_value=1.0, format="%.3f", width=120,
+                help="ensemble probability"),
+            "threshold": st.column_config.NumberColumn(
+                "threshold", format="%.3f", width="small", help="operating threshold, chosen on validation"),
+            "models positive": st.column_config.TextColumn(
+                "models positive", help="how many of the models call this finding positive, each "
+                "at its own threshold; the ensemble's call is in 'call'"),
+            "call": st.column_config.TextColumn(
+                "call", width="large", help="the ensemble's decision; borderline: within 0.05 of the threshold, "
+                "or the models disagree"),
+        })
+
+
+@st.fragment
+def heatmaps_and_report(review) -> None:
+    """The display controls, the maps and the report buttons: a control reruns this part only
+    (the table, the X-ray and the feedback form stay as they are)."""
+    st.subheader("Heatmaps")
+    c1, c2, c3 = st.columns([2, 2, 3])
+    alpha = c1.slider("Heatmap opacity", 0.1, 1.0, step=0.05, key=kept_key("alpha", DEFAULT_ALPHA),
+                      help="opacity of the hottest value; lower values are more transparent")
+    cutoff = c2.slider("Hide values below", 0.0, 0.9, step=0.05, key=kept_key("cutoff", DEFAULT_CUTOFF),
+                       help="heatmap values at or below this are not drawn")
+    show_all = c3.toggle("Show all findings", key=kept_key("show_all", False),
+                         help="a heatmap for every label, not only positives")
+    uncertainty = c3.toggle("Uncertainty maps", key=kept_key("uncertainty", False),
+                            help="standard deviation of the models' heatmaps")
+    members = c3.toggle("Each model's map", key=kept_key("members", False))
+    for name in ("alpha", "cutoff", "show_all", "uncertainty", "members"):
+        remember(name)
+    show_heatmaps(review, review.order(include_all=show_all), alpha, cutoff, uncertainty, members)
+    show_report(review, ReportOptions(include_all=show_all, uncertainty=uncertainty,
+                                      members=members, alpha=alpha, cutoff=cutoff))
+
+
+def show_heatmaps(review, order: list[int], alpha: float, cutoff: float, uncertainty: bool,
+                  members: bool) -> None:
+    if not order:
+        st.info("No finding passes its threshold. Turn on 'Show all findings' to see every heatmap.")
+        return
+    st.image(_colorbar(round(alpha, 2), round(cutoff, 2)), width=480, output_format="PNG")
+    for k in order:
+        color = "red" if review.findings[k] else "gray"
+        st.markdown(f"**:{color}[{review.title(k)}]**")
+        panels = [("ensemble mean", "mean", None)]
+        if uncertainty:
+            panels.append(("uncertainty (std)", "std", None))
+        if members:
+            panels += [(arch, "mean", m) for m, arch in enumerate(review.archs)]
+        # three columns, so that one map never fills the page; four when that keeps a finding's
+        # panels on one row (mean, uncertainty and two models)
+        columns = st.columns(max(3, min(len(panels), 4)))
+        for i, (caption, kind, member) in enumerate(panels):
+            with columns[i % len(columns)]:
+                picture = _image(("map", k, kind, member, round(alpha, 2), round(cutoff, 2)),
+                                 lambda: overlay(review.display_pixels(),
+                                                 review.heatmap_display(k, kind, member), alpha, cutoff))
+                st.image(picture, caption=caption, width="stretch", output_format="JPEG")
+
+
+def show_report(review, options: ReportOptions) -> None:
+    """Download buttons; a report is built only when its button is clicked."""
+    st.subheader("Report")
+    st.caption("An A4 document: image hash, date, bundle and thresholds, the findings table, the "
+               "heatmaps shown above with their colour scale, and the disclaimer. The file is named "
+               "by the image hash, never by the uploaded file name.")
+    c1, c2 = st.columns(2)
+    c1.download_button("Download report (PDF)", lambda: report_pdf(review, options),
+                       file_name=report_name(review, "pdf"), mime="application/pdf", on_click="ignore")
+    c2.download_button("Download report (PNG)", lambda: report_png(review, options),
+                       file_name=report_name(review, "png"), mime="image/png", on_click="ignore")
+
+
+review_page()
