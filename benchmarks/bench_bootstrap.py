@@ -26,9 +26,9 @@ def problem(seed: int = 0):
 
 
 def main() -> int:
-    from cxr_core.modeling.bootstrap import model_intervals, resample_groups
-    from cxr_core.modeling.compare import compare_scores
-    from cxr_core.modeling.evaluation import model_outputs
+    from cxr_core.evaluation.bootstrap import model_intervals, resample_groups
+    from cxr_core.evaluation.compare import compare_scores
+    from cxr_core.evaluation.evaluation import model_outputs
     from cxr_core.modeling.thresholds import choose_thresholds
 
     patients, targets, member_probs = problem()
