@@ -153,10 +153,21 @@ def _interval(row: dict, key: str) -> str:
 
 
 def _cmd_evaluate(args) -> int:
-    from .modeling.evaluation import evaluate_bundle
+    from .evaluation.evaluation import evaluate_bundle
 
+    refit = args.refit_thresholds
+    if args.choose_flips:  # first: a calibration is fitted on the probabilities with or without flips
+        from .evaluation.evaluation import choose_test_time_flips
+
+        choice = choose_test_time_flips(args.bundle, args.data, args.split)
+        print(f"test-time flips {'on' if choice['tta_flip'] else 'off'}: validation macro AUC "
+              f"{choice['val_auc_plain']:.4f} plain, {choice['val_auc_flip']:.4f} with flips")
+        if choice["dropped_threshold_methods"]:
+            print("dropped (fitted without this flip setting): "
+                  + ", ".join(choice["dropped_calibrations"] + choice["dropped_threshold_methods"]))
+        refit = True  # the thresholds follow the probabilities the pipeline will produce
     if args.calibrate:
-        from .modeling.recalibration import calibrate_bundle
+        from .evaluation.recalibration import calibrate_bundle
 
         summary = calibrate_bundle(args.bundle, args.calibrate, args.data, args.split,
                                    make_default=args.calibrated_default)
@@ -165,14 +176,6 @@ def _cmd_evaluate(args) -> int:
               f"{summary['val_ece_ctp_after']:.3f}); threshold methods added: "
               f"{', '.join(summary['threshold_methods_added'])}; default: "
               f"{summary['default_threshold_method']}")
-    refit = args.refit_thresholds
-    if args.choose_flips:
-        from .modeling.evaluation import choose_test_time_flips
-
-        choice = choose_test_time_flips(args.bundle, args.data, args.split)
-        print(f"test-time flips {'on' if choice['tta_flip'] else 'off'}: validation macro AUC "
-              f"{choice['val_auc_plain']:.4f} plain, {choice['val_auc_flip']:.4f} with flips")
-        refit = True  # the thresholds follow the probabilities the pipeline will produce
     metrics = evaluate_bundle(args.bundle, args.data, args.split, refit_thresholds=refit,
                               n_resamples=args.resamples, seed=args.seed)
     for name, row in metrics["overall"].items():

@@ -213,6 +213,28 @@ def macro_auc(targets: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
+def drop_fits_of_other_flips(bundle) -> dict:
+    """Remove what was fitted on probabilities of the other flip setting (calibrations, the
+    threshold methods on them, saved operating points, the stored validation predictions); the
+    built-in methods stay until `evaluate_bundle(refit_thresholds=True)` chooses them again.
+    Changes the manifest in memory; returns the names dropped."""
+    from ..modeling.thresholds import THRESHOLD_METHODS
+    from .recalibration import VAL_PREDICTIONS
+
+    calibrations = sorted(bundle.manifest.pop("calibration", {}) or {})
+    methods = [name for name in bundle.threshold_methods if name not in THRESHOLD_METHODS]
+    for name in methods:
+        del bundle.manifest["thresholds"][name]
+    if bundle.threshold_method not in THRESHOLD_METHODS:
+        base = bundle.threshold_method.split("+")[0]
+        bundle.manifest["threshold_method"] = base if base in THRESHOLD_METHODS else "f1"
+    (bundle.path / VAL_PREDICTIONS).unlink(missing_ok=True)
+    if calibrations or methods:
+        log.warning("test-time flips changed: dropped calibrations %s and threshold methods %s "
+                    "(fitted on the other probabilities)", calibrations, methods)
+    return {"calibrations": calibrations, "threshold_methods": methods}
+
+
 def choose_test_time_flips(bundle_path: str | Path, cache_dir: str | Path,
                            split_csv: str | Path) -> dict:
     """Decide on validation whether averaging each member over the crop and its left-right
@@ -229,6 +251,9 @@ def choose_test_time_flips(bundle_path: str | Path, cache_dir: str | Path,
                                                  flip=True).mean(0))
     choice = {"tta_flip": bool(flipped > plain), "chosen_on": "validation macro AUC (CTP)",
               "val_auc_plain": round(plain, 4), "val_auc_flip": round(flipped, 4)}
+    dropped = drop_fits_of_other_flips(bundle) if choice["tta_flip"] != bundle.tta_flip else {}
+    choice.update({"dropped_calibrations": dropped.get("calibrations", []),
+                   "dropped_threshold_methods": dropped.get("threshold_methods", [])})
     bundle.manifest["inference"] = choice
     write_manifest(bundle.path, bundle.manifest)
     log.info("test-time flips %s: validation macro AUC %.4f plain, %.4f with flips",

@@ -92,3 +92,82 @@ def test_choose_flips_keeps_them_only_when_validation_auc_rises(tmp_path, monkey
         stored = bundle.test_predictions()
         chosen = sharp[:, [rows[i] for i in stored["image_ids"]]]
         np.testing.assert_allclose(stored["member_probs"], chosen, atol=1e-6)
+
+
+def test_calibrate_with_choose_flips_fits_the_calibration_on_the_flipped_predictions(tmp_path, monkeypatch):
+    """`evaluate --calibrate --choose-flips`: flips are chosen first, so the calibrator and the
+    calibrated thresholds are fitted on the probabilities the pipeline will produce (with flips)."""
+    from cxr_core.modeling.calibration import apply_calibration, fit_calibration
+    from cxr_core.modeling.thresholds import threshold_table
+
+    split = make_split(400, LABELS, [0.3, 0.25], seed=5)
+    split_csv = tmp_path / "split.csv"
+    split.to_csv(split_csv, index=False)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for image_id in split["ImageID"]:
+        (cache / image_id).write_bytes(b"")  # the fake members below never read the crops
+    targets = split.set_index("ImageID")[LABELS].to_numpy(float)
+    rows = {image_id: i for i, image_id in enumerate(split["ImageID"])}
+    rng = np.random.default_rng(2)
+    sharp = binormal(rng, np.stack([targets, targets]), 2.0) ** 3  # over-confident, but separating
+    blurred = binormal(rng, np.stack([targets, targets]), 0.5)
+
+    def fake_members(classifiers, paths, input_size, flip=False, **kwargs):
+        return (sharp if flip else blurred)[:, [rows[Path(p).name] for p in paths]]
+
+    monkeypatch.setattr("cxr_core.evaluation.evaluation.predict_members", fake_members)
+    monkeypatch.setattr("cxr_core.modeling.inference.predict_members", fake_members)
+    monkeypatch.setattr(Bundle, "classifiers", property(lambda self: []))
+    bundle_dir = write_synthetic_bundle(tmp_path / "bundle", split, LABELS, [1.5, 1.5], val=False)
+    assert main(["evaluate", "--bundle", str(bundle_dir), "--data", str(cache), "--split", str(split_csv),
+                 "--calibrate", "temperature", "--calibrated-default", "--choose-flips",
+                 "--resamples", "20"]) == 0
+    bundle = Bundle.load(bundle_dir)
+    assert bundle.tta_flip
+    val = split[split["split"] == "val"]
+    flipped = sharp[:, [rows[i] for i in val["ImageID"]]]
+    val_targets = val[LABELS].to_numpy(float)
+    expected = fit_calibration("temperature", val_targets, flipped)
+    stored = bundle.manifest["calibration"]["temperature"]
+    np.testing.assert_allclose(np.asarray(stored["members"], float),
+                               np.asarray(expected["members"], float), rtol=1e-5)
+    refit = threshold_table(apply_calibration(expected, flipped), val_targets)["f1"]
+    assert bundle.threshold_method == "f1+temperature"
+    np.testing.assert_allclose(bundle.thresholds()[0], refit["ensemble"], rtol=1e-5)
+
+
+def test_changing_flips_drops_the_calibrations_fitted_without_them(tmp_path, monkeypatch):
+    """A calibration (and every threshold method fitted on it) fitted under the other flip
+    setting no longer matches the probabilities: `choose_test_time_flips` removes them."""
+    from cxr_core.evaluation.evaluation import choose_test_time_flips
+    from cxr_core.evaluation.recalibration import calibrate_bundle
+
+    split = make_split(300, LABELS, [0.3, 0.25], seed=6)
+    split_csv = tmp_path / "split.csv"
+    split.to_csv(split_csv, index=False)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for image_id in split["ImageID"]:
+        (cache / image_id).write_bytes(b"")
+    targets = split.set_index("ImageID")[LABELS].to_numpy(float)
+    rows = {image_id: i for i, image_id in enumerate(split["ImageID"])}
+    rng = np.random.default_rng(3)
+    sharp = binormal(rng, np.stack([targets, targets]), 2.0)
+    blurred = binormal(rng, np.stack([targets, targets]), 0.5)
+
+    def fake_members(classifiers, paths, input_size, flip=False, **kwargs):
+        return (sharp if flip else blurred)[:, [rows[Path(p).name] for p in paths]]
+
+    monkeypatch.setattr("cxr_core.evaluation.evaluation.predict_members", fake_members)
+    monkeypatch.setattr("cxr_core.modeling.inference.predict_members", fake_members)
+    monkeypatch.setattr(Bundle, "classifiers", property(lambda self: []))
+    bundle_dir = write_synthetic_bundle(tmp_path / "bundle", split, LABELS, [1.5, 1.5], val=False)
+    calibrate_bundle(bundle_dir, "isotonic", cache, split_csv, make_default=True)
+    choice = choose_test_time_flips(bundle_dir, cache, split_csv)
+    bundle = Bundle.load(bundle_dir)
+    assert choice["tta_flip"] and bundle.tta_flip
+    assert "isotonic" not in bundle.calibrations
+    assert not any("+" in name for name in bundle.threshold_methods)
+    assert bundle.threshold_method == "f1" and choice["dropped_threshold_methods"]
+    assert not (bundle_dir / "val_predictions.npz").is_file()  # made without flips
