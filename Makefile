@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 8501
 ADDRESS ?= 127.0.0.1
 
-.PHONY: run test bench gpu-check install clean-venv browser postgres
+.PHONY: run test bench gpu-check install clean-venv browser postgres orthanc
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,12 @@ browser:
 postgres:
 	@bash scripts/pg_throwaway.sh ensure
 
-test: install browser postgres
+# Orthanc (with its DICOMweb plugin) and dicom3tools for the DICOM node tests (each test session
+# starts its own throwaway Orthanc on 127.0.0.1 and stops it; scripts/orthanc_throwaway.sh)
+orthanc:
+	@bash scripts/orthanc_throwaway.sh ensure
+
+test: install browser postgres orthanc
 	$(PY) scripts/run_tests.py
 
 bench: install
