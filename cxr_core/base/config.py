@@ -8,6 +8,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BUNDLE_NAME = "cxr-demo"
+#: where a bundle's lung segmenter lives unless its manifest names another (relative to the repo)
+DEFAULT_SEGMENTER = "models/segmenter"
 
 
 @dataclass(frozen=True)

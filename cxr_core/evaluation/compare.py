@@ -175,20 +175,20 @@ def lineage_chain(bundle: Bundle, known: list[Bundle]) -> list[dict]:
     """The chain of ancestors, oldest first, ending with `bundle`: each entry has the id,
     whether it is one of `known` (found on disk) and what the step recorded."""
     by_id = {b.bundle_id: b for b in known}
-    chain = [{"bundle_id": bundle.bundle_id, "found": True, "step": _step(bundle.manifest)}]
+    chain = [{"bundle_id": bundle.bundle_id, "found": True, "step": _step(bundle)}]
     seen = {bundle.bundle_id}
-    parent = bundle.manifest.get("lineage", {}).get("parent_bundle_id")
+    parent = bundle.lineage.get("parent_bundle_id")
     while parent and parent not in seen:
         seen.add(parent)
         found = by_id.get(parent)
         chain.append({"bundle_id": parent, "found": found is not None,
-                      "step": _step(found.manifest) if found else ""})
-        parent = found.manifest.get("lineage", {}).get("parent_bundle_id") if found else None
+                      "step": _step(found) if found else ""})
+        parent = found.lineage.get("parent_bundle_id") if found else None
     return chain[::-1]
 
 
-def _step(manifest: dict) -> str:
-    lineage = manifest.get("lineage", {})
+def _step(bundle: Bundle) -> str:
+    lineage = bundle.lineage
     if not lineage.get("parent_bundle_id"):
         return "trained from the split"
     return (f"fine-tuned on {lineage.get('reviews_used', '?')} reviews "

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..base.config import DEFAULT_SEGMENTER
 from ..data.public_dataset import SOURCES, build_split, source_of
 from ..data.split_table import read_split
 from ..data.term_tree import load_term_tree
@@ -85,15 +86,16 @@ def build_demo_bundle(data_root: Path, out_dir: Path, work_dir: Path, segmenter_
                       seed: int = 0, term_tree: Path | None = None) -> Path:
     """Split -> preprocess (segment + crop) -> train members -> bundle -> test-time flips and
     thresholds chosen on validation -> evaluate on test (overall and per source)
-    -> input check -> model card (the CLI then adds the Lite members: `explain` sits above this
-    stage). Seeded and deterministic: the same data and seed give the same members bit for bit."""
+    -> input check -> model card -> Lite members (the app's fast start). Seeded and
+    deterministic: the same data and seed give the same members bit for bit."""
+    from ..explain.engines import compile_bundle
     from ..imaging.batch_preprocess import preprocess_split
     from ..imaging.segmentation import LungSegmenter
     from ..modeling.bundle import Bundle, publish_bundle
-    from .evaluation import choose_test_time_flips, evaluate_bundle
     from ..modeling.input_model import fit_input_check
-    from .model_card import write_model_card
     from ..modeling.training import train_ensemble
+    from .evaluation import choose_test_time_flips, evaluate_bundle
+    from .model_card import write_model_card
 
     data_root, work_dir = Path(data_root), Path(work_dir)
     tree = load_term_tree(term_tree or data_root / "padchest" / "term_tree.txt")
@@ -109,11 +111,12 @@ def build_demo_bundle(data_root: Path, out_dir: Path, work_dir: Path, segmenter_
                                 label_set="public-padchest-terms", groups=summary["groups"],
                                 bundle_id=f"{DEMO_BUNDLE_NAME}-v3-seed{seed}", data_summary=summary)
     out_dir = publish_bundle(bundle_dir, out_dir, split_csv,
-                             {"demo": True, "preprocessing": {"segmenter": "models/segmenter"}})
+                             {"demo": True, "preprocessing": {"segmenter": DEFAULT_SEGMENTER}})
     choose_test_time_flips(out_dir, cache, split_csv)  # decided on validation
     evaluate_bundle(out_dir, cache, split_csv, refit_thresholds=True)
     evaluate_by_source(out_dir, split_csv)
     fit_input_check(out_dir, data_root, segmenter, seed=seed)  # "is this a chest X-ray?"
     write_model_card(out_dir)
+    compile_bundle(out_dir)  # Lite members: the app's fast start
     Bundle.load(out_dir)  # verify what we ship
     return out_dir

@@ -170,21 +170,25 @@ def bundle_engines(bundle, kind: str | None = None) -> list:
     if key not in bundle.cache:
         if kind == "lite":
             bundle.cache[key] = [LiteEngine(bundle.path / m["lite"], m["arch"], m["input_size"])
-                                 for m in bundle.manifest["members"]]
+                                 for m in bundle.members]
         else:
             bundle.cache[key] = [KerasEngine(c) for c in bundle.classifiers]
     return bundle.cache[key]
 
 
 def compile_bundle(bundle_dir: str | Path):
-    """Add a checked TensorFlow Lite export of every member (`export_lite`) to a bundle, so that
-    it opens in about a second instead of building and tracing each Keras model."""
-    from ..modeling.bundle import Bundle, write_manifest
+    """Add a checked TensorFlow Lite export of every member (`export_lite`) to a bundle, and of
+    its segmenter when that has none, so that it opens in about a second instead of building and
+    tracing each Keras model (and the Lite path needs no TensorFlow at all)."""
+    from ..imaging.segmenter_lite import LITE_NAME, export_segmenter_lite
+    from ..modeling.bundle import Bundle
 
-    bundle = Bundle.load(bundle_dir)
-    for member, classifier in zip(bundle.manifest["members"], bundle.classifiers):
+    bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.load(bundle_dir)
+    for index, (member, classifier) in enumerate(zip(bundle.members, bundle.classifiers)):
         rel = f"members/{member['arch']}.tflite"
         export_lite(classifier, bundle.path / rel)
-        member["lite"] = rel
-    write_manifest(bundle.path, bundle.manifest)  # checksums the new files into the manifest
-    return bundle
+        bundle.set_member_file(index, "lite", rel)
+    segmenter_dir = bundle.segmenter_dir()
+    if not (segmenter_dir / LITE_NAME).is_file():
+        export_segmenter_lite(segmenter_dir)
+    return bundle.save()  # checksums the new files into the manifest

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..base.config import DEFAULT_SEGMENTER
 from ..base.errors import BundleError
 from ..base.weights_io import load_member_weights, save_member_weights, sha256_file
 from .calibration import apply_calibration
@@ -42,7 +43,7 @@ def as_deployed(model) -> None:
 
 def write_bundle(out_dir: str | Path, classifiers: list, labels: list[str], label_set: str,
                  val_probs: np.ndarray, val_targets: np.ndarray, training: dict,
-                 groups: dict[str, list[str]] | None = None, segmenter_ref: str = "models/segmenter",
+                 groups: dict[str, list[str]] | None = None, segmenter_ref: str = DEFAULT_SEGMENTER,
                  bundle_id: str | None = None, data_summary: dict | None = None,
                  threshold_method: str = "f1", extra: dict | None = None) -> Path:
     """Write member weights, thresholds and the manifest; returns the bundle folder."""
@@ -186,12 +187,12 @@ class Bundle:
 
     def thresholds(self, method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ensemble thresholds (K,), member thresholds (M, K)) for a method (default: stored)."""
-        entry = self.manifest["thresholds"][method or self.manifest["threshold_method"]]
+        entry = self.threshold_entry(method)
         return np.asarray(entry["ensemble"]), np.asarray(entry["members"])
 
     def calibration_name(self, method: str | None = None) -> str | None:
         """The post-hoc calibration a threshold method works on (None: raw probabilities)."""
-        return self.manifest["thresholds"][method or self.manifest["threshold_method"]].get("calibration")
+        return self.threshold_entry(method).get("calibration")
 
     def calibrate(self, member_probs: np.ndarray, method: str | None = None) -> np.ndarray:
         """Member probabilities (M, N, K) as the threshold method expects them: calibrated
@@ -200,6 +201,125 @@ class Bundle:
         if not name:
             return np.asarray(member_probs)
         return apply_calibration(self.manifest["calibration"][name], member_probs)
+
+    @property
+    def label_set(self) -> str:
+        return self.manifest.get("label_set", "")
+
+    @property
+    def members(self) -> list[dict]:
+        """The member records (architecture, weights file, input size, Lite file): a copy."""
+        return [dict(m) for m in self.manifest["members"]]
+
+    @property
+    def segmenter_ref(self) -> str:
+        """Where the lung segmenter these members were trained behind lives (a folder; relative
+        paths are resolved against the repository)."""
+        return self.manifest.get("preprocessing", {}).get("segmenter", DEFAULT_SEGMENTER)
+
+    @property
+    def threshold_method(self) -> str:
+        """The default threshold method (what the app and `evaluate` use unless told)."""
+        return self.manifest["threshold_method"]
+
+    @property
+    def threshold_methods(self) -> list[str]:
+        return list(self.manifest.get("thresholds", {}))
+
+    def threshold_entry(self, method: str | None = None) -> dict:
+        """A threshold method's stored record (thresholds, calibration, where it was chosen)."""
+        return dict(self.manifest["thresholds"][method or self.threshold_method])
+
+    def threshold_split(self, method: str | None = None) -> str | None:
+        """The split a threshold method was chosen on ('validation'); None when the bundle
+        predates that record."""
+        return self.threshold_entry(method).get("chosen_on")
+
+    def set_thresholds(self, name: str, entry: dict, make_default: bool = False) -> None:
+        """Store (or replace) a threshold method; `save()` writes it."""
+        self.manifest.setdefault("thresholds", {})[name] = entry
+        if make_default:
+            self.manifest["threshold_method"] = name
+
+    @property
+    def calibrations(self) -> dict:
+        """Post-hoc calibrators fitted on validation, by name."""
+        return dict(self.manifest.get("calibration", {}))
+
+    @property
+    def inference(self) -> dict:
+        """The inference choice made on validation (test-time flips and their evidence)."""
+        return dict(self.manifest.get("inference", {}))
+
+    @property
+    def input_check(self) -> dict | None:
+        """The input check's fitted record, or None when the bundle has none."""
+        return self.manifest.get("input_check")
+
+    @property
+    def lineage(self) -> dict:
+        """Where this bundle came from (parent bundle, reviews used, what was refitted)."""
+        return dict(self.manifest.get("lineage", {}))
+
+    @property
+    def metrics(self) -> dict:
+        return dict(self.manifest.get("metrics", {}))
+
+    @property
+    def data_summary(self) -> dict:
+        return dict(self.manifest.get("data", {}))
+
+    @property
+    def training(self) -> dict:
+        return dict(self.manifest.get("training", {}))
+
+    def update(self, **fields) -> "Bundle":
+        """Change manifest fields: a dict value is merged into a dict field, anything else
+        replaces it. Nothing is written until `save()`; returns the bundle for chaining."""
+        for key, value in fields.items():
+            if isinstance(value, dict) and isinstance(self.manifest.get(key), dict):
+                self.manifest[key].update(value)
+            else:
+                self.manifest[key] = value
+        return self
+
+    def replace(self, **fields) -> "Bundle":
+        """Set manifest fields whole (a dict value replaces the field, nothing is merged).
+        Nothing is written until `save()`; returns the bundle for chaining."""
+        self.manifest.update(fields)
+        return self
+
+    def set_member_file(self, index: int, key: str, rel: str) -> None:
+        """Record a file of one member (e.g. its Lite export) by its path inside the bundle."""
+        self.manifest["members"][index][key] = rel
+
+    def save(self) -> "Bundle":
+        """Re-checksum every file and write the manifest: the one way a bundle is written."""
+        write_manifest(self.path, self.manifest)
+        self.cache.clear()
+        return self
+
+    def segmenter_dir(self) -> Path:
+        """The segmenter folder the bundle refers to: inside the bundle, beside it, in the
+        repository, or the shipped one."""
+        from ..base.config import REPO_ROOT
+        from ..imaging.segmentation import DEFAULT_SEGMENTER_DIR
+
+        ref = self.segmenter_ref
+        for candidate in (self.path / "segmenter", self.path / ref, REPO_ROOT / ref):
+            if (candidate / "segmenter.json").is_file():
+                return candidate
+        return DEFAULT_SEGMENTER_DIR
+
+    @staticmethod
+    def exists(path: str | Path) -> bool:
+        """Whether a folder holds a bundle (a manifest), without reading it."""
+        return (Path(path) / MANIFEST).is_file()
+
+    @staticmethod
+    def stamp(path: str | Path) -> float:
+        """When the bundle's manifest last changed (seconds), for caches keyed on it."""
+        return (Path(path) / MANIFEST).stat().st_mtime_ns / 1e9
 
     # --- models ----------------------------------------------------------------------------
     @property
@@ -259,7 +379,7 @@ class Bundle:
                             targets=np.asarray(targets, np.uint8),
                             member_probs=np.asarray(member_probs, np.float32))
         self.manifest["metrics"] = metrics
-        write_manifest(self.path, self.manifest)
+        self.save()
 
     def test_predictions(self) -> dict | None:
         path = self.path / TEST_PREDICTIONS
@@ -280,13 +400,7 @@ def publish_bundle(source: str | Path, out_dir: str | Path, split_csv: str | Pat
         shutil.rmtree(out_dir)
     shutil.copytree(source, out_dir)
     (out_dir / "split.csv").write_bytes(Path(split_csv).read_bytes())
-    bundle = Bundle.load(out_dir)
-    for key, value in updates.items():
-        if isinstance(value, dict) and isinstance(bundle.manifest.get(key), dict):
-            bundle.manifest[key].update(value)
-        else:
-            bundle.manifest[key] = value
-    write_manifest(out_dir, bundle.manifest)
+    Bundle.load(out_dir).update(**updates).save()
     return out_dir
 
 
@@ -295,6 +409,6 @@ def find_bundles(models_dir: str | Path) -> list[Path]:
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
         return []
-    found = [p.parent for p in models_dir.glob("*/manifest.json")]
-    found += [p.parent for p in models_dir.glob("*/*/manifest.json")]
+    found = [p.parent for p in models_dir.glob(f"*/{MANIFEST}")]
+    found += [p.parent for p in models_dir.glob(f"*/*/{MANIFEST}")]
     return sorted(set(found))

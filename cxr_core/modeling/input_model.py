@@ -86,7 +86,7 @@ class InputModel:
 
 def load_input_model(bundle) -> InputModel | None:
     """The bundle's input-check statistics, or None (with a warning) when it has none."""
-    entry = bundle.manifest.get("input_check")
+    entry = bundle.input_check
     if not entry:
         log.warning("bundle %s has no input-check statistics: only the DICOM and lung-shape checks "
                     "run; fit them with 'python -m cxr_core fit-input-check --bundle %s'",
@@ -166,17 +166,20 @@ def describe_rows(paths: list[Path], segmenter, rng: np.random.Generator | None 
             "negatives": np.concatenate(neg) if neg else empty}
 
 
-def fit_input_check(bundle_dir: str | Path, images_dir: str | Path, segmenter,
+def fit_input_check(bundle_dir, images_dir: str | Path, segmenter=None,
                     split_csv: str | Path | None = None, max_images: int = 1000,
                     jitter_copies: int = 1, negatives_per_image: int = 3, margin: float = 0.0,
                     seed: int = 0, val_refused: float = VAL_REFUSED) -> dict:
     """Fit the input check on a bundle's own train / validation X-rays (rows of its split file,
-    files under `images_dir`) and store it in the bundle; returns the manifest summary."""
+    files under `images_dir`) and store it in the bundle; returns the manifest summary.
+    `bundle_dir` is a folder or a `Bundle`; the segmenter defaults to the bundle's own."""
     from ..data.split_table import read_split
     from ..imaging.batch_preprocess import source_path
+    from ..imaging.segmentation import LungSegmenter
     from .bundle import Bundle
 
-    bundle = Bundle.load(bundle_dir)
+    bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.load(bundle_dir)
+    segmenter = segmenter or LungSegmenter.load(bundle.segmenter_dir())
     split_csv = Path(split_csv) if split_csv else bundle.path / "split.csv"
     table = read_split(split_csv)
     rng = np.random.default_rng(seed)
@@ -210,13 +213,10 @@ def fit_input_check(bundle_dir: str | Path, images_dir: str | Path, segmenter,
 
 def store_input_model(bundle, model: InputModel, info: dict) -> dict:
     """Write the statistics into a bundle, summarise them in its manifest and re-checksum."""
-    from .bundle import write_manifest
-
     model.save(bundle.path / INPUT_CHECK_FILE)
-    bundle.manifest["input_check"] = {
+    bundle.replace(input_check={
         "file": INPUT_CHECK_FILE, "method": METHOD, "descriptor_size": descriptor_size(),
         "fitted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "threshold": model.threshold,
-        **info}
-    write_manifest(bundle.path, bundle.manifest)
+        **info}).save()
     log.info("input check stored in %s: threshold %.3f", bundle.bundle_id, model.threshold)
-    return bundle.manifest["input_check"]
+    return bundle.input_check

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..base.config import DEFAULT_SEGMENTER
 from ..data.split_table import cached_paths, read_split
 from .datasets import make_dataset
 from .losses import label_weights, make_weighted_bce
@@ -30,6 +31,8 @@ TRAINING_LOG = "training_log.csv"
 BACKUP_DIR = "backup"
 CALLBACK_STATE = "callbacks.json"  # inside BACKUP_DIR: deleted with it when the run ends
 FINGERPRINT = "fingerprint.json"
+#: what checkpointing and early stopping can watch (`TrainConfig.monitor`)
+MONITORS = ("val_loss", "val_auc")
 #: Config fields that change how fast a run goes, not what it learns.
 _RUNTIME_FIELDS = ("mixed_precision", "xla", "max_minutes", "deterministic")
 
@@ -72,12 +75,18 @@ def set_batchnorm_momentum(model, momentum: float) -> int:
     return count
 
 
-def run_fingerprint(arch: str, table, config: TrainConfig, initial_weights: list | None) -> str:
+def run_fingerprint(arch: str, table, config: TrainConfig, initial_weights: list | None,
+                    crops: dict | None = None) -> str:
     """sha256 of what a member's training depends on: architecture, the train/val rows with their
-    labels (so the feedback set of a retrain too), the configuration and the initial weights."""
+    labels (so the feedback set of a retrain too), the configuration, the initial weights and
+    the crop cache's identity (`batch_preprocess.cache_identity`: segmenter checksum and
+    preprocessing version; None for a cache that does not record it)."""
     digest = hashlib.sha256()
     rows = table.frame[table.frame["split"].isin(["train", "val"])]
     digest.update(get_arch(arch).name.encode())
+    if crops is not None:
+        digest.update(json.dumps(crops, sort_keys=True).encode())
+
     digest.update(rows[["ImageID", "split", *table.labels]].to_csv(index=False).encode())
     settings_ = {k: v for k, v in asdict(config).items() if k not in _RUNTIME_FIELDS}
     digest.update(json.dumps(settings_, sort_keys=True, default=str).encode())
@@ -288,7 +297,7 @@ def train_ensemble(cache_dir: str | Path, split_csv: str | Path, out_dir: str | 
                    archs: tuple[str, ...] = METHOD_ARCHITECTURES,
                    config: TrainConfig | None = None, label_set: str = "specific",
                    groups: dict[str, list[str]] | None = None,
-                   segmenter_ref: str = "models/segmenter", bundle_id: str | None = None,
+                   segmenter_ref: str = DEFAULT_SEGMENTER, bundle_id: str | None = None,
                    data_summary: dict | None = None, initial: list | None = None,
                    extra_manifest: dict | None = None, strategy="auto") -> Path:
     """Train every architecture, then write `out_dir/bundle` with validation thresholds

@@ -73,8 +73,8 @@ def explain_paths(inputs: list[Path], bundle_dir: Path, out_dir: Path, all_label
     frame = pd.DataFrame(records)
     frame.to_csv(out_dir / "predictions.csv", index=False)
     (out_dir / "predictions.json").write_text(json.dumps({
-        "bundle_id": reviewer.bundle.bundle_id, "label_set": reviewer.bundle.manifest["label_set"],
-        "threshold_method": reviewer.bundle.manifest["threshold_method"],
+        "bundle_id": reviewer.bundle.bundle_id, "label_set": reviewer.bundle.label_set,
+        "threshold_method": reviewer.bundle.threshold_method,
         "predictions": records, "refused": refused, "forced": force,
         "failures": [{"file": n, "error": e} for n, e in failures],
     }, indent=2))

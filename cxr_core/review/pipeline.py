@@ -240,8 +240,8 @@ class Reviewer:
                 thresholds=ens_t, findings=ensemble.findings[i], agreement=ensemble.agreement[i],
                 mean_maps=expl.mean_maps[i], std_maps=expl.std_maps[i],
                 member_cams=[cams[i] for cams in expl.member_cams], bundle_id=self.bundle.bundle_id,
-                label_set=self.bundle.manifest["label_set"],
-                threshold_method=method or self.bundle.manifest["threshold_method"],
+                label_set=self.bundle.label_set,
+                threshold_method=method or self.bundle.threshold_method,
                 is_demo=self.bundle.is_demo,
                 timings={k: v / len(images) for k, v in timings.items()},
                 input_check=checks[i],
@@ -264,12 +264,5 @@ class Reviewer:
 
 
 def resolve_segmenter(bundle: Bundle) -> Path:
-    """The segmenter folder a bundle refers to: inside the bundle, beside it, or the shipped one."""
-    from ..base.config import REPO_ROOT
-    from ..imaging.segmentation import DEFAULT_SEGMENTER_DIR
-
-    ref = bundle.manifest.get("preprocessing", {}).get("segmenter", "models/segmenter")
-    for candidate in (bundle.path / "segmenter", bundle.path / ref, REPO_ROOT / ref):
-        if (candidate / "segmenter.json").is_file():
-            return candidate
-    return DEFAULT_SEGMENTER_DIR
+    """The segmenter folder a bundle refers to (`Bundle.segmenter_dir`)."""
+    return bundle.segmenter_dir()
