@@ -28,7 +28,13 @@ import pandas as pd
 from scipy import ndimage
 
 from ..explain.attention import lung_energy_share
-from .bootstrap import CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED, percentile_interval, resample_groups
+from .bootstrap import (
+    CONFIDENCE,
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    percentile_interval,
+    resample_groups,
+)
 
 log = logging.getLogger(__name__)
 

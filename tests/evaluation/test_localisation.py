@@ -107,7 +107,7 @@ def test_average_map_and_sameness_tell_a_fixed_blob_from_maps_that_follow_the_im
     mean = average_map(fixed + [blob(shape=(50, 60), centre=(10, 30))], (100, 120))
     assert mean.shape == (100, 120) and mean.max() == pytest.approx(1.0)
     assert np.unravel_index(mean.argmax(), mean.shape) == pytest.approx((20, 60), abs=2)
-    wide = dict(sigma=20.0)
+    wide = {"sigma": 20.0}
     assert map_correlation(blob(centre=(40, 50), **wide), blob(centre=(44, 54), **wide)) > 0.8
     assert map_correlation(blob(centre=(20, 20), **wide), blob(centre=(80, 100), **wide)) < 0
 
