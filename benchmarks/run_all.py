@@ -7,7 +7,7 @@ import importlib
 import sys
 from pathlib import Path
 
-# run by hand, too long for a routine `make bench` (README: At scale); the GPU check has its own
+# run by hand, too long for a routine `make bench` (docs/benchmarks.md: scale rehearsal); the GPU check has its own
 # target (`make gpu-check`)
 SEPARATE = {"bench_scale"}
 BENCHMARKS = tuple(sorted(p.stem for p in Path(__file__).resolve().parent.glob("bench_*.py")

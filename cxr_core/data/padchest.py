@@ -77,7 +77,7 @@ def filter_rows(
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Keep usable rows and parse their labels; return the kept rows and dropped counts by reason.
 
-    Policy (documented in README.md): rows of other projections, pediatric rows (unless kept),
+    Policy (documented in docs/labels.md): rows of other projections, pediatric rows (unless kept),
     rows with missing ImageID/PatientID, no/empty/unparseable labels, or the 'exclude' marker are
     dropped. The 'suboptimal study' marker is removed; a row left with no label is dropped.
     """

@@ -26,7 +26,7 @@ MIN_TEST_POSITIVES = 10
 
 
 def demo_train_config(seed: int = 0, **overrides):
-    """The demo recipe (chosen on the validation split; README 'The bundled demo model')."""
+    """The demo recipe (chosen on the validation split; docs/demo-model.md)."""
     from ..modeling.training import TrainConfig
 
     settings = dict(weights=None, input_size=128, learning_rate=1e-3, epochs=30, patience=8,

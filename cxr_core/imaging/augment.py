@@ -33,7 +33,7 @@ class AugmentConfig:
 #: The method's classifier augmentation (Keras ImageDataGenerator settings of the paper).
 METHOD_AUGMENT = AugmentConfig()
 #: Milder classifier augmentation for small from-scratch training (the demo bundle): the
-#: method's 45-degree rotations cost 0.06 validation AUC there (README, the bundled demo model).
+#: method's 45-degree rotations cost 0.06 validation AUC there (docs/demo-model.md).
 MILD_AUGMENT = AugmentConfig(rotation=10.0, zoom=0.1, shift=0.05, shear=0.05,
                              brightness=(0.85, 1.15), channel_shift=0.03)
 #: Classifier augmentations by name (a training setting, stored with each run).

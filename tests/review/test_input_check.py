@@ -93,7 +93,7 @@ def _check_pixels(pixels, segmenter, model):
 def test_fitted_check_passes_the_samples_and_refuses_generated_non_xrays(segmenter, fitted):
     """A fast subset of benchmarks/bench_input_check.py: the shipped sample X-rays pass; one of
     every synthetic kind (seed 1, not the benchmark's) and every rotation of a sample is refused.
-    (Cut-outs are the weak spot: measured in the benchmark, see README "Input check".)"""
+    (Cut-outs are the weak spot: measured in the benchmark, see docs/input-check.md.)"""
     from benchmarks.non_cxr import synthetic_images, transformed_xrays
 
     for path in SAMPLES:

@@ -5,7 +5,7 @@ from benchmarks.bench_soak import soak
 
 def test_sixty_reviews_keep_memory_flat_and_leak_no_files_or_threads():
     # a full collection before each sample: report figures sit in reference cycles until the
-    # collector runs (README, Reliability); what must not grow is memory still held after it
+    # collector runs (docs/reliability.md); what must not grow is memory still held after it
     result = soak(reviews=60, warmup=20, report_every=10, collect_each=True)
     assert result["distinct_images"] >= 4
     assert result["new_open_files"] == [], result["new_open_files"]
