@@ -1,0 +1,122 @@
+"""README stays a short front door and every relative link in README.md and docs/*.md resolves.
+
+A link to a moved or renamed page, or to a heading that no longer exists, fails here instead of
+leaving a reader at a dead end."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+DOCS = REPO / "docs"
+MAX_README_LINES = 250
+
+_LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+
+
+def markdown_files() -> list[Path]:
+    """README.md and every page under docs/."""
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+def _prose_lines(text: str) -> list[str]:
+    """The lines outside fenced code blocks (links and headings inside code are not Markdown)."""
+    lines, fenced = [], False
+    for line in text.splitlines():
+        if _FENCE.match(line):
+            fenced = not fenced
+            continue
+        if not fenced:
+            lines.append(line)
+    return lines
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"`|\*\*|__", "", heading)
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)
+    text = re.sub(r"[^\w\- ]", "", text.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    """Every heading anchor of a Markdown file, with GitHub's -1, -2 suffixes for repeats."""
+    seen: dict[str, int] = {}
+    found = set()
+    for line in _prose_lines(path.read_text(encoding="utf-8")):
+        match = _HEADING.match(line)
+        if not match:
+            continue
+        base = slug(match.group(2))
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        found.add(base if count == 0 else f"{base}-{count}")
+    return found
+
+
+def relative_links(path: Path) -> list[str]:
+    """Link targets in a Markdown file that point inside the repository (no scheme, no mailto)."""
+    targets = []
+    for line in _prose_lines(path.read_text(encoding="utf-8")):
+        for target in _LINK.findall(line):
+            if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", target):
+                continue
+            targets.append(target)
+    return targets
+
+
+def broken_links(path: Path) -> list[str]:
+    """The relative links of one file whose file or heading does not exist, with the reason."""
+    problems = []
+    for target in relative_links(path):
+        file_part, _, anchor = target.partition("#")
+        destination = (path.parent / unquote(file_part)).resolve() if file_part else path
+        if not destination.exists():
+            problems.append(f"{target}: no file {destination.relative_to(REPO)}")
+            continue
+        if anchor and destination.suffix == ".md" and anchor not in anchors(destination):
+            problems.append(f"{target}: no heading #{anchor} in {destination.relative_to(REPO)}")
+    return problems
+
+
+def test_readme_is_a_short_front_door():
+    lines = README.read_text(encoding="utf-8").count("\n")
+    assert lines <= MAX_README_LINES, (
+        f"README.md has {lines} lines (at most {MAX_README_LINES}); move the depth to a docs/ page")
+
+
+@pytest.mark.parametrize("path", markdown_files(), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_relative_link_resolves(path):
+    assert broken_links(path) == []
+
+
+def test_every_docs_page_is_linked_from_readme():
+    linked = {(README.parent / t.partition("#")[0]).resolve() for t in relative_links(README)}
+    unlinked = [p.name for p in sorted(DOCS.glob("*.md")) if p.resolve() not in linked]
+    assert unlinked == [], f"docs pages missing from README's Documentation list: {unlinked}"
+
+
+def test_the_checker_finds_a_missing_file_and_a_missing_heading(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    (tmp_path / "page.md").write_text("# Page\n\n## Known heading\n\ntext\n")
+    doc = tmp_path / "doc.md"
+    doc.write_text("[ok](page.md#known-heading) [self](#top) [gone](missing.md) "
+                   "[stale](page.md#old-heading) [web](https://example.org)\n"
+                   "```\n[in code](nowhere.md)\n```\n# Top\n")
+    assert broken_links(doc) == ["missing.md: no file missing.md",
+                                 "page.md#old-heading: no heading #old-heading in page.md"]
+
+
+def test_slug_matches_github_for_the_headings_used_here():
+    assert slug("GPU figures (partial, one NVIDIA H100)") == "gpu-figures-partial-one-nvidia-h100"
+    assert slug("Maps, engines and start-up") == "maps-engines-and-start-up"
+    assert slug("Configuration (environment variables)") == "configuration-environment-variables"
+    assert slug("`make test` runs") == "make-test-runs"
