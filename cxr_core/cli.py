@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inference engine (default: CXR_ENGINE or auto)")
     p.add_argument("--dicom-out", action="store_true",
                    help="for DICOM inputs also write a Structured Report of the findings and a "
-                        "Secondary Capture of the report (README: DICOM output)")
+                        "Secondary Capture of the report (docs/dicom.md)")
     p.add_argument("--force", action="store_true",
                    help="explain images the input check refuses (not frontal chest X-rays) anyway")
     p.set_defaults(func=_cmd_explain)

@@ -106,7 +106,7 @@ def load_bundle_or_stop() -> Bundle:
     path = active_bundle_path()
     if path is None:
         st.error(f"No model bundle found in {settings().models_dir}. Set CXR_MODELS_DIR or "
-                 "train one (see README.md).")
+                 "train one (see docs/training.md).")
         st.stop()
     try:
         bundle = get_bundle(str(path))
