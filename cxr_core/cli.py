@@ -214,7 +214,7 @@ def _cmd_explain(args) -> int:
     failures = explain_paths(args.inputs, args.bundle or _default_bundle(), args.out,
                              all_labels=args.all_labels, uncertainty=args.uncertainty,
                              batch_size=args.batch_size, engine=args.engine,
-                             dicom_out=args.dicom_out, force=args.force)
+                             dicom_out=args.dicom_out, force=args.force, save_maps=args.save_maps)
     return _report_failures(failures, f"reports and predictions written to {args.out}")
 
 
@@ -394,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "Secondary Capture of the report (docs/dicom.md)")
     p.add_argument("--force", action="store_true",
                    help="explain images the input check refuses (not frontal chest X-rays) anyway")
+    p.add_argument("--save-maps", action="store_true",
+                   help="also write <stem>_maps.npz: every label's map in the original image's "
+                        "frame at display size, the lung fields and the probabilities")
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("fit-input-check",

@@ -272,10 +272,9 @@ def report_pdf(review, options: ReportOptions | None = None, **choices) -> bytes
     return buf.getvalue()
 
 
-def report_png(review, options: ReportOptions | None = None, **choices) -> bytes:
-    """The report's pages stacked into one PNG. `choices` are ReportOptions fields."""
+def report_pages(review, options: ReportOptions | None = None, **choices) -> list[np.ndarray]:
+    """The report's pages as RGB uint8 pictures at PNG_DPI, all of one size (one page each)."""
     options = options or ReportOptions(**choices)
-    import cv2
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     pages = []
@@ -283,7 +282,17 @@ def report_png(review, options: ReportOptions | None = None, **choices) -> bytes
         canvas = FigureCanvasAgg(fig)
         fig.set_dpi(PNG_DPI)
         canvas.draw()
-        pages.append(np.asarray(canvas.buffer_rgba())[..., :3])
+        pages.append(np.array(np.asarray(canvas.buffer_rgba())[..., :3]))
+    return pages
+
+
+def report_png(review, options: ReportOptions | None = None, pages: list[np.ndarray] | None = None,
+               **choices) -> bytes:
+    """The report's pages stacked into one PNG (`pages`: from `report_pages`, to draw them once).
+    `choices` are ReportOptions fields."""
+    import cv2
+
+    pages = pages if pages is not None else report_pages(review, options, **choices)
     sheet = np.concatenate([np.concatenate([p, np.full((8, p.shape[1], 3), 200, np.uint8)])
                             for p in pages])[:-8]
     return cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))[1].tobytes()

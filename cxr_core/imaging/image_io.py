@@ -1,7 +1,8 @@
 """One entry point for every image the tool reads: PNG (8/16-bit), JPEG and DICOM.
 
 Returns float32 pixels in [0, 1] plus the metadata the pipeline needs: for DICOM also the
-body part, view position and modality (for the input check); never patient tags.
+body part, view position and modality (for the input check), and in memory only the patient and
+study module (`PatientStudy`, so that DICOM results file under the same patient and study).
 Every bad input raises a specific `ImageError` subclass with one clear sentence.
 """
 
@@ -11,7 +12,7 @@ import hashlib
 import io
 import logging
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -55,6 +56,62 @@ class LoadedImage:
     body_part: str | None = None  # BodyPartExamined, e.g. "CHEST"
     view_position: str | None = None  # ViewPosition, e.g. "PA", "AP", "LL"
     modality: str | None = None  # Modality, e.g. "CR", "DX"
+    #: DICOM input only: the source's patient and study module, IN MEMORY ONLY, so that DICOM
+    #: results file under the same patient and study; never stored, logged or used in a name
+    patient_study: PatientStudy | None = field(default=None, repr=False, compare=False)
+
+
+#: source attribute keyword of each `PatientStudy` field
+PATIENT_STUDY_TAGS = {
+    "patient_name": "PatientName", "patient_id": "PatientID", "patient_birth_date": "PatientBirthDate",
+    "patient_sex": "PatientSex", "accession_number": "AccessionNumber", "study_date": "StudyDate",
+    "study_time": "StudyTime", "study_id": "StudyID", "referring_physician_name": "ReferringPhysicianName",
+    "study_description": "StudyDescription", "view_position": "ViewPosition",
+    "body_part": "BodyPartExamined", "laterality": "Laterality",
+}
+
+
+@dataclass(frozen=True)
+class PatientStudy:
+    """The patient and study module of a DICOM source (and its view, body part and pixel
+    spacing): identifying, so held in memory only and never shown by repr, logs or stores.
+    Empty strings where the source has no value (DICOM type 2 attributes stay present)."""
+
+    patient_name: str = field(default="", repr=False)
+    patient_id: str = field(default="", repr=False)
+    patient_birth_date: str = field(default="", repr=False)  # DA, YYYYMMDD
+    patient_sex: str = field(default="", repr=False)  # M, F, O or ""
+    accession_number: str = field(default="", repr=False)
+    study_date: str = field(default="", repr=False)  # DA
+    study_time: str = field(default="", repr=False)  # TM
+    study_id: str = field(default="", repr=False)
+    referring_physician_name: str = field(default="", repr=False)
+    study_description: str = field(default="", repr=False)
+    view_position: str = field(default="", repr=False)
+    body_part: str = field(default="", repr=False)
+    laterality: str = field(default="", repr=False)
+    #: (row, column) spacing in mm: PixelSpacing, else ImagerPixelSpacing; None when absent
+    pixel_spacing: tuple[float, float] | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        return "PatientStudy(<withheld>)"
+
+    __str__ = __repr__
+
+
+def patient_study(ds) -> PatientStudy:
+    """The patient/study module of a pydicom Dataset as a `PatientStudy` (module docstring)."""
+    values = {key: str(ds.get(keyword, "") or "").strip() for key, keyword in PATIENT_STUDY_TAGS.items()}
+    spacing = None
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        raw = ds.get(keyword)
+        try:
+            if raw is not None and len(raw) == 2 and all(float(v) > 0 for v in raw):
+                spacing = (float(raw[0]), float(raw[1]))
+                break
+        except (TypeError, ValueError):
+            continue
+    return PatientStudy(**values, pixel_spacing=spacing)
 
 
 @dataclass(frozen=True)
@@ -283,7 +340,8 @@ def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, int, str, d
         pixels = _to_gray(np.asarray(pixels)[..., ::-1] if pixels.ndim == 3 else pixels)
     bit_depth = int(ds.get("BitsStored", 8) or 8)
     return np.asarray(pixels), bit_depth, photometric, {"edges": edges, "ref": dicom_reference(ds),
-                                                        "acquisition": _acquisition(ds)}
+                                                        "acquisition": _acquisition(ds),
+                                                        "patient_study": patient_study(ds)}
 
 
 def load_image(
@@ -322,7 +380,8 @@ def load_image(
         raise UnsupportedFormatError("The file is not a PNG, JPEG or DICOM image.")
     if filename and SUPPORTED_EXTENSIONS.get(Path(filename).suffix.lower()) not in (None, fmt):
         log.warning("file extension does not match its content (%s); using the content", fmt)
-    photometric, facts = "MONOCHROME2", {"edges": None, "ref": None, "acquisition": {}}
+    photometric, facts = "MONOCHROME2", {"edges": None, "ref": None, "acquisition": {},
+                                         "patient_study": None}
     if fmt == "dicom":
         raw, bit_depth, photometric, facts = _decode_dicom(data, max_pixels)
     else:
@@ -343,6 +402,7 @@ def load_image(
         window=window,
         dicom_ref=facts["ref"],
         **facts["acquisition"],
+        patient_study=facts["patient_study"],
     )
 
 

@@ -14,6 +14,7 @@ from ..explain.report import write_report
 from ..imaging.batch_preprocess import list_images
 from .dicom_out import write_dicom_results
 from .pipeline import Reviewer
+from .saved_maps import write_maps
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,12 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
 def explain_paths(inputs: list[Path], bundle_dir: Path, out_dir: Path, all_labels: bool = False,
                   uncertainty: bool = False, batch_size: int = 8,
                   reviewer: Reviewer | None = None, engine: str | None = None,
-                  dicom_out: bool = False, force: bool = False) -> list[tuple[str, str]]:
+                  dicom_out: bool = False, force: bool = False,
+                  save_maps: bool = False) -> list[tuple[str, str]]:
     """Write `<stem>_report.png/.pdf` per image and `predictions.csv/json`; with `dicom_out`,
     also `<stem>_findings_sr.dcm` and `<stem>_report_sc.dcm` for each DICOM input
-    (`dicom_out.write_dicom_results`). Returns failures.
+    (`dicom_out.write_dicom_results`); with `save_maps`, `<stem>_maps.npz` (`saved_maps`).
+    Returns failures.
 
     Images the input check refuses are skipped with its reason (listed under "refused" in
     predictions.json) unless `force`, which explains them with the refusal in the report."""
@@ -64,6 +67,8 @@ def explain_paths(inputs: list[Path], bundle_dir: Path, out_dir: Path, all_label
                             continue
                     png, _ = write_report(review, out_dir, path.stem, include_all=all_labels,
                                           uncertainty=uncertainty)
+                    if save_maps:
+                        write_maps(review, out_dir, path.stem)
                     if dicom_out and review.image.dicom_ref is not None:
                         write_dicom_results(review, png.read_bytes(), out_dir, path.stem)
                     elif dicom_out:

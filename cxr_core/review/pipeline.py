@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..explain.attention import mostly_outside_lungs
 from ..explain.engines import bundle_engines, resolve_engine
 from ..explain.ensemble_maps import explain_arrays, resize_maps
 from ..explain.overlay import DISPLAY_MAX_SIDE, display_size, mask_outline, shrink, to_original
@@ -148,6 +149,24 @@ class Review:
         """Heatmap of label k ('mean', 'std' or a member's) in the display frame of the X-ray."""
         return to_original(self.crop_map(k, kind, member), self.box_display(max_side),
                            self.display_size(max_side))
+
+    def maps_display(self, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+        """(K, h, w) float32: every label's ensemble map in the display frame, as the page shows it."""
+        return np.stack([self.heatmap_display(k, max_side=max_side) for k in range(len(self.labels))])
+
+    def lungs_display(self, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+        """(h, w) bool: the lung fields (lungs plus the area added below them) in the display frame."""
+        import cv2
+
+        dh, dw = self.display_size(max_side)
+        return cv2.resize(self.pre.mask.full.astype(np.uint8), (dw, dh), interpolation=cv2.INTER_NEAREST) > 0
+
+    def attention_outside_lungs(self, k: int, max_side: int = DISPLAY_MAX_SIDE) -> bool:
+        """Whether most of label k's ensemble map lies outside the lung fields (never when the
+        segmentation fell back: the lungs are not known then)."""
+        if self.pre.fallback:
+            return False
+        return mostly_outside_lungs(self.heatmap_display(k, max_side=max_side), self.lungs_display(max_side))
 
     def box_display(self, max_side: int = DISPLAY_MAX_SIDE) -> tuple[int, int, int, int]:
         """Crop box (x0, y0, x1, y1) in display pixels (per-axis scale, as the crop was taken)."""

@@ -1,6 +1,10 @@
-"""DICOM results: SR of the findings and SC of the heatmap report, read back with pydicom."""
+"""DICOM results: SR of the findings and SC of the heatmap report, read back with pydicom and
+checked by dciodvfy (dicom3tools) when it is installed."""
 
 import io
+import os
+import shutil
+import subprocess
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,10 +13,11 @@ import pytest
 
 from cxr_core.imaging.image_io import load_image
 from cxr_core.review.dicom_out import (
-    PATIENT_TAGS,
+    MULTIFRAME_SC_CLASS,
     DicomOutputError,
     dicom_results,
     referenced_instances,
+    sr_comments,
     sr_findings,
     write_dicom_results,
 )
@@ -30,7 +35,7 @@ def fake_review(image, labels=("alpha", "beta", "gamma")):
         image=image, labels=list(labels), probs=probs, thresholds=thresholds, findings=findings,
         agreement=np.array([2, 0, 3][:k] + [1] * max(0, k - 3)), n_members=3,
         bundle_id="bundle-x-v1", label_set="test-set", threshold_method="f1",
-        pre=SimpleNamespace(fallback=False),
+        pre=SimpleNamespace(fallback=False), refused=False, input_check=None,
         order=lambda include_all=False: list(np.argsort(-probs)))
 
 
@@ -42,36 +47,79 @@ def report_png() -> bytes:
     return cv2.imencode(".png", picture)[1].tobytes()
 
 
-def test_sr_and_sc_round_trip_with_references_and_no_patient_values(tmp_path):
+def report_pages() -> list[np.ndarray]:
+    """Two RGB 'pages' of one size: red on the first, blue on the second."""
+    first, second = np.zeros((120, 200, 3), np.uint8), np.zeros((120, 200, 3), np.uint8)
+    first[20:60, 30:90] = (255, 0, 0)
+    second[20:60, 30:90] = (0, 0, 255)
+    return [first, second]
+
+
+def dciodvfy_errors(path) -> list[str]:
+    """dciodvfy's error lines for a file; skips (fails under CXR_REQUIRE_ORTHANC=1) without it."""
+    if shutil.which("dciodvfy") is None:
+        reason = "dciodvfy (Debian package dicom3tools, `make orthanc`) is not installed"
+        if os.environ.get("CXR_REQUIRE_ORTHANC") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
+
+
+def test_sr_and_sc_file_under_the_source_patient_and_study_with_references(tmp_path):
     image = load_image(dicom_xray_bytes(window=(2000, 4000)), filename="src.dcm")
     ref = image.dicom_ref
-    review = fake_review(image)
-    sr_path, sc_path = write_dicom_results(review, report_png(), tmp_path, "src")
+    review = fake_review(image, labels=("pneumonia", "atelectasis", "odd finding"))
+    sr_path, sc_path = write_dicom_results(review, report_pages(), tmp_path, "src")
     sr, sc = pydicom.dcmread(sr_path), pydicom.dcmread(sc_path)
     assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
-    assert sc.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture
+    assert sc.SOPClassUID == MULTIFRAME_SC_CLASS
     for ds in (sr, sc):
         assert ds.StudyInstanceUID == ref.study_instance_uid
         assert ds.SeriesInstanceUID != ref.series_instance_uid
         assert ds.SOPInstanceUID != ref.sop_instance_uid
         assert referenced_instances(ds) == {(ref.series_instance_uid, ref.sop_instance_uid)}
-        assert all(str(ds.get(tag, "")) == "" for tag in PATIENT_TAGS)
-        assert ds.Manufacturer == "CXR Review"
-        blob = sr_path.read_bytes() + sc_path.read_bytes()
-        assert b"Secret" not in blob and b"ID-123" not in blob and b"19500101" not in blob
-    rows = {row["Finding name"]: row for row in sr_findings(sr)}
+        # the source's patient module, so that the PACS files them under the same patient
+        assert (str(ds.PatientName), ds.PatientID, ds.PatientBirthDate) == ("Secret^Person", "ID-123", "19500101")
+        assert ds.Manufacturer == "CXR Review" and "bundle-x-v1" in ds.SoftwareVersions
+    rows = {row["label"]: row for row in sr_findings(sr)}
     assert set(rows) == set(review.labels)
     for k, label in enumerate(review.labels):
-        assert rows[label]["Ensemble probability"] == pytest.approx(review.probs[k], abs=1e-6)
-        assert rows[label]["Decision threshold"] == pytest.approx(0.5)
-        assert rows[label]["Models voting positive"] == review.agreement[k]
-        assert rows[label]["Model call"] == ("positive" if review.findings[k] else "negative")
+        assert rows[label]["probability"] == pytest.approx(review.probs[k], abs=1e-6)
+        assert rows[label]["threshold"] == pytest.approx(0.5)
+        assert rows[label]["agreement"] == review.agreement[k]
+        assert rows[label]["call"] == ("positive" if review.findings[k] else "negative")
+    # standard codes where they exist, the private scheme otherwise
+    assert rows["pneumonia"]["code"] == ("233604007", "SCT", "Pneumonia")
+    assert rows["atelectasis"]["code"] == ("46621007", "SCT", "Atelectasis")
+    assert rows["odd finding"]["code"][1] == "99CXRREVIEW"
     texts = {item.ConceptNameCodeSequence[0].CodeMeaning: item.TextValue
              for item in sr.ContentSequence if item.ValueType == "TEXT"}
     assert texts["Algorithm Version"] == "bundle-x-v1"
+    images = [item for item in sr.ContentSequence if item.ValueType == "IMAGE"]
+    assert images[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == ref.sop_instance_uid
     assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == ref.sop_instance_uid
+    # one frame per report page, in RGB
     pixels = sc.pixel_array
-    assert pixels.shape == (120, 200, 3) and tuple(pixels[40, 50]) == (255, 0, 0)  # RGB
+    assert int(sc.NumberOfFrames) == 2 and list(sc.PageNumberVector) == [1, 2]
+    assert pixels.shape == (2, 120, 200, 3)
+    assert tuple(pixels[0, 40, 50]) == (255, 0, 0) and tuple(pixels[1, 40, 50]) == (0, 0, 255)
+    for path in (sr_path, sc_path):
+        assert dciodvfy_errors(path) == []
+
+
+def test_refused_image_gets_a_short_sr_saying_why_and_no_sc(tmp_path):
+    image = load_image(dicom_xray_bytes(), filename="src.dcm")
+    review = fake_review(image)
+    review.refused = True
+    review.input_check = SimpleNamespace(reason="The DICOM header says the body part is HAND, not the chest.")
+    sr_path, sc_path = write_dicom_results(review, report_pages(), tmp_path, "src")
+    assert sc_path is None and not (tmp_path / "src_report_sc.dcm").exists()
+    sr = pydicom.dcmread(sr_path)
+    assert sr_findings(sr) == []
+    assert "Not reviewed: The DICOM header says the body part is HAND, not the chest." in sr_comments(sr)
+    assert sr.PatientID == "ID-123" and sr.StudyInstanceUID == image.dicom_ref.study_instance_uid
+    assert dciodvfy_errors(sr_path) == []
 
 
 def test_non_dicom_input_is_refused_with_one_sentence():
@@ -105,11 +153,11 @@ def test_explain_cli_dicom_out_writes_sr_and_sc_for_dicom_inputs_only(tmp_path):
     assert sr.StudyInstanceUID == ref.study_instance_uid
     labels = [lab["name"] for lab in
               json.loads((settings().default_bundle_path / "manifest.json").read_text())["labels"]]
-    rows = {row["Finding name"]: row for row in sr_findings(sr)}
+    rows = {row["label"]: row for row in sr_findings(sr)}
     assert set(rows) == set(labels)
     predictions = json.loads((out / "predictions.json").read_text())["predictions"]
     for record in predictions:
         if record["image"] == "chest.dcm":
-            assert rows[record["label"]]["Ensemble probability"] == pytest.approx(record["probability"], abs=1e-5)
+            assert rows[record["label"]]["probability"] == pytest.approx(record["probability"], abs=1e-5)
     sc = pydicom.dcmread(io.BytesIO((out / "chest_report_sc.dcm").read_bytes()))
-    assert sc.pixel_array.ndim == 3 and sc.SamplesPerPixel == 3
+    assert sc.pixel_array.shape[-1] == 3 and sc.SamplesPerPixel == 3
