@@ -11,6 +11,7 @@ import streamlit as st
 from cxr_core.base.errors import CxrError
 from cxr_core.evaluation.bootstrap import DEFAULT_RESAMPLES
 from cxr_core.evaluation.plots import MetricsDisplay, readable
+from cxr_core.modeling.bundle import Bundle
 from ui.common import available_bundles, demo_banner, get_bundle, load_bundle_or_stop
 
 st.set_page_config(page_title="CXR Review: metrics", page_icon="📊", layout="wide")
@@ -21,14 +22,12 @@ demo_banner(bundle)
 
 @st.cache_data(show_spinner="Computing metrics and bootstrap intervals...")
 def display_for(path: str, stamp: float, method: str, n_resamples: int, seed: int) -> MetricsDisplay | None:
-    from cxr_core.modeling.bundle import Bundle
-
     return MetricsDisplay.from_bundle(Bundle.load(path, verify=False), method, n_resamples, seed)
 
 
 def manifest_stamp(path) -> float:
     """Changes whenever the manifest is rewritten (a saved threshold method, a calibration)."""
-    return (path / "manifest.json").stat().st_mtime_ns / 1e9
+    return Bundle.stamp(path)
 
 
 def show_table(frame: pd.DataFrame, **kwargs) -> None:
@@ -68,18 +67,27 @@ method = st.sidebar.selectbox("Thresholds", methods, index=methods.index(bundle.
                                    "+isotonic) or saved from the operating-point view.")
 n_resamples = int(st.sidebar.number_input("Bootstrap resamples", 100, 10000, DEFAULT_RESAMPLES, step=100))
 seed = int(st.sidebar.number_input("Bootstrap seed", 0, 2**31 - 1, 0))
-display = display_for(str(bundle.path), manifest_stamp(bundle.path), method, n_resamples, seed)
+try:
+    display = display_for(str(bundle.path), manifest_stamp(bundle.path), method, n_resamples, seed)
+except CxrError as exc:  # thresholds chosen on the test split: no test figures with them
+    st.error(str(exc))
+    st.stop()
 if display is None:
     st.info("This bundle has no stored test predictions yet: run `python -m cxr_core evaluate` on it.")
     st.stop()
 if st.session_state.get("metrics_message"):
     st.success(st.session_state.pop("metrics_message"))
+if display.chosen_on == "unknown":
+    st.warning(f"Threshold method `{method}` does not record the split it was chosen on; if it was "
+               "tuned on the test split, the F1 figures below are optimistic.")
 
 overall = display.tables["overall"].set_index("model")
 r = display.resampling
 st.caption(f"{display.targets.shape[0]} test images, {len(display.labels)} labels, {len(display.archs)} "
            f"models; thresholds `{method}`"
            + (f" on `{display.calibration}`-calibrated probabilities" if display.calibration else "")
+           + (f", chosen on the {display.chosen_on} split" if display.chosen_on != "unknown" else
+              ", chosen on an unrecorded split (the bundle predates that record)")
            + f". Intervals: 95% percentile bootstrap over {r.get('units')} {r.get('unit')}s, "
            f"{r.get('resamples')} resamples, seed {r.get('seed')}; labels with fewer than "
            f"{r.get('min_class_count')} positives or negatives get none. F1 (macro) averages the F1 of "
@@ -179,61 +187,72 @@ with tab_calibration:
 
 # --- operating points -------------------------------------------------------------------------------
 with tab_points:
-    st.markdown("Move one label's threshold along its ROC curve (CTP ensemble) and read what it means "
-                "at the test prevalence (or a prevalence you set). Thresholds you set here are kept per "
-                "label; save the set as a named threshold method of the bundle, which the Review page "
-                "then uses when it is the default.")
-    ens_t, _ = bundle.thresholds(method)
-    key = f"op::{bundle.bundle_id}::{method}"
-    chosen = st.session_state.setdefault(key, {lab: float(t) for lab, t in zip(display.labels, ens_t)})
-    c1, c2 = st.columns(2)
-    op_label = c1.selectbox("Label", display.labels, key="op_label")
-    k = display.labels.index(op_label)
-    y = display.targets[:, k].astype(bool)
-    scores = display.scores("CTP")[:, k]
-    prevalence = c2.number_input("Prevalence for PPV/NPV", 0.0001, 0.9999, float(max(y.mean(), 1e-4)),
-                                 format="%.4f", key=f"op_prev_{op_label}")
-    threshold = st.slider(f"Threshold for {op_label}", 0.0, 1.0, float(chosen[op_label]), step=0.001,
-                          format="%.3f", key=f"op_slider_{key}_{op_label}")
-    chosen[op_label] = float(threshold)
-    from cxr_core.evaluation.operating_points import operating_curve, rates_at, save_threshold_method
-    from cxr_core.evaluation.plots import operating_figure
+    st.markdown("Move one label's threshold along its ROC curve (CTP ensemble) on the **validation** "
+                "split and read what it means at the validation prevalence (or a prevalence you set). "
+                "Thresholds you set here are kept per label; save the set as a named threshold method "
+                "of the bundle (recorded as chosen on validation), which the Review page then uses "
+                "when it is the default. The test split is never used to choose them.")
+    from cxr_core.evaluation.operating_points import operating_data
 
-    rates = rates_at(y, scores, threshold, prevalence)
-    cols = st.columns(4)
-    for col, name in zip(cols, ("sensitivity", "specificity", "ppv", "npv")):
-        value = rates[name]
-        col.metric(name.upper() if len(name) == 3 else name.capitalize(),
-                   "n/a" if np.isnan(value) else f"{value:.3f}")
-    st.caption(f"At {threshold:.3f}: {rates['tp']} true positives, {rates['fp']} false positives, "
-               f"{rates['fn']} false negatives, {rates['tn']} true negatives of {len(y)} test images; "
-               f"the method `{method}` uses {ens_t[k]:.3f}.")
-    c1, c2 = st.columns(2)
-    point = (rates["fp"] / max(1, (~y).sum()), rates["tp"] / max(1, y.sum()))
-    c1.plotly_chart(display.roc_figure(op_label, ["CTP"], point=point), width="stretch")
-    curve = operating_curve(y, scores, prevalence)
-    if not curve.empty:
-        c2.plotly_chart(operating_figure(curve, threshold), width="stretch")
-    chosen_frame = pd.DataFrame({"label": display.labels,
-                                 "threshold": [chosen[lab] for lab in display.labels],
-                                 method: np.asarray(ens_t, float)})
-    show_table(chosen_frame)
-    with st.form("save_thresholds"):
-        name = st.text_input("Save these thresholds as", placeholder="e.g. high-sensitivity")
-        default = st.checkbox("Make it the bundle's default threshold method (the Review page uses it)")
-        if st.form_submit_button("Save threshold method"):
-            try:
-                save_threshold_method(bundle.path, name, [chosen[lab] for lab in display.labels],
-                                      make_default=default, note="saved from the Metrics page")
-            except CxrError as exc:
-                st.error(str(exc))
-            else:
-                changed_bundle(f"Threshold method '{name.strip()}' saved in {bundle.bundle_id}"
-                               + (" and made the default." if default else "."))
+    try:
+        op_data = operating_data(bundle, method)
+    except CxrError as exc:
+        st.info(str(exc))
+        op_data = None
+    if op_data is not None:
+        ens_t, _ = bundle.thresholds(method)
+        key = f"op::{bundle.bundle_id}::{method}"
+        chosen = st.session_state.setdefault(key, {lab: float(t) for lab, t in zip(display.labels, ens_t)})
+        c1, c2 = st.columns(2)
+        op_label = c1.selectbox("Label", display.labels, key="op_label")
+        k = display.labels.index(op_label)
+        y = op_data["targets"][:, k].astype(bool)
+        scores = op_data["scores"][:, k]
+        prevalence = c2.number_input("Prevalence for PPV/NPV", 0.0001, 0.9999, float(max(y.mean(), 1e-4)),
+                                     format="%.4f", key=f"op_prev_{op_label}")
+        threshold = st.slider(f"Threshold for {op_label}", 0.0, 1.0, float(chosen[op_label]), step=0.001,
+                              format="%.3f", key=f"op_slider_{key}_{op_label}")
+        chosen[op_label] = float(threshold)
+        from cxr_core.evaluation.operating_points import operating_curve, rates_at, save_threshold_method
+        from cxr_core.evaluation.plots import operating_figure
+
+        rates = rates_at(y, scores, threshold, prevalence)
+        cols = st.columns(4)
+        for col, name in zip(cols, ("sensitivity", "specificity", "ppv", "npv")):
+            value = rates[name]
+            col.metric(name.upper() if len(name) == 3 else name.capitalize(),
+                       "n/a" if np.isnan(value) else f"{value:.3f}")
+        st.caption(f"At {threshold:.3f}: {rates['tp']} true positives, {rates['fp']} false positives, "
+                   f"{rates['fn']} false negatives, {rates['tn']} true negatives of {len(y)} validation images; "
+                   f"the method `{method}` uses {ens_t[k]:.3f}.")
+        c1, c2 = st.columns(2)
+        point = (rates["fp"] / max(1, (~y).sum()), rates["tp"] / max(1, y.sum()))
+        validation = MetricsDisplay(display.labels, display.archs, op_data["targets"],
+                                    op_data["member_probs"], {})
+        c1.plotly_chart(validation.roc_figure(op_label, ["CTP"], point=point), width="stretch")
+        curve = operating_curve(y, scores, prevalence)
+        if not curve.empty:
+            c2.plotly_chart(operating_figure(curve, threshold), width="stretch")
+        chosen_frame = pd.DataFrame({"label": display.labels,
+                                     "threshold": [chosen[lab] for lab in display.labels],
+                                     method: np.asarray(ens_t, float)})
+        show_table(chosen_frame)
+        with st.form("save_thresholds"):
+            name = st.text_input("Save these thresholds as", placeholder="e.g. high-sensitivity")
+            default = st.checkbox("Make it the bundle's default threshold method (the Review page uses it)")
+            if st.form_submit_button("Save threshold method"):
+                try:
+                    save_threshold_method(bundle.path, name, [chosen[lab] for lab in display.labels],
+                                          make_default=default, note="saved from the Metrics page",
+                                          chosen_on="validation")
+                except CxrError as exc:
+                    st.error(str(exc))
+                else:
+                    changed_bundle(f"Threshold method '{name.strip()}' saved in {bundle.bundle_id}"
+                                   + (" and made the default." if default else "."))
 
 # --- compare ----------------------------------------------------------------------------------------
 with tab_compare:
-    from cxr_core.modeling.bundle import Bundle
     from cxr_core.evaluation.compare import compare_bundles, lineage_chain
     from cxr_core.evaluation.plots import comparison_figure
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +11,7 @@ from cxr_core.base.config import settings
 from cxr_core.base.errors import CxrError
 from cxr_core.evaluation.compare import lineage_chain
 from cxr_core.evaluation.model_card import render_model_card
+from cxr_core.modeling.bundle import Bundle
 from ui.common import available_bundles, demo_banner, get_bundle, load_bundle_or_stop
 
 st.set_page_config(page_title="CXR Review: models", page_icon="🧠", layout="wide")
@@ -27,8 +27,8 @@ def bundle_names(paths: list[Path]) -> dict[str, Path]:
     ids = {}
     for path in (p.resolve() for p in paths):
         try:
-            ids[path] = json.loads((path / "manifest.json").read_text())["bundle_id"]
-        except (OSError, ValueError, KeyError, TypeError):
+            ids[path] = Bundle.load(path, verify=False).bundle_id
+        except CxrError:
             ids[path] = None
     names = {}
     for path, bundle_id in ids.items():
@@ -75,14 +75,13 @@ if found:
         st.error(st.session_state["models_switch_error"])
 
 demo_banner(bundle)
-m = bundle.manifest
-st.subheader(m["bundle_id"])
+st.subheader(bundle.bundle_id)
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Findings", len(bundle.labels))
 c2.metric("Models", len(bundle.archs))
 c3.metric("Input size", f"{bundle.input_size} px")
-c4.metric("Thresholds", m["threshold_method"])
-st.markdown(f"**Label set:** {m['label_set']} | **Created:** {m['created']} | "
+c4.metric("Thresholds", bundle.threshold_method)
+st.markdown(f"**Label set:** {bundle.label_set} | **Created:** {bundle.created} | "
             f"**Members:** {', '.join(bundle.archs)} | **TensorFlow Lite members:** "
             f"{'yes (fast start)' if bundle.has_lite else 'no (python -m cxr_core compile-bundle adds them)'}")
 
@@ -104,7 +103,7 @@ ens_t, _ = bundle.thresholds()
 labels = pd.DataFrame({"label": bundle.labels,
                        "general group": [", ".join(bundle.groups[lab]) for lab in bundle.labels],
                        "threshold": ens_t.astype(float)})
-metrics = m.get("metrics", {}).get("per_label", {}).get("CTP")
+metrics = bundle.metrics.get("per_label", {}).get("CTP")
 if metrics:
     per = pd.DataFrame(metrics).set_index("label")
     labels["test AUC (CTP)"] = labels["label"].map(per["auc"]).astype(float)
@@ -118,13 +117,13 @@ st.dataframe(labels, hide_index=True, width="stretch",
 
 threshold_methods = pd.DataFrame([
     {"method": name, "calibration": entry.get("calibration") or "none",
-     "source": entry.get("source", "validation split"), "default": name == m["threshold_method"]}
-    for name, entry in m["thresholds"].items()])
+     "source": entry.get("source", "validation split"), "default": name == bundle.threshold_method}
+    for name, entry in ((n, bundle.threshold_entry(n)) for n in bundle.threshold_methods)])
 with st.expander(f"Threshold methods ({len(threshold_methods)})"):
     st.dataframe(threshold_methods, hide_index=True, width="stretch")
 
 card_path = bundle.path / "MODEL_CARD.md"
 with st.expander("Model card", expanded=True):
-    st.markdown(card_path.read_text() if card_path.is_file() else render_model_card(m))
+    st.markdown(card_path.read_text() if card_path.is_file() else render_model_card(bundle))
     if not card_path.is_file():
         st.caption("Rendered from the manifest (the bundle has no MODEL_CARD.md).")

@@ -178,10 +178,10 @@ def _typical_positives(path: Path, positives: int = 3) -> None:
     findings, and what the page draws grows with the positives, so the ensemble thresholds are
     set to make `positives` labels positive on the samples (the one per-label rule: the labels
     of highest mean probability on the samples are positive)."""
-    import json
 
     import numpy as np
 
+    from cxr_core.modeling.bundle import Bundle
     from cxr_core.review.pipeline import Reviewer
 
     reviewer = Reviewer.from_paths(str(path))
@@ -190,9 +190,10 @@ def _typical_positives(path: Path, positives: int = 3) -> None:
     top = set(np.argsort(-mean)[:positives].tolist())
     thresholds = [float(probs[:, j].min() - 1e-4) if j in top else float(min(probs[:, j].max() + 1e-4, 0.9999))
                   for j in range(probs.shape[1])]
-    manifest = json.loads((path / "manifest.json").read_text())
-    manifest["thresholds"][manifest["threshold_method"]]["ensemble"] = thresholds
-    (path / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    bundle = Bundle.load(path)
+    entry = bundle.threshold_entry()
+    bundle.set_thresholds(bundle.threshold_method, {**entry, "ensemble": thresholds})
+    bundle.save()
 
 
 def main(which: list[str] | None = None) -> int:

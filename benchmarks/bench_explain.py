@@ -203,10 +203,11 @@ def end_to_end() -> dict:
     from cxr_core.base.config import settings
     from cxr_core.explain.overlay import overlay
     from cxr_core.imaging.image_io import load_image
+    from cxr_core.modeling.bundle import Bundle
     from cxr_core.review.pipeline import Reviewer
 
     bundle_path = settings().default_bundle_path
-    if not (bundle_path / "manifest.json").is_file():
+    if not Bundle.exists(bundle_path):
         return {"skipped": f"no default bundle at {bundle_path}"}
     reviewer = Reviewer.from_paths(bundle_path)
     data = synthetic_xray(1024)

@@ -95,7 +95,7 @@ def active_bundle_path() -> Path | None:
     if chosen and Path(chosen).is_dir():
         return Path(chosen)
     default = settings().default_bundle_path
-    if (default / "manifest.json").is_file():
+    if Bundle.exists(default):
         return default
     found = available_bundles()
     return found[0] if found else None

@@ -1,8 +1,10 @@
-"""Render a bundle's manifest as a human-readable MODEL_CARD.md (data, licences, labels, metrics)."""
+"""Render a bundle as a human-readable MODEL_CARD.md (data, licences, labels, metrics)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from ..modeling.bundle import Bundle
 
 
 def _fmt(value) -> str:
@@ -39,26 +41,27 @@ def _by_source_lines(by_source: dict | None) -> list[str]:
     return lines + [""]
 
 
-def render_model_card(manifest: dict) -> str:
-    """Markdown text of the model card for one bundle manifest."""
-    data = manifest.get("data", {})
-    metrics = manifest.get("metrics", {})
-    lines = [f"# Model card: {manifest['bundle_id']}", ""]
-    if manifest.get("demo"):
+def render_model_card(bundle: Bundle) -> str:
+    """Markdown text of the model card for one bundle."""
+    data = bundle.data_summary
+    metrics = bundle.metrics
+    lines = [f"# Model card: {bundle.bundle_id}", ""]
+    if bundle.is_demo:
         lines += ["**Demonstration model: not for clinical use.** Trained from scratch on CPU on about "
                   "a thousand public X-rays; it shows how the tool works, not what a PadChest-scale "
                   "model achieves.", ""]
-    members = ", ".join(f"{m['arch']} ({m['input_size']} px)" for m in manifest["members"])
-    lines += [f"- Label set: `{manifest['label_set']}`; {len(manifest['labels'])} findings",
+    members = ", ".join(f"{m['arch']} ({m['input_size']} px)" for m in bundle.members)
+    chosen_on = bundle.threshold_split() or "the validation split"
+    lines += [f"- Label set: `{bundle.label_set}`; {len(bundle.labels)} findings",
               f"- Members: {members}",
-              f"- Thresholds: `{manifest['threshold_method']}` per label, chosen on the validation split",
-              f"- Preprocessing: {_fmt(manifest['preprocessing'])}"]
-    if manifest.get("calibration"):
-        lines.append(f"- Post-hoc calibration fitted on validation: {', '.join(manifest['calibration'])}")
-    if manifest.get("revision"):
-        rev = manifest["revision"]
+              f"- Thresholds: `{bundle.threshold_method}` per label, chosen on {chosen_on}",
+              f"- Preprocessing: {_fmt(bundle.preprocessing)}"]
+    if bundle.calibrations:
+        lines.append(f"- Post-hoc calibration fitted on validation: {', '.join(bundle.calibrations)}")
+    if bundle.revision:
+        rev = bundle.revision
         lines.append(f"- Revision of `{rev.get('members_from')}`: {rev.get('change')}")
-    flips = manifest.get("inference")
+    flips = bundle.inference
     if flips:
         lines.append(f"- Test-time left-right flips: {'on' if flips.get('tta_flip') else 'off'} (validation "
                      f"macro AUC {flips.get('val_auc_plain')} without, {flips.get('val_auc_flip')} with)")
@@ -81,7 +84,7 @@ def render_model_card(manifest: dict) -> str:
         lines.append("")
     if data.get("labels"):
         lines += ["## Label counts", "", "| label | group | train | val | test |", "|---|---|---|---|---|"]
-        groups = {e["name"]: ", ".join(e["groups"]) for e in manifest["labels"]}
+        groups = {name: ", ".join(g) for name, g in bundle.groups.items()}
         for label, counts in data["labels"].items():
             lines.append(f"| {label} | {groups.get(label, label)} | {counts.get('train')} | "
                          f"{counts.get('val')} | {counts.get('test')} |")
@@ -107,22 +110,20 @@ def render_model_card(manifest: dict) -> str:
                       f"{'; '.join(n for n in (r.get('note'), r.get('ci_note')) if n)} |" for r in ctp]
         lines.append("")
     lines += _by_source_lines(metrics.get("by_source"))
-    if manifest.get("lineage"):
-        lineage = {k: v for k, v in manifest["lineage"].items() if k not in ("before", "after")}
+    if bundle.lineage:
+        lineage = {k: v for k, v in bundle.lineage.items() if k not in ("before", "after")}
         parent = lineage.pop("parent_bundle_id", None)
-        chain = f"`{parent}` → `{manifest['bundle_id']}`" if parent else f"`{manifest['bundle_id']}`"
+        chain = f"`{parent}` → `{bundle.bundle_id}`" if parent else f"`{bundle.bundle_id}`"
         lines += ["## Lineage", "", chain, ""]
         lines += [f"- {k.replace('_', ' ')}: {_fmt(v)}" for k, v in lineage.items()]
         lines.append("")
     return "\n".join(lines)
 
 
-def write_model_card(bundle_dir: str | Path) -> Path:
-    """Write MODEL_CARD.md into a bundle and refresh the manifest's checksums."""
-    from ..modeling.bundle import Bundle, write_manifest
-
-    bundle = Bundle.load(bundle_dir)
-    path = Path(bundle_dir) / "MODEL_CARD.md"
-    path.write_text(render_model_card(bundle.manifest))
-    write_manifest(Path(bundle_dir), bundle.manifest)
+def write_model_card(bundle_dir) -> Path:
+    """Write MODEL_CARD.md into a bundle (a folder or a `Bundle`) and refresh its checksums."""
+    bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.load(bundle_dir)
+    path = bundle.path / "MODEL_CARD.md"
+    path.write_text(render_model_card(bundle))
+    bundle.save()
     return path

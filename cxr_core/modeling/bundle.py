@@ -207,6 +207,20 @@ class Bundle:
         return self.manifest.get("label_set", "")
 
     @property
+    def created(self) -> str:
+        return self.manifest.get("created", "")
+
+    @property
+    def preprocessing(self) -> dict:
+        """How crops are made (work size, crop rule, segmenter reference, weight dtype)."""
+        return dict(self.manifest.get("preprocessing", {}))
+
+    @property
+    def revision(self) -> dict:
+        """A revision record (members reused from another bundle, and what changed), if any."""
+        return dict(self.manifest.get("revision", {}))
+
+    @property
     def members(self) -> list[dict]:
         """The member records (architecture, weights file, input size, Lite file): a copy."""
         return [dict(m) for m in self.manifest["members"]]
@@ -233,7 +247,8 @@ class Bundle:
     def threshold_split(self, method: str | None = None) -> str | None:
         """The split a threshold method was chosen on ('validation'); None when the bundle
         predates that record."""
-        return self.threshold_entry(method).get("chosen_on")
+        entry = self.manifest.get("thresholds", {}).get(method or self.threshold_method, {})
+        return entry.get("chosen_on")
 
     def set_thresholds(self, name: str, entry: dict, make_default: bool = False) -> None:
         """Store (or replace) a threshold method; `save()` writes it."""

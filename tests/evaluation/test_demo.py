@@ -9,6 +9,7 @@ import pandas as pd
 
 from cxr_core.data.public_dataset import COHEN, NIH
 from cxr_core.evaluation.demo import auc_by_source, demo_train_config
+from cxr_core.modeling.bundle import Bundle
 
 
 def test_collection_detector_is_exposed_by_within_source_auc():
@@ -49,7 +50,7 @@ def test_model_card_shows_auc_per_source():
                 "metrics": {"by_source": {"model": "CTP", "min_test_positives": 10, "rows": [
                     {"label": "pneumonia", "all positives": 30, "all AUC": 0.81,
                      f"{NIH} positives": 20, f"{NIH} AUC": 0.7123}]}}}
-    card = render_model_card(manifest)
+    card = render_model_card(Bundle(Path("."), manifest))
     assert "## Test AUC per source (CTP ensemble)" in card
     assert f"| label | all positives | all AUC | {NIH} positives | {NIH} AUC |" in card
     assert "| pneumonia | 30 | 0.810 | 20 | 0.712 |" in card

@@ -3,6 +3,7 @@ published-method files."""
 
 from __future__ import annotations
 
+
 import numpy as np
 
 from cxr_core.modeling.bundle import Bundle
@@ -73,7 +74,7 @@ def test_model_card_shows_intervals_and_lineage_as_a_chain(tmp_path):
     manifest = {**bundle.manifest, "lineage": {"parent_bundle_id": "parent-1", "reviews_used": 3},
                 "metrics": {"images": 10, "overall": overall, "intervals": tables["overall"].attrs["resampling"],
                             "per_label": {"CTP": tables["CTP"].to_dict(orient="records")}}}
-    card = render_model_card(manifest)
+    card = render_model_card(Bundle(tmp_path, manifest))
     ctp = overall["CTP"]
     assert f"{ctp['auc_macro']:.3f} [{ctp['auc_macro_low']:.3f}, {ctp['auc_macro_high']:.3f}]" in card
     assert "too few positives" in card and "patient-level bootstrap" in card
