@@ -218,6 +218,23 @@ def _cmd_explain(args) -> int:
     return _report_failures(failures, f"reports and predictions written to {args.out}")
 
 
+def _cmd_localise(args) -> int:
+    from .review.localise import localise
+
+    result = localise(args.bundle or _default_bundle(), args.images, args.boxes, args.out,
+                      metadata=args.metadata, engine=args.engine, n_resamples=args.resamples,
+                      seed=args.seed, batch_size=args.batch_size, store=not args.no_store)
+    overall = result.summary[result.summary["finding"] == "overall"].set_index("measure")
+    for measure, row in overall.iterrows():
+        print(f"{measure:>14}: model {row['model']:.3f} [{row['model_low']:.3f}, {row['model_high']:.3f}]"
+              f"  uniform over lungs {row['uniform_lungs']:.3f}  average map {row['average_map']:.3f}")
+    if result.unknown:
+        print("findings not in the bundle's labels, skipped: " + ", ".join(result.unknown))
+    for label in result.sameness.loc[result.sameness["flagged"], "label"]:
+        print(f"flagged: the map of '{label}' is nearly the same on every X-ray")
+    return _report_failures(result.failures, f"localisation tables and contact sheet written to {args.out}")
+
+
 def _cmd_fit_input_check(args) -> int:
     from .imaging.segmentation import LungSegmenter
     from .modeling.bundle import Bundle
@@ -398,6 +415,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write <stem>_maps.npz: every label's map in the original image's "
                         "frame at display size, the lung fields and the probabilities")
     p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("localise", help="do the bundle's maps point at the findings? measured "
+                                        "against radiologists' boxes (docs/explanations.md)")
+    p.add_argument("--bundle", type=Path, default=None, help="default: the app's default bundle")
+    p.add_argument("--images", required=True, type=Path, help="folder of the boxed X-rays")
+    p.add_argument("--boxes", required=True, type=Path,
+                   help="CSV with image, finding, x, y, w, h in the image's pixels")
+    p.add_argument("--metadata", type=Path, default=None,
+                   help="CSV with image, patient_id (the bootstrap resamples patients; "
+                        "default: each image is its own patient)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--resamples", type=int, default=1000, help="patient-level bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--engine", choices=list(ENGINE_CHOICES), default=None,
+                   help="inference engine (default: CXR_ENGINE or auto)")
+    p.add_argument("--no-store", action="store_true",
+                   help="do not store the tables in the bundle (metrics/ and its manifest)")
+    p.set_defaults(func=_cmd_localise)
 
     p = sub.add_parser("fit-input-check",
                        help="fit the 'is this a frontal chest X-ray?' check and store it in a bundle")
