@@ -1,0 +1,302 @@
+"""`localise`: do a bundle's maps point at the findings? Radiologists' boxes against the maps
+the Review page shows, beside two baselines, with patient-level intervals; stored in the bundle.
+
+Every boxed X-ray goes through the product path (loader, segmentation, crop, engines, flips,
+ensemble, paste back at display size); each box is measured against the map of its finding,
+the map uniform over the lung fields, and the bundle's average map of that finding over these
+X-rays pasted into the image's crop box (what a model that ignores the image would show).
+Maps are measured as computed, never masked. The measures are `evaluation.localisation`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from ..base.errors import CxrError, DataError
+from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
+from ..evaluation.localisation import (
+    SAMENESS_FLAG,
+    average_map,
+    box_measures,
+    map_sameness,
+    markdown_table,
+    scale_box,
+    summarise,
+    uniform_map,
+)
+from ..explain.overlay import to_original
+from ..modeling.bundle import Bundle
+from .pipeline import Review, Reviewer
+
+log = logging.getLogger(__name__)
+
+BOX_COLUMNS = ("image", "finding", "x", "y", "w", "h")
+#: Files `localise` writes into its output folder and into `<bundle>/metrics/`.
+SUMMARY_CSV = "localisation.csv"
+SUMMARY_MD = "localisation.md"
+BOXES_CSV = "localisation_boxes.csv"
+SAMENESS_CSV = "localisation_sameness.csv"
+SHEET_PNG = "localisation_cases.png"
+#: Cases of each kind (best, worst) on the contact sheet.
+SHEET_CASES = 4
+
+
+@dataclass
+class LocalisationResult:
+    """What `localise` measured and where it wrote it."""
+
+    summary: pd.DataFrame  # per finding and overall (see `evaluation.localisation.summarise`)
+    boxes: pd.DataFrame  # one row per box and source
+    sameness: pd.DataFrame  # per label: map sameness over the X-rays and the flag
+    unknown: list[str]  # findings of the boxes that are not in the bundle's labels
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (image, reason)
+    written: list[Path] = field(default_factory=list)
+
+
+def read_boxes(path: Path) -> pd.DataFrame:
+    """The boxes CSV (image, finding, x, y, w, h in the image's pixels), findings normalised
+    (stripped, lower-case); one clear sentence when it cannot be used."""
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"The boxes file {path} could not be read as CSV ({exc}).") from exc
+    missing = [c for c in BOX_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(f"The boxes file {path} lacks the column(s) {', '.join(missing)} "
+                        f"(needed: {', '.join(BOX_COLUMNS)}).")
+    numbers = frame[["x", "y", "w", "h"]].apply(pd.to_numeric, errors="coerce")
+    if numbers.isna().any().any() or (numbers[["w", "h"]] <= 0).any().any():
+        raise DataError(f"The boxes file {path} has boxes whose x, y, w or h is not a number "
+                        "or whose width or height is not positive.")
+    frame[["x", "y", "w", "h"]] = numbers
+    frame["image"] = frame["image"].astype(str)
+    frame["finding"] = frame["finding"].astype(str).str.strip().str.lower()
+    return frame
+
+
+def patient_ids(boxes: pd.DataFrame, metadata: Path | None) -> pd.Series:
+    """The patient of each box: the boxes' own `patient_id` column, else the metadata CSV's
+    (image, patient_id; matched by path or file name), else the image itself."""
+    if "patient_id" in boxes.columns:
+        return boxes["patient_id"].astype(str)
+    if metadata is None:
+        return boxes["image"]
+    table = pd.read_csv(metadata, dtype=str)
+    if not {"image", "patient_id"} <= set(table.columns):
+        raise DataError(f"The metadata file {metadata} needs the columns image and patient_id.")
+    by_path = dict(zip(table["image"], table["patient_id"]))
+    by_name = dict(zip(table["image"].map(lambda s: Path(s).name), table["patient_id"]))
+    return pd.Series([by_path.get(img, by_name.get(Path(img).name, img)) for img in boxes["image"]],
+                     index=boxes.index)
+
+
+def resolve_image(images_dir: Path, image: str) -> Path | None:
+    """An image named in the boxes CSV: relative to the images folder, or by file name in it."""
+    for candidate in (Path(images_dir) / image, Path(images_dir) / Path(image).name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _bundle_label(finding: str, labels: list[str]) -> int | None:
+    lowered = [label.strip().lower() for label in labels]
+    return lowered.index(finding) if finding in lowered else None
+
+
+def localise(bundle_dir: Path, images_dir: Path, boxes_csv: Path, out_dir: Path,
+             metadata: Path | None = None, engine: str | None = None,
+             n_resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED, batch_size: int = 8,
+             store: bool = True, reviewer: Reviewer | None = None) -> LocalisationResult:
+    """Measure the bundle's maps against the boxes, write the tables and the contact sheet into
+    `out_dir` and, with `store`, into `<bundle>/metrics/` with a manifest entry."""
+    boxes = read_boxes(boxes_csv)
+    boxes["patient"] = patient_ids(boxes, metadata)
+    reviewer = reviewer or Reviewer.from_paths(bundle_dir, engine=engine)
+    labels = reviewer.bundle.labels
+    boxes["label_index"] = [_bundle_label(f, labels) for f in boxes["finding"]]
+    unknown = sorted(boxes.loc[boxes["label_index"].isna(), "finding"].unique())
+    if unknown:
+        log.warning("findings not in the bundle's labels, skipped: %s", ", ".join(unknown))
+    boxes = boxes[boxes["label_index"].notna()].astype({"label_index": int})
+    if boxes.empty:
+        raise DataError("None of the boxes names a finding of this bundle "
+                        f"(its labels: {', '.join(labels)}).")
+    reviews, failures = _review_images(reviewer, images_dir, sorted(boxes["image"].unique()), batch_size)
+    boxes = boxes[boxes["image"].isin(reviews)]
+    if boxes.empty:
+        raise DataError("No boxed image could be reviewed; see the failures listed above.")
+    averages = _average_crop_maps(list(reviews.values()), len(labels))
+    records = _measure(boxes, reviews, averages)
+    summary = summarise(records, n_resamples, seed)
+    sameness = pd.DataFrame({"label": labels,
+                             "sameness": [map_sameness([r.crop_map(k) for r in reviews.values()])
+                                          for k in range(len(labels))]})
+    sameness["flagged"] = sameness["sameness"] >= SAMENESS_FLAG
+    for row in sameness[sameness["flagged"]].itertuples():
+        log.warning("label '%s': its map is nearly the same on every X-ray (sameness %.2f)",
+                    row.label, row.sameness)
+    result = LocalisationResult(summary, records, sameness, unknown, failures)
+    result.written = write_results(result, Path(out_dir), reviews, n_resamples, seed)
+    if store:
+        result.written += store_in_bundle(reviewer.bundle, result, n_resamples, seed)
+    return result
+
+
+def _review_images(reviewer: Reviewer, images_dir: Path, names: list[str],
+                   batch_size: int) -> tuple[dict[str, Review], list[tuple[str, str]]]:
+    """Review every boxed image (refused ones too: the input check is not the question here)."""
+    reviews: dict[str, Review] = {}
+    failures: list[tuple[str, str]] = []
+    with tqdm(total=len(names), desc="localise", unit="img", disable=None) as bar:
+        for start in range(0, len(names), batch_size):
+            loaded, kept = [], []
+            for name in names[start:start + batch_size]:
+                path = resolve_image(images_dir, name)
+                if path is None:
+                    failures.append((name, f"not found in {images_dir}"))
+                    continue
+                try:
+                    loaded.append(reviewer.load(path))
+                    kept.append(name)
+                except CxrError as exc:
+                    failures.append((name, str(exc)))
+            if loaded:
+                reviews.update(zip(kept, reviewer.review(loaded)))
+            bar.update(min(batch_size, len(names) - start))
+            log.info("localise: %d of %d images reviewed", min(start + batch_size, len(names)), len(names))
+    return reviews, failures
+
+
+def _average_crop_maps(reviews: list[Review], n_labels: int) -> list[np.ndarray]:
+    """Per label, the mean crop-space map over the reviewed X-rays."""
+    size = reviews[0].crop_map(0).shape
+    return [average_map([r.crop_map(k) for r in reviews], size) for k in range(n_labels)]
+
+
+def _measure(boxes: pd.DataFrame, reviews: dict[str, Review], averages: list[np.ndarray]) -> pd.DataFrame:
+    """One row per box and source (model, uniform over the lungs, average map)."""
+    rows = []
+    for box in boxes.itertuples():
+        review = reviews[box.image]
+        k = int(box.label_index)
+        display = review.display_size()
+        lungs = review.lungs_display()
+        in_display = scale_box((box.x, box.y, box.w, box.h), review.image.original_size, display)
+        maps = {"model": review.heatmap_display(k),
+                "uniform_lungs": uniform_map(lungs),
+                "average_map": to_original(averages[k], review.box_display(), display)}
+        for source, heat in maps.items():
+            rows.append({"image": box.image, "patient": str(box.patient), "finding": box.finding,
+                         "source": source, "x": box.x, "y": box.y, "w": box.w, "h": box.h,
+                         **box_measures(heat, in_display, lungs)})
+    return pd.DataFrame(rows)
+
+
+def sameness_markdown(sameness: pd.DataFrame) -> str:
+    lines = ["| label | map sameness | flagged |", "|---|---|---|"]
+    for row in sameness.itertuples():
+        value = "–" if not np.isfinite(row.sameness) else f"{row.sameness:.2f}"
+        lines.append(f"| {row.label} | {value} | {'nearly the same on every X-ray' if row.flagged else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def report_markdown(result: LocalisationResult, n_resamples: int, seed: int) -> str:
+    """The Markdown page: the summary table, the notes, the sameness table, what was skipped."""
+    model = result.boxes[result.boxes["source"] == "model"]
+    text = [(f"Boxes measured: {len(model)} on {model['image'].nunique()} X-rays of "
+            f"{model['patient'].nunique()} patients. Values are means over boxes with 95% "
+            f"patient-level bootstrap intervals ({n_resamples} resamples, seed {seed}).\n\n"),
+            markdown_table(result.summary),
+            ("\nPointing game: the map's peak inside the box (tolerance 15 px at 1024 px). Energy in "
+            "box: share of the map inside the box. Found at IoBB >= t: the map thresholded at 0.7 "
+            "of its maximum, a region's box overlaps the radiologist's box by at least t of the "
+            "region's area (Wang et al. 2017). Energy on lungs: share of the map on the lung "
+            "fields (the uniform-over-lungs map has 1 by construction).\n"),
+            ("\nMap sameness per label (median correlation of a map with the mean of the others; "
+            f"flagged at >= {SAMENESS_FLAG}: the map hardly depends on the X-ray):\n\n"),
+            sameness_markdown(result.sameness)]
+    if result.unknown:
+        text.append(f"\nFindings not in the bundle's labels, skipped: {', '.join(result.unknown)}.\n")
+    if result.failures:
+        text.append("\nImages skipped: " + "; ".join(f"{n} ({e})" for n, e in result.failures) + ".\n")
+    return "".join(text)
+
+
+def write_results(result: LocalisationResult, out_dir: Path, reviews: dict[str, Review],
+                  n_resamples: int, seed: int) -> list[Path]:
+    """The tables (CSV, Markdown) and the contact sheet into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result.summary.to_csv(out_dir / SUMMARY_CSV, index=False)
+    result.boxes.to_csv(out_dir / BOXES_CSV, index=False)
+    result.sameness.to_csv(out_dir / SAMENESS_CSV, index=False)
+    (out_dir / SUMMARY_MD).write_text(report_markdown(result, n_resamples, seed))
+    (out_dir / SHEET_PNG).write_bytes(contact_sheet(result.boxes, reviews))
+    return [out_dir / name for name in (SUMMARY_CSV, BOXES_CSV, SAMENESS_CSV, SUMMARY_MD, SHEET_PNG)]
+
+
+def store_in_bundle(bundle: Bundle, result: LocalisationResult, n_resamples: int, seed: int) -> list[Path]:
+    """Copy the tables into `<bundle>/metrics/` and record them in the manifest (`Bundle.update`)."""
+    metrics_dir = bundle.path / "metrics"
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    result.summary.to_csv(metrics_dir / SUMMARY_CSV, index=False)
+    result.sameness.to_csv(metrics_dir / SAMENESS_CSV, index=False)
+    (metrics_dir / SUMMARY_MD).write_text(report_markdown(result, n_resamples, seed))
+    overall = result.summary[result.summary["finding"] == "overall"].set_index("measure")
+    model_rows = result.boxes[result.boxes["source"] == "model"]
+    bundle.update(metrics={"localisation": {
+        "boxes": len(model_rows), "images": int(model_rows["image"].nunique()),
+        "patients": int(model_rows["patient"].nunique()),
+        "findings": sorted(model_rows["finding"].unique()), "unknown_findings": result.unknown,
+        "resamples": n_resamples, "seed": seed,
+        "overall": {measure: {"model": row["model"], "model_low": row["model_low"],
+                              "model_high": row["model_high"], "uniform_lungs": row["uniform_lungs"],
+                              "average_map": row["average_map"]}
+                    for measure, row in overall.iterrows()},
+        "flagged_labels": result.sameness.loc[result.sameness["flagged"], "label"].tolist(),
+        "tables": {"summary": f"metrics/{SUMMARY_CSV}", "sameness": f"metrics/{SAMENESS_CSV}",
+                   "markdown": f"metrics/{SUMMARY_MD}"},
+    }}).save()
+    return [metrics_dir / SUMMARY_CSV, metrics_dir / SAMENESS_CSV, metrics_dir / SUMMARY_MD]
+
+
+def contact_sheet(records: pd.DataFrame, reviews: dict[str, Review], cases: int = SHEET_CASES) -> bytes:
+    """PNG of the best and the worst boxes (by the model's energy in the box): the finding's map
+    over the X-ray with the radiologist's box drawn in white."""
+    import cv2
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    from ..explain.overlay import overlay
+
+    model = records[records["source"] == "model"].reset_index(drop=True)
+    ranked = model.assign(score=model["energy_in_box"].fillna(-1) + model["pointing"].fillna(0))
+    ranked = ranked.sort_values("score", ascending=False, kind="stable")
+    best = ranked.head(cases)
+    worst = ranked.iloc[::-1].head(min(cases, max(0, len(ranked) - len(best))))
+    rows = [("best", best), ("worst", worst)] if len(worst) else [("best", best)]
+    fig = Figure(figsize=(3 * cases, 3.3 * len(rows)))
+    for r, (kind, chosen) in enumerate(rows):
+        for c, case in enumerate(chosen.itertuples()):
+            review = reviews[case.image]
+            k = [label.strip().lower() for label in review.labels].index(case.finding)
+            display = review.display_size()
+            ax = fig.add_subplot(len(rows), cases, r * cases + c + 1)
+            ax.imshow(overlay(review.display_pixels(), review.heatmap_display(k)))
+            x, y, w, h = scale_box((case.x, case.y, case.w, case.h), review.image.original_size, display)
+            ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="white", linewidth=1.5))
+            ax.set_title(f"{kind}: {Path(case.image).name}\n{case.finding}, energy in box "
+                         f"{case.energy_in_box:.2f}, peak {'in' if case.pointing >= 0.5 else 'out'}",
+                         fontsize=7, loc="left")
+            ax.axis("off")
+    fig.tight_layout()
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    rgb = np.asarray(canvas.buffer_rgba())[..., :3]
+    return cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()

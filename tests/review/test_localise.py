@@ -1,0 +1,83 @@
+"""`localise` on the shipped bundle and real NIH radiologist boxes: tables, baselines, contact
+sheet, unknown findings skipped, the flat-map flag, and the results stored in the bundle."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxr_core.base.config import settings
+from cxr_core.base.errors import DataError
+from cxr_core.cli import main
+from cxr_core.evaluation.localisation import MEASURES, SOURCES
+from cxr_core.modeling.bundle import Bundle
+from cxr_core.review.localise import read_boxes
+
+from ..conftest import SHARED, require
+
+NIH = SHARED / "nih-sample"
+
+
+def test_localise_measures_stores_and_flags_on_real_boxes(tmp_path, capsys):
+    require(NIH / "boxes.csv")
+    boxes = pd.read_csv(NIH / "boxes.csv")
+    chosen = pd.concat([boxes[boxes["finding"] == "pneumonia"].head(8),
+                        boxes[boxes["finding"] == "cardiomegaly"].head(1)])
+    chosen.to_csv(tmp_path / "boxes.csv", index=False)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(settings().default_bundle_path, bundle)
+    out = tmp_path / "out"
+    code = main(["localise", "--bundle", str(bundle), "--images", str(NIH), "--boxes",
+                 str(tmp_path / "boxes.csv"), "--metadata", str(NIH / "metadata.csv"),
+                 "--out", str(out), "--resamples", "100", "--engine", "lite"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "skipped: cardiomegaly" in printed  # not one of the bundle's labels
+    summary = pd.read_csv(out / "localisation.csv")
+    assert set(summary["finding"]) == {"pneumonia", "overall"}
+    assert set(summary["measure"]) == set(MEASURES)
+    assert (summary["boxes"] == 8).all()
+    for source in SOURCES:
+        inside = summary[source].between(summary[f"{source}_low"] - 1e-9, summary[f"{source}_high"] + 1e-9)
+        assert inside[summary[f"{source}_low"].notna()].all()
+    per_box = pd.read_csv(out / "localisation_boxes.csv")
+    assert len(per_box) == 8 * len(SOURCES)
+    uniform = per_box[per_box["source"] == "uniform_lungs"]
+    assert np.allclose(uniform["lung_share"], 1.0)  # the baseline lies on the lungs by construction
+    model = per_box[per_box["source"] == "model"]
+    assert model["energy_in_box"].between(0, 1).all() and model["pointing"].between(0, 1).all()
+    assert 0.3 < model["lung_share"].mean() < 1.0  # the maps are measured as computed, not masked
+    sameness = pd.read_csv(out / "localisation_sameness.csv")
+    assert list(sameness["label"]) == Bundle.load(bundle).labels
+    # today's bundle shows one blob for pneumonia on every X-ray (issue 26): it is flagged
+    assert sameness.set_index("label").loc["pneumonia", "flagged"]
+    assert "flagged: the map of 'pneumonia'" in printed
+    assert (out / "localisation_cases.png").read_bytes()[:4] == b"\x89PNG"
+    text = (out / "localisation.md").read_text()
+    assert "| pneumonia | pointing game | 8 |" in text and "cardiomegaly" in text
+    stored = Bundle.load(bundle)  # verified: the new files are in its checksums
+    entry = stored.metrics["localisation"]
+    assert entry["boxes"] == 8 and entry["unknown_findings"] == ["cardiomegaly"]
+    assert entry["overall"]["pointing"]["model"] == pytest.approx(
+        summary.set_index(["finding", "measure"]).loc[("overall", "pointing"), "model"])
+    assert (bundle / entry["tables"]["summary"]).is_file()
+
+
+def test_read_boxes_refuses_bad_tables_in_one_sentence(tmp_path):
+    (tmp_path / "a.csv").write_text("image,finding,x,y\nimg.png,pneumonia,1,2\n")
+    with pytest.raises(DataError, match="lacks the column"):
+        read_boxes(tmp_path / "a.csv")
+    (tmp_path / "b.csv").write_text("image,finding,x,y,w,h\nimg.png, Pneumonia ,1,2,0,5\n")
+    with pytest.raises(DataError, match="not positive"):
+        read_boxes(tmp_path / "b.csv")
+    (tmp_path / "c.csv").write_text("image,finding,x,y,w,h\nimg.png, Pneumonia ,1,2,3,5\n")
+    assert read_boxes(tmp_path / "c.csv")["finding"].tolist() == ["pneumonia"]
+
+
+def test_localise_cli_bad_boxes_file_is_one_sentence(tmp_path, capsys):
+    (tmp_path / "boxes.csv").write_text("image,finding\nx.png,pneumonia\n")
+    code = main(["localise", "--images", str(tmp_path), "--boxes", str(tmp_path / "boxes.csv"),
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "lacks the column" in err and "Traceback" not in err
