@@ -5,12 +5,7 @@ import pytest
 
 from cxr_core.base.errors import WeightsUnavailableError
 from cxr_core.modeling.model_building import build_classifier, feature_layer_name
-from cxr_core.modeling.registry import (
-    ARCHITECTURES,
-    METHOD_ARCHITECTURES,
-    UnknownArchitectureError,
-    get_arch,
-)
+from cxr_core.modeling.registry import ARCHITECTURES, get_arch
 
 from ..helpers import LABELS, classifier, input_size_for, xray_batch
 
@@ -39,12 +34,6 @@ def test_first_ten_percent_of_convs_frozen():
     frozen = [l for l in convs if not l.trainable]
     assert len(frozen) == int(np.ceil(0.1 * len(convs)))
     assert frozen == convs[: len(frozen)]
-
-
-def test_method_architectures_registered():
-    assert set(METHOD_ARCHITECTURES) <= set(ARCHITECTURES)
-    with pytest.raises(UnknownArchitectureError):
-        get_arch("ResNet9000")
 
 
 def test_imagenet_weights_offline_fail_with_clear_message(monkeypatch, tmp_path):
