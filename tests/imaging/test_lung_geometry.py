@@ -1,10 +1,9 @@
-"""Lung-mask geometry, the gross refusals, and the input descriptor built on them."""
+"""Lung-mask geometry and the gross refusals (the input descriptor: test_input_descriptor)."""
 
 import cv2
 import numpy as np
 
-from cxr_core.imaging.input_descriptor import describe_input, descriptor_size
-from cxr_core.imaging.lung_geometry import LungGeometry, geometry_problem, measure_lungs
+from cxr_core.imaging.lung_geometry import geometry_problem, measure_lungs
 from cxr_core.imaging.postprocess import MaskResult
 
 
@@ -44,18 +43,6 @@ def test_a_lung_cut_by_the_border_shows_in_the_border_shares():
     cut = _lungs(centres=((0.05, 0.45), (0.6, 0.45)))
     g = measure_lungs(cut)
     assert g.border_left > 0.01 and g.border_right == 0.0 and g.left == 0.0
-
-
-def test_descriptor_has_the_declared_size_and_sees_mirror_symmetry():
-    yy, xx = np.mgrid[0:512, 0:512] / 512.0
-    symmetric = (0.5 + 0.4 * np.cos(6 * (xx - 0.5)) * np.sin(3 * yy)).astype(np.float32)
-    lopsided = (0.5 + 0.4 * np.sin(7 * xx) * np.sin(3 * yy)).astype(np.float32)
-    mask = _result(_lungs(512))
-    a, b = describe_input(symmetric, mask), describe_input(lopsided, mask)
-    assert a.shape == b.shape == (descriptor_size(),) and a.dtype == np.float32
-    mirror = 256  # right after the 16 x 16 layout thumbnail
-    assert a[mirror] > 0.95 and b[mirror] < 0.5
-    assert np.allclose(a[-len(LungGeometry.names()):], measure_lungs(mask.lungs).vector())
 
 
 def test_taper_tells_upright_lungs_from_upside_down_ones():
