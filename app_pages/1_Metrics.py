@@ -60,8 +60,8 @@ def changed_bundle(message: str) -> None:
     st.rerun()
 
 
-methods = list(bundle.manifest["thresholds"])
-method = st.sidebar.selectbox("Thresholds", methods, index=methods.index(bundle.manifest["threshold_method"]),
+methods = bundle.threshold_methods
+method = st.sidebar.selectbox("Thresholds", methods, index=methods.index(bundle.threshold_method),
                               help="Threshold methods stored in the bundle: chosen on validation "
                                    "(f1, youden, fixed), on calibrated probabilities (+temperature, "
                                    "+isotonic) or saved from the operating-point view.")
@@ -159,7 +159,7 @@ with tab_calibration:
     c2.plotly_chart(display.reliability_figure(cal_label), width="stretch")
     cal_model = st.selectbox("Per-label ECE and Brier of", display.probabilistic_models, key="cal_model")
     show_table(display.calibration_by_label(cal_model))
-    fitted = list(bundle.manifest.get("calibration", {}))
+    fitted = list(bundle.calibrations)
     st.markdown(f"**Post-hoc calibration stored in this bundle:** {', '.join(fitted) or 'none'}. "
                 "Fitted per member and label on the validation split; it adds threshold methods "
                 "`<method>+temperature` / `+isotonic`, chosen again on the calibrated probabilities "
@@ -271,7 +271,7 @@ with tab_compare:
         st.info("No other evaluated bundle found: evaluate a second one (for example a `retrain` "
                 "child) to compare it with this one.")
     else:
-        parent = bundle.manifest.get("lineage", {}).get("parent_bundle_id")
+        parent = bundle.lineage.get("parent_bundle_id")
         ids = [o.bundle_id for o in others]
         a_id = st.selectbox("Compare this bundle (B) with (A)", ids,
                             index=ids.index(parent) if parent in ids else 0)
@@ -302,7 +302,7 @@ with tab_paper:
     from cxr_core.evaluation.paper import CITATION, PAPER_MODELS, side_by_side, unmatched_paper_labels
     from cxr_core.evaluation.plots import paper_figure
 
-    label_set = bundle.manifest.get("label_set", "")
+    label_set = bundle.label_set
     paper_models = [m for m in display.models if m in PAPER_MODELS]
     sides = side_by_side(display.tables["CTP"], label_set, "CTP") if paper_models else None
     if sides is None or (sides["paper_label"] == "").all():
@@ -322,3 +322,33 @@ with tab_paper:
         st.caption(f"Published figures: {CITATION} Read from an OCR text of the paper; cells marked "
                    "uncertain in the transcription are flagged in the `uncertain` columns. F1 is the "
                    "macro F1 over both classes, as the paper reports it. Labels matched by normalised name.")
+
+# --- localisation (only when the bundle carries `localise` results) -------------------------------
+from cxr_core.evaluation.localisation import MEASURE_NAMES, SOURCE_NAMES  # noqa: E402
+from cxr_core.review.localise import stored_localisation  # noqa: E402
+
+try:
+    localisation = stored_localisation(bundle)
+except CxrError as exc:
+    st.error(str(exc))
+    localisation = None
+if localisation:
+    entry = localisation["entry"]
+    st.header("Do the maps point at the findings?")
+    st.caption(f"`localise` on {entry.get('boxes')} radiologist boxes ({entry.get('images')} X-rays, "
+               f"{entry.get('patients')} patients): the maps as the Review page shows them, never masked, "
+               "beside a map uniform over the lungs and the bundle's average map. 95% patient-level "
+               f"bootstrap intervals ({entry.get('resamples')} resamples).")
+    loc_table = localisation["summary"].copy()
+    loc_table["measure"] = loc_table["measure"].map(lambda m: MEASURE_NAMES.get(m, m))
+    show_table(loc_table.rename(columns={s: SOURCE_NAMES[s] for s in SOURCE_NAMES}))
+    flagged = localisation["sameness"]
+    flagged = flagged[flagged["flagged"].astype(bool)]
+    if len(flagged):
+        st.warning("Map nearly the same on every X-ray (it does not follow the image): "
+                   + ", ".join(flagged["label"]) + ".")
+    if entry.get("unknown_findings"):
+        st.caption("Boxed findings not in this bundle's labels (skipped): " + ", ".join(entry["unknown_findings"]))
+    if localisation["sheet"]:
+        st.image(localisation["sheet"], caption="Best and worst boxes: the finding's map with the "
+                                                "radiologist's box in white")

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         kinds = [k for k, _ in negatives]
 
         bundle = Bundle.load(args.bundle)
-        fit = bundle.manifest.get("input_check")
+        fit = bundle.input_check
         if not fit:  # fit on a copy: the benchmark never changes the bundle it measures
             copy = work / "bundle"
             shutil.copytree(args.bundle, copy)

@@ -63,7 +63,7 @@ def auc_by_source(image_dirs: pd.Series, targets: np.ndarray, probs: np.ndarray,
 def evaluate_by_source(bundle_dir: str | Path, split_csv: str | Path) -> pd.DataFrame:
     """CTP test AUC per label and per source from the bundle's stored test predictions;
     written to `metrics/auc_by_source.csv` and into the manifest for the model card."""
-    from ..modeling.bundle import Bundle, write_manifest
+    from ..modeling.bundle import Bundle
 
     bundle = Bundle.load(bundle_dir)
     stored = bundle.test_predictions()
@@ -74,10 +74,9 @@ def evaluate_by_source(bundle_dir: str | Path, split_csv: str | Path) -> pd.Data
     probs, _ = ctp(stored["member_probs"], ens_t)
     table = auc_by_source(test["ImageDir"], stored["targets"], probs, bundle.labels)
     table.to_csv(Path(bundle_dir) / "metrics" / "auc_by_source.csv", index=False)
-    bundle.manifest.setdefault("metrics", {})["by_source"] = {
+    bundle.update(metrics={"by_source": {
         "model": "CTP", "min_test_positives": MIN_TEST_POSITIVES,
-        "rows": table.replace({np.nan: None}).to_dict(orient="records")}
-    write_manifest(bundle.path, bundle.manifest)
+        "rows": table.replace({np.nan: None}).to_dict(orient="records")}}).save()
     return table
 
 

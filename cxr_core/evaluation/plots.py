@@ -12,7 +12,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 
 from .bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ..modeling.calibration import calibration_table, reliability_curve
-from .evaluation import ENSEMBLES, comparison_table, evaluate_predictions
+from .evaluation import ENSEMBLES, comparison_table, evaluate_predictions, threshold_origin
 
 READABLE = {
     "label": "Label", "images": "Images", "positives": "Positives", "auc": "AUC",
@@ -55,6 +55,7 @@ class MetricsDisplay:
     method: str = ""
     calibration: str | None = None
     resampling: dict = field(default_factory=dict)
+    chosen_on: str = "unknown"  # the split the thresholds were chosen on
 
     @classmethod
     def from_bundle(cls, bundle, method: str | None = None, n_resamples: int = DEFAULT_RESAMPLES,
@@ -64,14 +65,16 @@ class MetricsDisplay:
         stored = bundle.test_predictions()
         if stored is None:
             return None
-        method = method or bundle.manifest["threshold_method"]
+        method = method or bundle.threshold_method
+        chosen_on = threshold_origin(bundle, method)  # refuses thresholds chosen on test
         ens_t, mem_t = bundle.thresholds(method)
         probs = bundle.calibrate(stored["member_probs"], method)
         groups, _ = patients_of(bundle, stored["image_ids"])
         tables = evaluate_predictions(probs, stored["targets"], bundle.labels, bundle.archs, ens_t,
                                       mem_t, groups=groups, n_resamples=n_resamples, seed=seed)
         return cls(bundle.labels, bundle.archs, stored["targets"], probs, tables, method,
-                   bundle.calibration_name(method), tables["overall"].attrs.get("resampling", {}))
+                   bundle.calibration_name(method), tables["overall"].attrs.get("resampling", {}),
+                   chosen_on)
 
     @property
     def models(self) -> list[str]:

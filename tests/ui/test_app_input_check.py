@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,19 +10,13 @@ from streamlit.testing.v1 import AppTest
 
 from ..helpers import png_as_dicom
 
+pytestmark = pytest.mark.usefixtures("app_env")  # tests/ui/conftest.py
+
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 300
 SAMPLE = sorted((REPO / "assets" / "samples").glob("*.png"))[0]
 
 
-@pytest.fixture(autouse=True)
-def app_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("CXR_DB_URL", raising=False)
-    monkeypatch.delenv("CXR_BUNDLE", raising=False)
-    monkeypatch.chdir(REPO)
-    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])  # see test_app.py
-    return tmp_path
 
 
 def review_page(upload) -> AppTest:

@@ -10,14 +10,12 @@ import hashlib
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.ui.browser_driver import streamlit_server
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -29,43 +27,13 @@ TARGETS = {"toggle": 0.5, "later_review": 1.5, "review_6500px": 10.0}
 SLACK = 10
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path):
+    """The app on 127.0.0.1 with its own data folder (browser_driver.streamlit_server)."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed (make test installs it with apt when it can)")
-    port = _free_port()
-    env = dict(os.environ, CXR_DATA_DIR=str(tmp_path / "data"))
-    env.pop("CXR_DB_URL", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.address",
-         "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("streamlit did not start within 120 s")
+    with streamlit_server(tmp_path / "data") as url:
         yield url, tmp_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _shot(page, name: str, tmp_path: Path, height: int | None = None) -> Path:

@@ -130,6 +130,23 @@ def test_operating_point_is_saved_as_a_named_threshold_method(models_dir):
     assert entry["ensemble"][0] == pytest.approx(manifest["thresholds"]["f1"]["ensemble"][0])
 
 
+def test_operating_points_are_chosen_on_validation_and_the_page_says_so(models_dir):
+    """The operating-point view counts validation images, a saved set records that split, and
+    the page's caption names the split the thresholds were chosen on."""
+    at = page("1_Metrics.py")
+    assert "chosen on the validation split" in at.caption[0].value
+    val_images = int(np.load(models_dir / "child" / "val_predictions.npz")["targets"].shape[0])
+    assert any(f"of {val_images} validation images" in c.value for c in at.caption)
+    next(t for t in at.text_input if t.label == "Save these thresholds as").input("screening")
+    next(c for c in at.checkbox if c.label.startswith("Make it the bundle's default threshold")).check()
+    next(b for b in at.button if b.label == "Save threshold method").click()
+    at.run()
+    assert not at.exception, at.exception
+    manifest = json.loads((models_dir / "child" / "manifest.json").read_text())
+    assert manifest["thresholds"]["screening"]["chosen_on"] == "validation"
+    assert "screening" in at.caption[0].value and "chosen on the validation split" in at.caption[0].value
+
+
 def test_compare_tab_and_published_method_tab(models_dir):
     at = page("1_Metrics.py")
     markdown = " ".join(m.value for m in at.markdown)
@@ -174,60 +191,36 @@ def test_metrics_page_keeps_its_numbers_in_a_900_px_window(models_dir, tmp_path)
     """Real Chromium at 900 px: the headline numbers are not cut off ("0.87..."), the
     members-vs-ensembles table keeps its number columns at a readable width, and the tabs
     render without an exception."""
-    import os
-    import socket
-    import subprocess
-    import time
-    import urllib.request
-
     chromium = "/usr/bin/chromium"
     if not Path(chromium).exists():
         pytest.skip(f"{chromium} is not installed (make test installs it with apt when it can)")
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.address", "127.0.0.1",
-         "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.5)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"])
-            try:
-                page = browser.new_page(viewport={"width": 900, "height": 1000})
-                page.goto(f"{url}/Metrics", wait_until="domcontentloaded")
-                page.get_by_text("Members vs ensembles").wait_for(timeout=180_000)
-                values = page.locator('[data-testid="stMetricValue"]')
-                values.first.wait_for(timeout=30_000)
-                assert values.count() >= 4
-                for i in range(4):  # the headline figures above the tabs
-                    clipped = values.nth(i).evaluate(  # the inner box is the one that ellipsises
-                        "e => [e, ...e.querySelectorAll('*')].some(c => c.scrollWidth > c.clientWidth + 1)")
-                    assert not clipped, values.nth(i).inner_text()
-                headers = page.locator('[data-testid="stDataFrame"]').first
-                headers.wait_for(timeout=30_000)
-                box = headers.bounding_box()
-                assert box and box["width"] > 300
-                for tab in ("Calibration", "Operating points", "Compare bundles", "Published method"):
-                    page.get_by_role("tab", name=tab).click()
-                    page.wait_for_timeout(1500)
-                assert page.locator('[data-testid="stException"]').count() == 0
-                page.screenshot(path=str(tmp_path / "metrics_900.png"))
-            finally:
-                browser.close()
-    finally:
-        proc.terminate()
+    from tests.ui.browser_driver import streamlit_server
+
+    with streamlit_server(models_dir.parent / "data", env={"CXR_MODELS_DIR": str(models_dir),
+                                                          "CXR_BUNDLE": "child"}) as url, \
+            sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"])
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            page = browser.new_page(viewport={"width": 900, "height": 1000})
+            page.goto(f"{url}/Metrics", wait_until="domcontentloaded")
+            page.get_by_text("Members vs ensembles").wait_for(timeout=180_000)
+            values = page.locator('[data-testid="stMetricValue"]')
+            values.first.wait_for(timeout=30_000)
+            assert values.count() >= 4
+            for i in range(4):  # the headline figures above the tabs
+                clipped = values.nth(i).evaluate(  # the inner box is the one that ellipsises
+                    "e => [e, ...e.querySelectorAll('*')].some(c => c.scrollWidth > c.clientWidth + 1)")
+                assert not clipped, values.nth(i).inner_text()
+            headers = page.locator('[data-testid="stDataFrame"]').first
+            headers.wait_for(timeout=30_000)
+            box = headers.bounding_box()
+            assert box and box["width"] > 300
+            for tab in ("Calibration", "Operating points", "Compare bundles", "Published method"):
+                page.get_by_role("tab", name=tab).click()
+                page.wait_for_timeout(1500)
+            assert page.locator('[data-testid="stException"]').count() == 0
+            page.screenshot(path=str(tmp_path / "metrics_900.png"))
+        finally:
+            browser.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import cv2
@@ -20,14 +19,10 @@ TIMEOUT = 300
 
 
 @pytest.fixture(autouse=True)
-def app_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
+def app_env(app_env, monkeypatch):
+    """The shared app environment, and: CXR_STORE_IMAGES."""
     monkeypatch.setenv("CXR_STORE_IMAGES", "1")
-    monkeypatch.delenv("CXR_DB_URL", raising=False)
-    monkeypatch.delenv("CXR_BUNDLE", raising=False)
-    monkeypatch.chdir(REPO)
-    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
-    return tmp_path
+    return app_env
 
 
 def seed_reviews() -> None:

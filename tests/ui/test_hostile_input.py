@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,15 +27,11 @@ MIME = {".png": "image/png", ".jpg": "image/jpeg", ".dcm": "application/dicom"}
 
 
 @pytest.fixture(autouse=True)
-def app_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
+def app_env(app_env, monkeypatch):
+    """The shared app environment, and: CXR_MAX_UPLOAD_MB, CXR_STORE_IMAGES."""
     monkeypatch.setenv("CXR_MAX_UPLOAD_MB", "2")
     monkeypatch.setenv("CXR_STORE_IMAGES", "1")
-    monkeypatch.delenv("CXR_DB_URL", raising=False)
-    monkeypatch.delenv("CXR_BUNDLE", raising=False)
-    monkeypatch.chdir(REPO)
-    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
-    return tmp_path
+    return app_env
 
 
 def upload(at: AppTest, name: str, data: bytes) -> AppTest:

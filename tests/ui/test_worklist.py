@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -18,20 +17,13 @@ from streamlit.testing.v1 import AppTest
 from tests.review.test_worklist import mixed_files
 from tests.ui.test_browser import ARGS, SETTLED, _nav_titles, server  # noqa: F401  (the streamlit server fixture)
 
+pytestmark = pytest.mark.usefixtures("app_env")  # tests/ui/conftest.py
+
 REPO = Path(__file__).resolve().parents[2]
 PAGE = str(REPO / "app_pages" / "0_Worklist.py")
 TIMEOUT = 300
 
 
-@pytest.fixture(autouse=True)
-def app_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("CXR_DB_URL", raising=False)
-    monkeypatch.delenv("CXR_BUNDLE", raising=False)
-    monkeypatch.delenv("CXR_ENGINE", raising=False)
-    monkeypatch.chdir(REPO)
-    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])  # see test_app.py
-    return tmp_path
 
 
 def reviewed_worklist() -> AppTest:
