@@ -87,6 +87,28 @@ def broken_links(path: Path) -> list[str]:
     return problems
 
 
+_CODE_PATH = re.compile(r"`((?:tests|cxr_core|app_pages|ui|scripts|benchmarks)/[\w./-]+?)(?:::\s*(\w+))?`")
+_GENERATED = ("benchmarks/results/",)
+
+
+def missing_code_paths(path: Path) -> list[str]:
+    """Repository files and tests named in backticks (`tests/x.py::test_y`) that do not exist.
+
+    Generated outputs (benchmark results) are not in the repository and are not checked."""
+    text = re.sub(r"`\s*\n\s*", "` ", path.read_text(encoding="utf-8"))
+    text = re.sub(r"::\s*\n\s*", "::", text)
+    problems = []
+    for rel, test_name in _CODE_PATH.findall(text):
+        if rel.startswith(_GENERATED):
+            continue
+        target = REPO / rel
+        if not target.exists():
+            problems.append(f"{rel}: no such file")
+        elif test_name and f"def {test_name}(" not in target.read_text(encoding="utf-8"):
+            problems.append(f"{rel}::{test_name}: no such test")
+    return problems
+
+
 def test_readme_is_a_short_front_door():
     lines = README.read_text(encoding="utf-8").count("\n")
     assert lines <= MAX_README_LINES, (
@@ -96,6 +118,11 @@ def test_readme_is_a_short_front_door():
 @pytest.mark.parametrize("path", markdown_files(), ids=lambda p: str(p.relative_to(REPO)))
 def test_every_relative_link_resolves(path):
     assert broken_links(path) == []
+
+
+@pytest.mark.parametrize("path", markdown_files(), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_named_file_and_test_exists(path):
+    assert missing_code_paths(path) == []
 
 
 def test_every_docs_page_is_linked_from_readme():
@@ -113,6 +140,17 @@ def test_the_checker_finds_a_missing_file_and_a_missing_heading(tmp_path, monkey
                    "```\n[in code](nowhere.md)\n```\n# Top\n")
     assert broken_links(doc) == ["missing.md: no file missing.md",
                                  "page.md#old-heading: no heading #old-heading in page.md"]
+
+
+def test_the_checker_finds_a_renamed_file_and_test(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text("def test_kept():\n    pass\n")
+    doc = tmp_path / "doc.md"
+    doc.write_text("`tests/test_a.py::test_kept`, `tests/test_a.py::\ntest_gone`, `tests/test_b.py`, "
+                   "`benchmarks/results/x.json`\n")
+    assert missing_code_paths(doc) == ["tests/test_a.py::test_gone: no such test",
+                                       "tests/test_b.py: no such file"]
 
 
 def test_slug_matches_github_for_the_headings_used_here():
