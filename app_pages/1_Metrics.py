@@ -324,8 +324,8 @@ with tab_paper:
                    "macro F1 over both classes, as the paper reports it. Labels matched by normalised name.")
 
 # --- localisation (only when the bundle carries `localise` results) -------------------------------
-from cxr_core.evaluation.localisation import MEASURE_NAMES, SOURCE_NAMES  # noqa: E402
-from cxr_core.review.localise import stored_localisation  # noqa: E402
+from cxr_core.evaluation.localisation import MEASURE_NAMES, SOURCE_NAMES
+from cxr_core.review.localise import stored_localisation
 
 try:
     localisation = stored_localisation(bundle)

@@ -30,6 +30,7 @@ from ..evaluation.localisation import (
     summarise,
     uniform_map,
 )
+from ..evaluation.model_card import write_model_card
 from ..explain.overlay import to_original
 from ..modeling.bundle import Bundle
 from .pipeline import Review, Reviewer
@@ -56,6 +57,7 @@ class LocalisationResult:
     sameness: pd.DataFrame  # per label: map sameness over the X-rays and the flag
     unknown: list[str]  # findings of the boxes that are not in the bundle's labels
     failures: list[tuple[str, str]] = field(default_factory=list)  # (image, reason)
+    sheet: bytes = b""  # the contact sheet's PNG
     written: list[Path] = field(default_factory=list)
 
 
@@ -142,7 +144,8 @@ def localise(bundle_dir: Path, images_dir: Path, boxes_csv: Path, out_dir: Path,
         log.warning("label '%s': its map is nearly the same on every X-ray (sameness %.2f)",
                     row.label, row.sameness)
     result = LocalisationResult(summary, records, sameness, unknown, failures)
-    result.written = write_results(result, Path(out_dir), reviews, n_resamples, seed)
+    result.sheet = contact_sheet(records, reviews)
+    result.written = write_results(result, Path(out_dir), n_resamples, seed)
     if store:
         result.written += store_in_bundle(reviewer.bundle, result, n_resamples, seed)
     return result
@@ -228,15 +231,14 @@ def report_markdown(result: LocalisationResult, n_resamples: int, seed: int) -> 
     return "".join(text)
 
 
-def write_results(result: LocalisationResult, out_dir: Path, reviews: dict[str, Review],
-                  n_resamples: int, seed: int) -> list[Path]:
+def write_results(result: LocalisationResult, out_dir: Path, n_resamples: int, seed: int) -> list[Path]:
     """The tables (CSV, Markdown) and the contact sheet into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     result.summary.to_csv(out_dir / SUMMARY_CSV, index=False)
     result.boxes.to_csv(out_dir / BOXES_CSV, index=False)
     result.sameness.to_csv(out_dir / SAMENESS_CSV, index=False)
     (out_dir / SUMMARY_MD).write_text(report_markdown(result, n_resamples, seed))
-    (out_dir / SHEET_PNG).write_bytes(contact_sheet(result.boxes, reviews))
+    (out_dir / SHEET_PNG).write_bytes(result.sheet)
     return [out_dir / name for name in (SUMMARY_CSV, BOXES_CSV, SAMENESS_CSV, SUMMARY_MD, SHEET_PNG)]
 
 
@@ -247,6 +249,8 @@ def store_in_bundle(bundle: Bundle, result: LocalisationResult, n_resamples: int
     result.summary.to_csv(metrics_dir / SUMMARY_CSV, index=False)
     result.sameness.to_csv(metrics_dir / SAMENESS_CSV, index=False)
     (metrics_dir / SUMMARY_MD).write_text(report_markdown(result, n_resamples, seed))
+    if result.sheet:
+        (metrics_dir / SHEET_PNG).write_bytes(result.sheet)
     overall = result.summary[result.summary["finding"] == "overall"].set_index("measure")
     model_rows = result.boxes[result.boxes["source"] == "model"]
     bundle.update(metrics={"localisation": {
@@ -260,9 +264,28 @@ def store_in_bundle(bundle: Bundle, result: LocalisationResult, n_resamples: int
                     for measure, row in overall.iterrows()},
         "flagged_labels": result.sameness.loc[result.sameness["flagged"], "label"].tolist(),
         "tables": {"summary": f"metrics/{SUMMARY_CSV}", "sameness": f"metrics/{SAMENESS_CSV}",
-                   "markdown": f"metrics/{SUMMARY_MD}"},
-    }}).save()
-    return [metrics_dir / SUMMARY_CSV, metrics_dir / SAMENESS_CSV, metrics_dir / SUMMARY_MD]
+                   "markdown": f"metrics/{SUMMARY_MD}", "cases": f"metrics/{SHEET_PNG}"},
+    }})
+    card = write_model_card(bundle)  # the card's localisation section; saves the manifest
+    return [metrics_dir / SUMMARY_CSV, metrics_dir / SAMENESS_CSV, metrics_dir / SUMMARY_MD,
+            metrics_dir / SHEET_PNG, card]
+
+
+def stored_localisation(bundle: Bundle) -> dict | None:
+    """What `localise` stored in a bundle: the manifest entry, the summary and sameness tables
+    and the contact sheet's PNG bytes (None when absent); None when the bundle has no entry."""
+    entry = bundle.metrics.get("localisation")
+    if not entry:
+        return None
+    tables = entry.get("tables", {})
+    try:
+        summary = pd.read_csv(bundle.path / tables["summary"])
+        sameness = pd.read_csv(bundle.path / tables["sameness"])
+    except (KeyError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"Bundle {bundle.bundle_id} names localisation tables it does not hold ({exc}).") from exc
+    sheet_path = bundle.path / tables.get("cases", "")
+    sheet = sheet_path.read_bytes() if tables.get("cases") and sheet_path.is_file() else None
+    return {"entry": entry, "summary": summary, "sameness": sameness, "sheet": sheet}
 
 
 def contact_sheet(records: pd.DataFrame, reviews: dict[str, Review], cases: int = SHEET_CASES) -> bytes:

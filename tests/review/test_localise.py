@@ -3,6 +3,7 @@ sheet, unknown findings skipped, the flat-map flag, and the results stored in th
 
 import shutil
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,13 +11,20 @@ import pytest
 from cxr_core.base.config import settings
 from cxr_core.base.errors import DataError
 from cxr_core.cli import main
-from cxr_core.evaluation.localisation import MEASURES, SOURCES
+from cxr_core.evaluation.localisation import MEASURES, SOURCES, summarise
 from cxr_core.modeling.bundle import Bundle
-from cxr_core.review.localise import read_boxes
+from cxr_core.review.localise import (
+    LocalisationResult,
+    read_boxes,
+    store_in_bundle,
+    stored_localisation,
+)
 
 from ..conftest import SHARED, require
+from ..modeling.bundle_factory import make_split, write_synthetic_bundle
 
 NIH = SHARED / "nih-sample"
+LABELS = ["pleural effusion", "pneumonia", "atelectasis", "nodule sign"]
 
 
 def test_localise_measures_stores_and_flags_on_real_boxes(tmp_path, capsys):
@@ -81,3 +89,38 @@ def test_localise_cli_bad_boxes_file_is_one_sentence(tmp_path, capsys):
                  "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "lacks the column" in err and "Traceback" not in err
+
+
+def synthetic_result() -> LocalisationResult:
+    """A localisation result with known numbers (no model run): 10 boxes of 5 patients."""
+    rows = []
+    for i in range(10):
+        for source in SOURCES:
+            hit = float(source == "model" and i < 7)
+            rows.append({"image": f"img{i}.png", "patient": f"p{i // 2}", "finding": "pleural effusion",
+                         "source": source, **{m: hit for m in MEASURES}})
+    records = pd.DataFrame(rows)
+    sameness = pd.DataFrame({"label": LABELS, "sameness": [0.95, 0.4, 0.5, 0.3]})
+    sameness["flagged"] = sameness["sameness"] >= 0.9
+    sheet = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    return LocalisationResult(summarise(records, 200, 0), records, sameness, ["nodule"], sheet=sheet)
+
+
+def test_stored_results_reach_the_bundle_and_its_model_card(tmp_path):
+    bundle_dir = write_synthetic_bundle(tmp_path / "b", make_split(60, LABELS, [0.3] * 4, seed=1),
+                                        LABELS, [1.0] * 4)
+    assert stored_localisation(Bundle.load(bundle_dir)) is None
+    written = store_in_bundle(Bundle.load(bundle_dir), synthetic_result(), 200, 0)
+    assert all(path.is_file() for path in written)
+    bundle = Bundle.load(bundle_dir)  # checksums cover the new files
+    stored = stored_localisation(bundle)
+    assert stored["entry"]["boxes"] == 10 and stored["entry"]["flagged_labels"] == [LABELS[0]]
+    overall = stored["summary"].set_index(["finding", "measure"]).loc[("overall", "pointing")]
+    assert overall["model"] == pytest.approx(0.7) and overall["uniform_lungs"] == 0
+    card = (bundle_dir / "MODEL_CARD.md").read_text()
+    assert "## Localisation against radiologists' boxes" in card
+    assert "| pointing game | 0.700 [" in card and "| 0.000 | 0.000 |" in card
+    assert f"do not follow the image): {LABELS[0]}." in card and "(skipped): nodule." in card
+    (bundle_dir / "metrics" / "localisation.csv").unlink()
+    with pytest.raises(DataError, match="does not hold"):
+        stored_localisation(Bundle.load(bundle_dir, verify=False))

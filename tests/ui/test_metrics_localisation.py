@@ -1,0 +1,25 @@
+"""The Metrics page shows `localise`'s tables, flag and contact sheet when the bundle carries
+them, and nothing of the kind when it does not."""
+
+from __future__ import annotations
+
+from cxr_core.modeling.bundle import Bundle
+from cxr_core.review.localise import store_in_bundle
+from tests.review.test_localise import synthetic_result
+from tests.ui.test_dashboards import models_dir, page  # noqa: F401 (the fixture)
+
+
+def test_metrics_page_shows_localisation_only_when_the_bundle_has_it(models_dir):  # noqa: F811
+    at = page("1_Metrics.py")
+    assert not any("point at the findings" in h.value for h in at.header)
+    store_in_bundle(Bundle.load(models_dir / "child"), synthetic_result(), 200, 0)
+    from ui.common import get_bundle
+
+    get_bundle.clear()
+    at = page("1_Metrics.py")
+    assert any("point at the findings" in h.value for h in at.header)
+    table = next(df.value for df in at.dataframe if "uniform over lungs" in df.value.columns)
+    overall = table[(table["finding"] == "overall") & (table["measure"] == "pointing game")].iloc[0]
+    assert overall["model"] == 0.7 and overall["average map"] == 0
+    assert len(at.get("image")) == 1  # the contact sheet
+    assert any("nearly the same on every X-ray" in w.value and "pleural effusion" in w.value for w in at.warning)
