@@ -76,41 +76,6 @@ def _localisation_lines(entry: dict | None) -> list[str]:
     return lines + [""]
 
 
-#: measures of the localisation section, in order, with the names the tables use
-_LOCALISATION_MEASURES = {"pointing": "pointing game", "energy_in_box": "energy in box",
-                          "iobb_0.1": "found at IoBB >= 0.1", "iobb_0.25": "found at IoBB >= 0.25",
-                          "iobb_0.5": "found at IoBB >= 0.5", "lung_share": "energy on lungs"}
-
-
-def _localisation_lines(entry: dict | None) -> list[str]:
-    """Whether the maps point at the findings: `localise`'s overall figures beside its baselines."""
-    if not entry or not entry.get("overall"):
-        return []
-    lines = ["## Localisation against radiologists' boxes", "",
-             f"{entry.get('boxes')} boxes on {entry.get('images')} X-rays of {entry.get('patients')} "
-             f"patients (findings: {', '.join(entry.get('findings', []))}); the maps the Review page "
-             "shows, measured as computed (never masked). In brackets: 95% patient-level bootstrap "
-             f"intervals ({entry.get('resamples')} resamples, seed {entry.get('seed')}). Baselines on "
-             "the same boxes: a map uniform over the lung fields, and the bundle's average map (what a "
-             "model that ignores the image would show).", "",
-             "| measure | model | uniform over lungs | average map |", "|---|---|---|---|"]
-    for key, name in _LOCALISATION_MEASURES.items():
-        row = entry["overall"].get(key)
-        if row:
-            lines.append(f"| {name} | {_with_interval(row, 'model')} | {_fmt(row.get('uniform_lungs'))} | "
-                         f"{_fmt(row.get('average_map'))} |")
-    if entry.get("flagged_labels"):
-        lines += ["", "Maps nearly the same on every X-ray (they do not follow the image): "
-                  + ", ".join(entry["flagged_labels"]) + "."]
-    if entry.get("unknown_findings"):
-        lines += ["", "Boxed findings not in this bundle's labels (skipped): "
-                  + ", ".join(entry["unknown_findings"]) + "."]
-    tables = entry.get("tables", {})
-    if tables.get("markdown"):
-        lines += ["", f"Per finding: `{tables['markdown']}`; best and worst cases: `{tables.get('cases')}`."]
-    return lines + [""]
-
-
 def render_model_card(bundle: Bundle) -> str:
     """Markdown text of the model card for one bundle."""
     data = bundle.data_summary
