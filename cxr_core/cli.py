@@ -461,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the bundle's original images (default: as recorded in its manifest)")
     p.set_defaults(func=_cmd_retrain)
     _register_build_demo(sub)
+    _register_node(sub)
     return parser
 
 
@@ -529,3 +530,31 @@ def _register_build_demo(sub) -> None:
                    help="classifier augmentation (default: mild)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_build_demo, arch_default=DEMO_ARCHITECTURES)
+
+
+def _cmd_node(args) -> int:
+    from .pacs.node import Node, default_reviewer_factory
+    from .pacs.settings import node_settings
+
+    config = node_settings(args.config, aet=args.aet, host=args.host, port=args.port,
+                           allow=args.allow, send_to=args.send_to, queue=args.queue)
+    Node(config, default_reviewer_factory(args.bundle, args.engine)).serve_forever()
+    return 0
+
+
+def _register_node(sub) -> None:
+    p = sub.add_parser("node", help="DICOM node: receive chest X-rays by C-STORE, review them, send "
+                                    "SR + SC back (docs/pacs.md)")
+    p.add_argument("--aet", default=None, help="this node's AE title (default CXRREVIEW)")
+    p.add_argument("--host", default=None, help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=None, help="DICOM port (default 11112)")
+    p.add_argument("--allow", action="append", default=None, metavar="AET",
+                   help="calling AE title allowed to send (repeat or comma-separate)")
+    p.add_argument("--send-to", action="append", default=None, metavar="AET@HOST:PORT|URL",
+                   help="destination of the results: a DICOM node or a DICOMweb STOW base URL")
+    p.add_argument("--queue", type=Path, default=None, help="queue folder (default DATA_DIR/node_queue)")
+    p.add_argument("--config", type=Path, default=None, help="TOML settings file (default CXR_PACS_CONFIG)")
+    p.add_argument("--bundle", type=Path, default=None, help="default: the app's default bundle")
+    p.add_argument("--engine", choices=["auto", "lite", "tensorflow"], default=None,
+                   help="inference engine (default: CXR_ENGINE or auto)")
+    p.set_defaults(func=_cmd_node)
