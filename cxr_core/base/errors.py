@@ -43,6 +43,10 @@ class BundleError(CxrError):
     """A model bundle is missing, broken, tampered with or inconsistent."""
 
 
+class ThresholdSplitError(BundleError):
+    """Test figures were asked for with thresholds chosen on the test split itself."""
+
+
 class WeightsUnavailableError(CxrError):
     """ImageNet weights are neither cached nor downloadable."""
 

@@ -156,10 +156,27 @@ def write_calibration_tables(targets: np.ndarray, member_probs: np.ndarray, labe
     return [out_dir / "calibration.csv", out_dir / "calibration.md"]
 
 
+def threshold_origin(bundle, method: str | None = None) -> str:
+    """The split a threshold method was chosen on ('validation', or 'unknown' for a bundle
+    that predates the record); refuses a method chosen on the test split, whose test figures
+    would be optimistic."""
+    from ..base.errors import ThresholdSplitError
+
+    name = method or bundle.threshold_method
+    chosen_on = bundle.threshold_split(name)
+    if chosen_on == "test":
+        raise ThresholdSplitError(f"Threshold method '{name}' was chosen on the test split, so it "
+                                  "cannot be used to report test figures; choose one fitted on validation.")
+    if chosen_on is None:
+        log.warning("threshold method '%s' does not record the split it was chosen on", name)
+    return chosen_on or "unknown"
+
+
 def evaluate_bundle(bundle_path: str | Path, cache_dir: str | Path, split_csv: str | Path,
                     refit_thresholds: bool = False, n_resamples: int = DEFAULT_RESAMPLES,
-                    seed: int = DEFAULT_SEED) -> dict:
-    """Evaluate a bundle on the test split, store predictions and metrics in it."""
+                    seed: int = DEFAULT_SEED, method: str | None = None) -> dict:
+    """Evaluate a bundle on the test split with threshold `method` (default: the bundle's),
+    store predictions and metrics in it; refuses thresholds chosen on the test split."""
     from ..base.errors import BundleError
     from ..modeling.bundle import Bundle, write_manifest
 
@@ -180,11 +197,12 @@ def evaluate_bundle(bundle_path: str | Path, cache_dir: str | Path, split_csv: s
 
         store_val_predictions(bundle, table.part("val")["ImageID"].tolist(), table.targets("val"),
                               val_probs)
+    chosen_on = threshold_origin(bundle, method)
     test = table.part("test")
     member_probs = predict_members(bundle.classifiers, cached_paths(cache_dir, test),
                                    bundle.input_size, flip=bundle.tta_flip)
-    ens_t, mem_t = bundle.thresholds()
-    calibrated = bundle.calibrate(member_probs)
+    ens_t, mem_t = bundle.thresholds(method)
+    calibrated = bundle.calibrate(member_probs, method)
     tables = evaluate_predictions(calibrated, table.targets("test"),
                                   bundle.labels, bundle.archs, ens_t, mem_t,
                                   groups=test["PatientID"].to_numpy(), n_resamples=n_resamples,
@@ -195,6 +213,7 @@ def evaluate_bundle(bundle_path: str | Path, cache_dir: str | Path, split_csv: s
     write_side_by_side(tables, bundle.manifest.get("label_set", ""), bundle.path / "metrics")
     overall = tables["overall"].set_index("model").to_dict(orient="index")
     metrics = {"split": "test", "images": int(len(test)), "overall": overall,
+               "thresholds": {"method": method or bundle.threshold_method, "chosen_on": chosen_on},
                "intervals": tables["overall"].attrs.get("resampling", {}),
                "per_label": {name: tables[name].to_dict(orient="records")
                              for name in [*bundle.archs, *ENSEMBLES]}}

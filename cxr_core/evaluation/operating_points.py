@@ -1,5 +1,7 @@
 """Operating points: what a threshold means for one label (sensitivity, specificity, PPV and NPV
-at the test prevalence), and saving a chosen set of thresholds as a named threshold method."""
+at the validation prevalence), and saving a chosen set of thresholds as a named threshold method.
+Operating points are chosen on the validation predictions: test figures computed with thresholds
+tuned on the test split would be optimistic, so every saved method records its split."""
 
 from __future__ import annotations
 
@@ -16,6 +18,21 @@ from ..modeling.bundle import Bundle, write_manifest
 from ..modeling.thresholds import THRESHOLD_METHODS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,39}$")
+SPLITS = ("validation", "test")
+
+
+def operating_data(bundle: Bundle, method: str | None = None) -> dict:
+    """What operating points are chosen on: the stored validation predictions, as `method`
+    sees them (calibrated or raw): targets (N, K), CTP scores (N, K), member probabilities."""
+    from .recalibration import val_predictions
+
+    stored = val_predictions(bundle)
+    if stored is None:
+        raise BundleError(f"Bundle {bundle.path} stores no validation predictions: run "
+                          "'python -m cxr_core evaluate --refit-thresholds' on it first.")
+    probs = bundle.calibrate(stored["member_probs"], method)
+    return {"split": "validation", "targets": stored["targets"].astype(np.float64),
+            "scores": probs.mean(axis=0), "member_probs": probs, "image_ids": stored["image_ids"]}
 
 
 def rates_at(y: np.ndarray, scores: np.ndarray, threshold: float,
@@ -75,8 +92,9 @@ def threshold_for(y: np.ndarray, scores: np.ndarray, target: str, value: float) 
 
 def save_threshold_method(bundle: Bundle | str | Path, name: str, ensemble_thresholds,
                           member_thresholds=None, make_default: bool = False,
-                          note: str = "") -> Bundle:
-    """Store ensemble thresholds (one per label) as threshold method `name` in the bundle.
+                          note: str = "", *, chosen_on: str) -> Bundle:
+    """Store ensemble thresholds (one per label) as threshold method `name` in the bundle,
+    with the split they were chosen on (`chosen_on`: 'validation' or 'test').
 
     The members keep the thresholds of the method the set was derived from (the current
     default unless given); the method works on the same (raw or calibrated) probabilities.
@@ -85,6 +103,8 @@ def save_threshold_method(bundle: Bundle | str | Path, name: str, ensemble_thres
     name = name.strip()
     if not _NAME.match(name) or "+" in name:
         raise BundleError("A threshold method name is 1-40 letters, digits, spaces, '.', '_' or '-'.")
+    if chosen_on not in SPLITS:
+        raise BundleError("Say on which split the thresholds were chosen: validation or test.")
     if name in THRESHOLD_METHODS:
         raise BundleError(f"'{name}' is a built-in threshold method; choose another name.")
     values = np.asarray(ensemble_thresholds, dtype=float)
@@ -94,7 +114,7 @@ def save_threshold_method(bundle: Bundle | str | Path, name: str, ensemble_thres
     base = bundle.manifest["thresholds"][base_name]
     members = base["members"] if member_thresholds is None else np.asarray(member_thresholds).tolist()
     entry = {"ensemble": values.tolist(), "members": members, "source": "operating points",
-             "derived_from": base_name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+             "chosen_on": chosen_on, "derived_from": base_name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if note:
         entry["note"] = note
     if base.get("calibration"):

@@ -46,13 +46,15 @@ def choose_thresholds(y_true: np.ndarray, probs: np.ndarray, method: str = "f1",
 
 
 def threshold_table(val_probs: np.ndarray, val_targets: np.ndarray) -> dict:
-    """Ensemble and per-member thresholds for every method, chosen on validation."""
+    """Ensemble and per-member thresholds for every method, chosen on validation (each entry
+    records it: `chosen_on`, so test figures are never computed with test-tuned thresholds)."""
     mean = val_probs.mean(axis=0)
     return {
         method: {
             "ensemble": choose_thresholds(val_targets, mean, method).tolist(),
             "members": [choose_thresholds(val_targets, p, method).tolist()
                         for p in val_probs],
+            "chosen_on": "validation",
         }
         for method in THRESHOLD_METHODS
     }
