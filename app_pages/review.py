@@ -15,6 +15,7 @@ import streamlit as st
 
 from cxr_core.base.config import REPO_ROOT
 from cxr_core.base.errors import CxrError
+from cxr_core.explain.attention import OUTSIDE_LUNGS_NOTE
 from cxr_core.explain.overlay import (
     DEFAULT_ALPHA,
     DEFAULT_CUTOFF,
@@ -289,6 +290,8 @@ def show_report(review, options: ReportOptions) -> None:
     st.subheader("Report")
     st.caption("An A4 document: image hash, date, bundle and thresholds, the findings table, the "
                "heatmaps shown above with their colour scale, and the disclaimer. The file is named "
+        if review.attention_outside_lungs(k):
+            st.caption(f":orange[Note: {OUTSIDE_LUNGS_NOTE}.]")
                "by the image hash, never by the uploaded file name.")
     c1, c2 = st.columns(2)
     c1.download_button("Download report (PDF)", lambda: report_pdf(review, options),

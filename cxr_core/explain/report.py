@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .attention import OUTSIDE_LUNGS_NOTE
 from .overlay import (
     DEFAULT_ALPHA,
     DEFAULT_CUTOFF,
@@ -74,7 +75,10 @@ def panels(review, options: ReportOptions) -> list[tuple[str, int, str, int | No
     """(title, label index, kind, member) of every map panel, in the screen's order."""
     out = []
     for k in review.order(include_all=options.include_all):
-        out.append((review.title(k), k, "mean", None))
+        title = review.title(k)
+        if review.attention_outside_lungs(k, DISPLAY_SIDE):  # said, never hidden by masking
+            title += f" ({OUTSIDE_LUNGS_NOTE})"
+        out.append((title, k, "mean", None))
         if options.uncertainty:
             out.append((f"{review.labels[k]}: uncertainty (std over models)", k, "std", None))
         if options.members:
@@ -221,6 +225,8 @@ def _maps(doc: _Document, review, options: ReportOptions, usable: float) -> None
     panel_w = (usable - gap * (PANELS_PER_ROW - 1)) / PANELS_PER_ROW
     panel_h = min(panel_w * height / width, 4.0)
     title_h, bar_h = 0.4, 0.75
+    if any(OUTSIDE_LUNGS_NOTE in title for title, *_ in items):
+        title_h = 0.58  # room for the note's extra lines
     image = review.display_pixels(DISPLAY_SIDE)
     page_with_bar = 1  # the first page shows the scale beside the overview
     for start in range(0, len(items), PANELS_PER_ROW):
