@@ -269,6 +269,8 @@ def show_heatmaps(review, order: list[int], alpha: float, cutoff: float, uncerta
     for k in order:
         color = "red" if review.findings[k] else "gray"
         st.markdown(f"**:{color}[{review.title(k)}]**")
+        if review.attention_outside_lungs(k):
+            st.caption(f":orange[Note: {OUTSIDE_LUNGS_NOTE}.]")
         panels = [("ensemble mean", "mean", None)]
         if uncertainty:
             panels.append(("uncertainty (std)", "std", None))
@@ -290,8 +292,6 @@ def show_report(review, options: ReportOptions) -> None:
     st.subheader("Report")
     st.caption("An A4 document: image hash, date, bundle and thresholds, the findings table, the "
                "heatmaps shown above with their colour scale, and the disclaimer. The file is named "
-        if review.attention_outside_lungs(k):
-            st.caption(f":orange[Note: {OUTSIDE_LUNGS_NOTE}.]")
                "by the image hash, never by the uploaded file name.")
     c1, c2 = st.columns(2)
     c1.download_button("Download report (PDF)", lambda: report_pdf(review, options),
