@@ -25,14 +25,71 @@ from tqdm import tqdm
 from ..base.errors import CxrError, DataError
 from ..data.split_table import cache_path, read_split
 from .image_io import SUPPORTED_EXTENSIONS, load_image
-from .preprocessing import crop_to_box, segment_works, to_work
+from .preprocessing import CROP_VERSION, crop_to_box, segment_works, to_work
+
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {s for s in SUPPORTED_EXTENSIONS if s}
 
 
+CACHE_IDENTITY = "cache_identity.json"
+
+
+def segmenter_checksum(segmenter) -> str:
+    """sha256 of the segmenter's weights (of its Lite file when it runs one): which segmenter
+    cut a cache's crops."""
+    digest = hashlib.sha256()
+    model = getattr(segmenter, "model", None)
+    if model is not None:
+        for weights in model.get_weights():
+            array = np.ascontiguousarray(weights)
+            digest.update(str((array.dtype, array.shape)).encode())
+            digest.update(array.tobytes())
+    elif getattr(segmenter, "path", None) is not None:
+        digest.update(Path(segmenter.path).read_bytes())
+    else:
+        raise CxrError("This segmenter has neither weights nor a model file to identify it by.")
+    return digest.hexdigest()
+
+
+def crop_identity(segmenter) -> dict:
+    """What a cache's crops depend on besides the source images: the segmenter and the
+    preprocessing version."""
+    return {"segmenter_sha256": segmenter_checksum(segmenter), "crop_version": CROP_VERSION}
+
+
+def cache_identity(cache_dir: str | Path) -> dict | None:
+    """The identity `preprocess_split` recorded for a crop cache; None for a cache made before
+    it was recorded (or not by `preprocess_split`)."""
+    path = Path(cache_dir) / CACHE_IDENTITY
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is damaged; preprocess into a new folder.") from exc
+
+
+def _record_identity(out_dir: Path, identity: dict) -> None:
+    """Record the cache's identity; refuse to add crops of another segmenter or preprocessing
+    version to a cache (resuming would mix the two kinds of crops)."""
+    recorded = cache_identity(out_dir)
+    if recorded is not None and recorded != identity:
+        raise DataError(f"The crop cache {out_dir} was made with another lung segmenter or "
+                        "preprocessing version; preprocess into a new folder.")
+    has_crops = any(out_dir.glob("*.png"))
+    if recorded is None and has_crops:
+        log.warning("%s holds crops of an unknown segmenter (made before caches recorded it); "
+                    "its identity stays unknown", out_dir)
+        return
+    tmp = out_dir / f"{CACHE_IDENTITY}.{os.getpid()}.tmp"  # shards may write it at once
+    tmp.write_text(json.dumps(identity, indent=2))
+    tmp.replace(out_dir / CACHE_IDENTITY)
+
+
 def list_images(folder: Path) -> list[Path]:
+
     """Image files (by extension) directly in a folder, sorted."""
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
@@ -137,10 +194,14 @@ def preprocess_split(images_dir: Path, split_csv: Path, out_dir: Path, segmenter
                      batch_size: int = 16, workers: int | None = None,
                      shard: Shard | str | None = None) -> dict:
     """Write the 512 px 16-bit PNG crop of every row (of this shard); skips rows already done
-    (resumable) and appends one line per image to the shard's log in `out_dir`."""
+    (resumable) and appends one line per image to the shard's log in `out_dir`. The cache
+    records which segmenter and preprocessing version made it (`cache_identity`)."""
     shard = shard if isinstance(shard, Shard) else Shard.parse(shard)
     table = read_split(split_csv).frame
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _record_identity(out_dir, crop_identity(segmenter))
+
     log_path = out_dir / shard.log_name
     mine = [(str(r.ImageID), getattr(r, "ImageDir", None)) for r in table.itertuples()
             if shard.owns(str(r.ImageID))]

@@ -18,6 +18,11 @@ from .postprocess import MaskResult, postprocess_mask, resize_result
 from .resize import resize_to
 
 WORK_SIZE = 512
+#: Version of what the crops of a cache are made by (work size, post-processing, crop rule):
+#: raise it whenever a change here or in `postprocess` changes the crops, so that training
+#: never reuses a member trained on crops made the old way (see `batch_preprocess.cache_identity`).
+CROP_VERSION = 1
+
 
 
 @dataclass

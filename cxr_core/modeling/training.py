@@ -19,6 +19,8 @@ import numpy as np
 
 from ..base.config import DEFAULT_SEGMENTER
 from ..data.split_table import cached_paths, read_split
+from ..imaging.batch_preprocess import cache_identity
+
 from .datasets import make_dataset
 from .losses import label_weights, make_weighted_bce
 from .model_building import GRAPH, build_classifier, set_classifier_weights
@@ -189,7 +191,9 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
     table = split_table or read_split(split_csv)
     out_dir = writing_dir(out_dir, strategy)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = run_fingerprint(spec.name, table, config, initial_weights)
+    crops = cache_identity(cache_dir)
+    fingerprint = run_fingerprint(spec.name, table, config, initial_weights, crops)
+
     _prepare_run_dir(out_dir, fingerprint)
     train, val = table.part("train"), table.part("val")
     y_train, y_val = table.targets("train"), table.targets("val")
@@ -263,7 +267,9 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
         "runtime": {**runtime, **strategy_record(strategy, config.batch_size)},
         "graph": GRAPH,
         "fingerprint": fingerprint,
+        "crops": crops,
         "epochs_run": int(len(epochs)),
+
         "best_val_loss": best("val_loss", min),
         "best_monitored": best(config.monitor, max if mode == "max" else min),
         "train_seconds": round(time.perf_counter() - started, 1),
@@ -313,7 +319,9 @@ def train_ensemble(cache_dir: str | Path, split_csv: str | Path, out_dir: str | 
     for i, arch in enumerate(archs):
         member_dir = out_dir / get_arch(arch).name
         start = initial[i] if initial is not None else None
-        fingerprint = run_fingerprint(arch, table, config or TrainConfig(), start)
+        fingerprint = run_fingerprint(arch, table, config or TrainConfig(), start,
+                                      cache_identity(cache_dir))
+
         record = load_finished_member(writing_dir(member_dir, strategy), table.labels, fingerprint)
         if record is not None:  # an interrupted ensemble run does not redo finished members
             log.info("%s already trained in %s with the same data, settings and start; reusing it",

@@ -66,9 +66,12 @@ def test_the_shipped_bundle_is_what_build_demo_trains():
     from cxr_core.data.split_table import read_split
     from cxr_core.modeling.bundle import Bundle
     from cxr_core.evaluation.demo import DEMO_ARCHITECTURES
+    from cxr_core.imaging.batch_preprocess import crop_identity
+    from cxr_core.imaging.segmentation import LungSegmenter
     from cxr_core.modeling.training import TrainConfig, run_fingerprint
 
-    bundle = Bundle.load(Path(__file__).resolve().parents[2] / "models" / "cxr-demo")
+    bundle = Bundle.load(
+Path(__file__).resolve().parents[2] / "models" / "cxr-demo")
     assert bundle.manifest["demo"] and "revision" not in bundle.manifest
     runs = bundle.manifest["training"]["members"]
     assert tuple(run["arch"] for run in runs) == DEMO_ARCHITECTURES
@@ -77,4 +80,11 @@ def test_the_shipped_bundle_is_what_build_demo_trains():
     table = read_split(bundle.path / "split.csv")
     for run in runs:
         assert run["config"] == expected and run["config"]["deterministic"]
-        assert run["fingerprint"] == run_fingerprint(run["arch"], table, TrainConfig(**expected), None)
+        # the crop cache's identity (segmenter and preprocessing version) as the run recorded
+        # it; a bundle trained before runs recorded it has none
+        crops = run.get("crops")
+        if crops is not None:
+            assert crops == crop_identity(LungSegmenter.load())
+        assert run["fingerprint"] == run_fingerprint(run["arch"], table, TrainConfig(**expected),
+                                                     None, crops)
+

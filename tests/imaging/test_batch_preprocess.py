@@ -132,3 +132,25 @@ def test_sharded_preprocess_resumes_and_merge_reports_missing_and_failed(tmp_pat
     assert "failed img007.png" in captured.err
     report = json.loads((cache / "preprocess_report.json").read_text())
     assert report["failed"] == 1 and report["missing"] == 0 and not report["complete"]
+
+
+def test_a_cache_records_its_segmenter_and_refuses_crops_of_another(tmp_path):
+    """The cache says which segmenter and preprocessing version cut its crops (training's run
+    fingerprint includes it); adding crops of another segmenter to it is refused."""
+    from cxr_core.base.errors import DataError
+    from cxr_core.imaging.batch_preprocess import cache_identity, crop_identity, preprocess_split
+    from cxr_core.imaging.preprocessing import CROP_VERSION
+    from cxr_core.imaging.segmentation import LungSegmenter
+
+    images, split_csv = _synthetic_tree(tmp_path, 2)
+    shipped = LungSegmenter.load()
+    preprocess_split(images, split_csv, tmp_path / "cache", shipped, workers=1)
+    identity = cache_identity(tmp_path / "cache")
+    assert identity == crop_identity(shipped) and identity["crop_version"] == CROP_VERSION
+    other = LungSegmenter.load()
+    other.model.set_weights([w * 1.01 for w in other.model.get_weights()])  # e.g. retrained
+    assert crop_identity(other)["segmenter_sha256"] != identity["segmenter_sha256"]
+    with pytest.raises(DataError, match="another lung segmenter"):
+        preprocess_split(images, split_csv, tmp_path / "cache", other, workers=1)
+    preprocess_split(images, split_csv, tmp_path / "new", other, workers=1)
+    assert cache_identity(tmp_path / "new") == crop_identity(other)

@@ -285,3 +285,45 @@ def test_deterministic_runs_give_identical_weights(synthetic, tmp_path):
                                         "deterministic": True, "seed": 1}))
     assert not all(np.array_equal(a, b) for a, b in
                    zip(weights[0], other["classifier"].model.get_weights()))
+
+
+def test_crops_of_another_segmenter_or_preprocessing_train_anew(synthetic, tmp_path):
+    """The run fingerprint includes the cache's identity: after re-preprocessing with another
+    segmenter (or preprocessing version), finished members are not reused."""
+    from cxr_core.imaging.batch_preprocess import CACHE_IDENTITY
+
+    cache, split = synthetic
+    out, log_file = tmp_path / "ens", tmp_path / "ens" / ARCH / "training_log.csv"
+
+    def run(identity):
+        (cache / CACHE_IDENTITY).write_text(json.dumps(identity))
+        before = log_file.stat().st_mtime_ns if log_file.is_file() else None
+        train_ensemble(cache, split, out, (ARCH,), TrainConfig(**TINY), label_set="tiny")
+        return log_file.stat().st_mtime_ns != before  # True: trained anew
+
+    first = {"segmenter_sha256": "a" * 64, "crop_version": 1}
+    assert run(first)
+    assert not run(first)  # the same crops: reused
+    assert json.loads((out / ARCH / "run.json").read_text())["crops"] == first
+    assert run({**first, "segmenter_sha256": "b" * 64})  # another segmenter
+    assert json.loads((out / ARCH / "run.json").read_text())["crops"]["segmenter_sha256"] == "b" * 64
+    assert run({"segmenter_sha256": "b" * 64, "crop_version": 2})  # another preprocessing
+
+
+def test_unknown_labels_train_with_a_finite_loss_and_validation_auc(tmp_path):
+    """A label the source does not annotate (empty in split.csv) is masked out of the loss and
+    of the validation AUC that early stopping watches: both stay finite, as do the thresholds."""
+    from ..helpers import tiny_cache
+
+    cache, split_csv = tiny_cache(tmp_path / "data", n_train=10, n_val=6)
+    frame = pd.read_csv(split_csv)
+    frame["b"] = frame["b"].astype("Int64")
+    frame.loc[[3, 4, 12, 13], "b"] = pd.NA  # unknown in train and in val
+    frame.to_csv(split_csv, index=False)
+    config = TrainConfig(**{**TINY, "epochs": 2, "monitor": "val_auc", "augment": False})
+    bundle = Bundle.load(train_ensemble(cache, split_csv, tmp_path / "ens", (ARCH,), config,
+                                        label_set="tiny"))
+    log = pd.read_csv(next((tmp_path / "ens").rglob("training_log.csv")))
+    assert np.isfinite(log[["loss", "val_loss", "auc", "val_auc"]].to_numpy()).all()
+    for entry in bundle.manifest["thresholds"].values():
+        assert np.isfinite(entry["ensemble"]).all()
