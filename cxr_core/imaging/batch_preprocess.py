@@ -27,7 +27,6 @@ from ..data.split_table import cache_path, read_split
 from .image_io import SUPPORTED_EXTENSIONS, load_image
 from .preprocessing import CROP_VERSION, crop_to_box, segment_works, to_work
 
-
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {s for s in SUPPORTED_EXTENSIONS if s}
@@ -89,7 +88,6 @@ def _record_identity(out_dir: Path, identity: dict) -> None:
 
 
 def list_images(folder: Path) -> list[Path]:
-
     """Image files (by extension) directly in a folder, sorted."""
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
@@ -201,7 +199,6 @@ def preprocess_split(images_dir: Path, split_csv: Path, out_dir: Path, segmenter
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _record_identity(out_dir, crop_identity(segmenter))
-
     log_path = out_dir / shard.log_name
     mine = [(str(r.ImageID), getattr(r, "ImageDir", None)) for r in table.itertuples()
             if shard.owns(str(r.ImageID))]

@@ -24,7 +24,6 @@ WORK_SIZE = 512
 CROP_VERSION = 1
 
 
-
 @dataclass
 class Preprocessed:
     """What the classifier and the explanation need from one X-ray."""

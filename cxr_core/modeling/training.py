@@ -20,7 +20,6 @@ import numpy as np
 from ..base.config import DEFAULT_SEGMENTER
 from ..data.split_table import cached_paths, read_split
 from ..imaging.batch_preprocess import cache_identity
-
 from .datasets import make_dataset
 from .losses import label_weights, make_weighted_bce
 from .model_building import GRAPH, build_classifier, set_classifier_weights
@@ -88,7 +87,6 @@ def run_fingerprint(arch: str, table, config: TrainConfig, initial_weights: list
     digest.update(get_arch(arch).name.encode())
     if crops is not None:
         digest.update(json.dumps(crops, sort_keys=True).encode())
-
     digest.update(rows[["ImageID", "split", *table.labels]].to_csv(index=False).encode())
     settings_ = {k: v for k, v in asdict(config).items() if k not in _RUNTIME_FIELDS}
     digest.update(json.dumps(settings_, sort_keys=True, default=str).encode())
@@ -193,7 +191,6 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
     out_dir.mkdir(parents=True, exist_ok=True)
     crops = cache_identity(cache_dir)
     fingerprint = run_fingerprint(spec.name, table, config, initial_weights, crops)
-
     _prepare_run_dir(out_dir, fingerprint)
     train, val = table.part("train"), table.part("val")
     y_train, y_val = table.targets("train"), table.targets("val")
@@ -269,7 +266,6 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
         "fingerprint": fingerprint,
         "crops": crops,
         "epochs_run": int(len(epochs)),
-
         "best_val_loss": best("val_loss", min),
         "best_monitored": best(config.monitor, max if mode == "max" else min),
         "train_seconds": round(time.perf_counter() - started, 1),
@@ -321,7 +317,6 @@ def train_ensemble(cache_dir: str | Path, split_csv: str | Path, out_dir: str | 
         start = initial[i] if initial is not None else None
         fingerprint = run_fingerprint(arch, table, config or TrainConfig(), start,
                                       cache_identity(cache_dir))
-
         record = load_finished_member(writing_dir(member_dir, strategy), table.labels, fingerprint)
         if record is not None:  # an interrupted ensemble run does not redo finished members
             log.info("%s already trained in %s with the same data, settings and start; reusing it",

@@ -70,8 +70,7 @@ def test_the_shipped_bundle_is_what_build_demo_trains():
     from cxr_core.imaging.segmentation import LungSegmenter
     from cxr_core.modeling.training import TrainConfig, run_fingerprint
 
-    bundle = Bundle.load(
-Path(__file__).resolve().parents[2] / "models" / "cxr-demo")
+    bundle = Bundle.load(Path(__file__).resolve().parents[2] / "models" / "cxr-demo")
     assert bundle.manifest["demo"] and "revision" not in bundle.manifest
     runs = bundle.manifest["training"]["members"]
     assert tuple(run["arch"] for run in runs) == DEMO_ARCHITECTURES
@@ -87,4 +86,3 @@ Path(__file__).resolve().parents[2] / "models" / "cxr-demo")
             assert crops == crop_identity(LungSegmenter.load())
         assert run["fingerprint"] == run_fingerprint(run["arch"], table, TrainConfig(**expected),
                                                      None, crops)
-
