@@ -13,7 +13,7 @@ import numpy as np
 import streamlit as st
 
 from cxr_core.base.errors import CxrError
-from cxr_core.explain.report import report_pdf, report_png
+from cxr_core.explain.report import report_pages, report_pdf, report_png
 from cxr_core.review.dicom_out import dicom_results
 from cxr_core.review.pipeline import normal_index
 from cxr_core.review.worklist import OPENABLE
@@ -26,6 +26,7 @@ from ui.common import (
     session_worklist,
 )
 from ui.input_check import render_input_check
+from ui.pacs import node_queue_panel, pacs_source, pacs_store_buttons
 from ui.uploads import ARCHIVE_TYPES, IMAGE_TYPES, too_large, upload_limit_mb
 from ui.viewer import show_viewer
 
@@ -56,6 +57,8 @@ for upload in uploads or []:
     new.append((upload.name, upload.getvalue()))
 if new or refused:
     worklist.add(new, refused)
+pacs_source(worklist)  # "From PACS" (DICOMweb), when a server is configured
+node_queue_panel()  # the DICOM node's queue, when a node keeps one here
 if worklist.counts["queued"] and not worklist.running:
     try:
         worklist.start(get_reviewer(str(bundle.path)), batch_size=BATCH_SIZE)
@@ -170,12 +173,13 @@ with results_col:
     if st.button("Prepare report" + (" and DICOM results" if review.image.dicom_ref else ""),
                  key="worklist_prepare"):
         with st.spinner("Preparing the report..."):
-            png = report_png(review)
+            pages = report_pages(review)
+            png = report_png(review, pages=pages)
             files = {"png": png, "pdf": report_pdf(review)}
             if review.image.dicom_ref is not None:
                 try:
-                    results = dicom_results(review, png)
-                    files.update(sr=results.sr, sc=results.sc)
+                    results = dicom_results(review, pages)  # no SC for a refused image
+                    files.update(sr=results.sr, **({"sc": results.sc} if results.sc else {}))
                 except CxrError as exc:
                     st.error(str(exc))
             reports[item.name] = files
@@ -187,8 +191,10 @@ with results_col:
     if "sr" in files:
         st.download_button("Findings (DICOM SR)", files["sr"], file_name=f"{stem}_findings_sr.dcm",
                            mime="application/dicom")
+    if "sc" in files:
         st.download_button("Report (DICOM Secondary Capture)", files["sc"],
                            file_name=f"{stem}_report_sc.dcm", mime="application/dicom")
+    pacs_store_buttons(worklist, item)  # studies retrieved from the PACS: results back by STOW-RS
 with feedback_col:
     st.markdown("**Expert feedback**")
     if feedback_form(review, item.data, key=f"worklist_feedback_{review.image.sha256[:12]}"):

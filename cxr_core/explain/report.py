@@ -305,11 +305,12 @@ def report_png(review, options: ReportOptions | None = None, pages: list[np.ndar
 
 
 def write_report(review, out_dir: Path, stem: str, options: ReportOptions | None = None,
-                 **choices) -> tuple[Path, Path]:
-    """Write `<stem>_report.png` and `<stem>_report.pdf`; returns their paths."""
+                 pages: list[np.ndarray] | None = None, **choices) -> tuple[Path, Path]:
+    """Write `<stem>_report.png` and `<stem>_report.pdf`; returns their paths. `pages`: the
+    report's pages when already drawn (`report_pages` with the same options)."""
     options = options or ReportOptions(**choices)
     out_dir.mkdir(parents=True, exist_ok=True)
     png, pdf = out_dir / f"{stem}_report.png", out_dir / f"{stem}_report.pdf"
-    png.write_bytes(report_png(review, options))
+    png.write_bytes(report_png(review, options, pages=pages))
     pdf.write_bytes(report_pdf(review, options))
     return png, pdf

@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 #: SOP classes of the X-rays the tool reviews: CR, DX for presentation, DX for processing
 XRAY_CLASSES = ("1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1.1")
 XRAY_MODALITIES = ("CR", "DX")
+#: libraries that log request URLs (with the search's patient text) at debug level
+QUIET_LOGGERS = ("dicomweb_client", "urllib3.connectionpool")
 
 
 class DicomWebError(CxrError):
@@ -52,6 +54,8 @@ class DicomWebClient:
     def __init__(self, config: DicomWebSettings, timeout_s: float = 30.0):
         if not config.configured:
             raise DicomWebError("No DICOMweb server is configured: set CXR_DICOMWEB_URL (docs/pacs.md).")
+        for name in QUIET_LOGGERS:  # their debug lines hold query URLs: patient names and IDs
+            logging.getLogger(name).setLevel(max(logging.getLogger(name).level, logging.INFO))
         import requests
         from dicomweb_client.api import DICOMwebClient
 
@@ -59,6 +63,7 @@ class DicomWebClient:
         if config.user:
             session.auth = (config.user, config.password)
         self.url = config.url
+        self._session = session
         self._client = DICOMwebClient(url=config.url, session=session)
         self._timeout = timeout_s
         session.request = _with_timeout(session.request, timeout_s)
@@ -74,6 +79,19 @@ class DicomWebClient:
         except requests.RequestException as exc:
             raise DicomWebError(f"The DICOMweb server at {self.url} cannot be reached to {what}.") from exc
 
+    def _qido(self, what: str, path: str, params: dict) -> list[dict]:
+        """A QIDO-RS GET with '*' left as is: some servers (Orthanc 1.10) do not match an encoded
+        wildcard, which is how dicomweb-client sends it."""
+        from urllib.parse import urlencode
+
+        def get():
+            response = self._session.get(f"{self.url}/{path}?{urlencode(params, doseq=True, safe='*')}",
+                                         headers={"Accept": "application/dicom+json"})
+            response.raise_for_status()
+            return response.json() if response.content else []
+
+        return self._call(what, get)
+
     def search_studies(self, date_from: date | None = None, date_to: date | None = None,
                        text: str = "", modality: str = "", body_part: str = "", limit: int = 100) -> list[StudyHit]:
         """QIDO-RS study search: date range, patient name/ID or accession text, modality
@@ -82,8 +100,6 @@ class DicomWebClient:
         if date_from or date_to:
             base["StudyDate"] = f"{date_from.strftime('%Y%m%d') if date_from else ''}-" \
                                 f"{date_to.strftime('%Y%m%d') if date_to else ''}"
-        if body_part:
-            base["BodyPartExamined"] = body_part.strip().upper()
         text = text.strip()
         searches = [dict(base)]
         if text:  # the text may be a name, a patient ID or an accession number
@@ -92,10 +108,9 @@ class DicomWebClient:
         hits: dict[str, StudyHit] = {}
         for modality_value in ([modality] if modality else list(XRAY_MODALITIES)):
             for filters in searches:
-                found = self._call("search studies", self._client.search_for_studies,
-                                   search_filters={**filters, "ModalitiesInStudy": modality_value},
-                                   fields=["StudyDescription", "BodyPartExamined", "NumberOfStudyRelatedInstances"],
-                                   limit=limit)
+                found = self._qido("search studies", "studies", {
+                    **filters, "ModalitiesInStudy": modality_value, "limit": limit,
+                    "includefield": ["StudyDescription", "NumberOfStudyRelatedInstances"]})
                 for item in found:
                     uid = _value(item, "0020000D")
                     if uid and uid not in hits:
@@ -104,6 +119,13 @@ class DicomWebClient:
                             _value(item, "00080050"), _value(item, "00081030"),
                             "\\".join(str(v) for v in item.get("00080061", {}).get("Value", [])),
                             int(_value(item, "00201208") or 0))
+        if body_part.strip():  # a series attribute: keep the studies with a matching series
+            keep = set()
+            for modality_value in ([modality] if modality else list(XRAY_MODALITIES)):
+                found = self._qido("search series", "series", {
+                    "BodyPartExamined": body_part.strip().upper(), "Modality": modality_value})
+                keep |= {_value(item, "0020000D") for item in found}
+            hits = {uid: hit for uid, hit in hits.items() if uid in keep}
         return sorted(hits.values(), key=lambda h: h.study_date, reverse=True)[:limit]
 
     def retrieve_xrays(self, study_uid: str) -> list[bytes]:

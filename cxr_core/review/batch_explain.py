@@ -10,7 +10,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..base.errors import CxrError
-from ..explain.report import write_report
+from ..explain.report import report_pages, write_report
 from ..imaging.batch_preprocess import list_images
 from .dicom_out import write_dicom_results
 from .pipeline import Reviewer
@@ -65,12 +65,15 @@ def explain_paths(inputs: list[Path], bundle_dir: Path, out_dir: Path, all_label
                             log.warning("skipped %s: %s (--force explains it anyway)", path.name,
                                         review.input_check.reason)
                             continue
-                    png, _ = write_report(review, out_dir, path.stem, include_all=all_labels,
-                                          uncertainty=uncertainty)
+                    dicom = dicom_out and review.image.dicom_ref is not None
+                    pages = report_pages(review, include_all=all_labels,
+                                         uncertainty=uncertainty) if dicom else None
+                    write_report(review, out_dir, path.stem, pages=pages, include_all=all_labels,
+                                 uncertainty=uncertainty)
                     if save_maps:
                         write_maps(review, out_dir, path.stem)
-                    if dicom_out and review.image.dicom_ref is not None:
-                        write_dicom_results(review, png.read_bytes(), out_dir, path.stem)
+                    if dicom:  # the Secondary Capture: one frame per report page
+                        write_dicom_results(review, pages, out_dir, path.stem)
                     elif dicom_out:
                         log.info("%s is not a DICOM image with UIDs: no DICOM results for it", path.name)
                     records += review.record(path.name)
