@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from cxr_core.pacs.settings import Destination, PacsSettingsError, dicomweb_settings, node_settings
+from cxr_core.pacs.settings import (
+    Destination,
+    PacsSettingsError,
+    dicomweb_settings,
+    node_settings,
+)
 
 KEYS = ("CXR_NODE_AET", "CXR_NODE_HOST", "CXR_NODE_PORT", "CXR_NODE_ALLOW", "CXR_NODE_SEND_TO",
         "CXR_NODE_QUEUE", "CXR_NODE_RETRY_S", "CXR_NODE_RETRY_MAX_S", "CXR_DICOMWEB_URL",
