@@ -204,3 +204,16 @@ def test_dicom_keeps_its_uids_and_voi_window_but_no_patient_tags():
     assert load_image(_png(_xray()), filename="a.png").window is None
     text = repr(windowed.dicom_ref) + repr(windowed.window)
     assert "Secret" not in text and "ID-123" not in text and "1950" not in text
+
+
+def test_dicom_patient_study_is_kept_in_memory_with_its_repr_withheld():
+    from tests.helpers import dicom_xray_bytes
+
+    img = load_image(dicom_xray_bytes(), filename="p.dcm")
+    patient = img.patient_study
+    assert (patient.patient_name, patient.patient_id, patient.patient_birth_date) == \
+        ("Secret^Person", "ID-123", "19500101")
+    assert patient.study_date == "" and patient.pixel_spacing is None  # absent in the source
+    for text in (repr(patient), str(patient), repr(img)):
+        assert "Secret" not in text and "ID-123" not in text and "1950" not in text
+    assert load_image(_png(_xray()), filename="a.png").patient_study is None
