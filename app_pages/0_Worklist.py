@@ -160,6 +160,10 @@ next_col.button("Reviewed, next ▶", on_click=next_study, width="stretch",
 item = worklist.item(worklist.current)
 review = item.review
 st.subheader(PurePosixPath(item.name).name)
+if not item.owns(review):  # never draw one file's findings under another file's name
+    st.info("Still working on this study: the page updates when its review is ready.")
+    st.stop()
+st.caption(f"SHA-256 `{review.image.sha256[:12]}` (the image these findings were computed from)")
 if not render_input_check(review):  # refused: its sentence, no findings unless shown anyway
     st.stop()
 normal_warning(review)

@@ -56,18 +56,18 @@ def _choose_sample() -> None:
                           "digest": hashlib.sha256(data).hexdigest()}
 
 
-def _take_upload(widget_key: str) -> None:
-    """A file was uploaded: it replaces the current image (and any sample) before the page is
-    drawn, so one script run shows its review; the uploader is emptied (a new key), the image
-    is kept."""
-    uploaded = st.session_state.get(widget_key)
-    if uploaded is None:
-        return
+def _take_upload(uploaded) -> None:
+    """A file the uploader holds that this tab has not taken yet replaces the current image (and
+    any sample). Read from the uploader's value in the page body, under one fixed widget key:
+    a key that changed after each upload let a second file chosen while the first was being
+    reviewed land on a widget the next run no longer had, and that file was silently lost."""
     kept = tab_state()
+    if uploaded is None or kept.get("upload_id") == uploaded.file_id:
+        return
     data = uploaded.getvalue()
     kept["source"] = {"kind": "upload", "name": uploaded.name, "data": data,
                       "digest": hashlib.sha256(data).hexdigest()}
-    kept["upload_generation"] = kept.get("upload_generation", 0) + 1
+    kept["upload_id"] = uploaded.file_id
     st.session_state["w_sample"] = NO_SAMPLE
     remember("sample")
 
@@ -92,12 +92,9 @@ def review_page() -> None:
     # --- input: one source at a time ----------------------------------------------------------
     upload_col, sample_col = st.columns([3, 2])
     with upload_col:
-        generation = kept.setdefault("upload_generation", 0)
-        st.file_uploader("Chest X-ray (PNG, JPEG or DICOM)",
-                         type=IMAGE_TYPES,
-                         max_upload_size=limit, key=f"upload_{generation}",
-                         on_change=_take_upload, args=(f"upload_{generation}",),
-                         help=f"Up to {limit} MB; PA view preferred.")
+        _take_upload(st.file_uploader("Chest X-ray (PNG, JPEG or DICOM)", type=IMAGE_TYPES,
+                                      max_upload_size=limit, key="upload",
+                                      help=f"Up to {limit} MB; PA view preferred."))
     samples = sorted(SAMPLES_DIR.glob("*.png")) if SAMPLES_DIR.is_dir() else []
     with sample_col:
         st.selectbox("...or try a sample", [NO_SAMPLE] + [p.name for p in samples],
@@ -122,21 +119,44 @@ def review_page() -> None:
     except CxrError as exc:  # e.g. an unknown CXR_ENGINE or a damaged TensorFlow Lite member
         st.error(f"The models could not be loaded: {exc}")
         st.stop()
+    # everything below draws into one slot, so that a new image replaces the previous image's
+    # results at once (a "working" notice) instead of leaving them on screen while it runs
+    slot = st.empty()
     key = (bundle.bundle_id, source["digest"])
     if st.session_state.get("review_key") != key:
+        # the previous review goes first: a run stopped half-way never leaves it paired with
+        # this source
+        for name in ("review_key", "review", "images"):
+            st.session_state.pop(name, None)
         try:
-            with st.spinner("Segmenting the lungs, running the models and computing heatmaps..."):
-                review = reviewer.review_one(data, filename=source["name"])
+            with slot.container():
+                st.info(f"Working on **{_escape(source['name'])}** (SHA-256 `{source['digest'][:12]}`)...")
+                with st.spinner("Segmenting the lungs, running the models and computing heatmaps..."):
+                    review = reviewer.review_one(data, filename=source["name"])
         except CxrError as exc:
-            st.error(f"This file cannot be reviewed: {exc}")
+            slot.error(f"This file cannot be reviewed: {exc}")
             st.stop()
         except Exception:  # never show a traceback to the user
             log.exception("unexpected error while reviewing an upload")
-            st.error("Something went wrong while analysing this image. Please try another file.")
+            slot.error("Something went wrong while analysing this image. Please try another file.")
             st.stop()
         st.session_state.update(review_key=key, review=review, images={})
-    review = st.session_state["review"]
+    review = st.session_state.get("review")
+    if not belongs_to(review, source):  # never draw one image's findings under another's name
+        slot.info(f"Still working on **{_escape(source['name'])}**: the page updates when its "
+                  "review is ready.")
+        st.stop()
+    with slot.container():
+        show_review(review, data)
 
+
+def belongs_to(review, source: dict) -> bool:
+    """Whether `review` is the review of `source` (the SHA-256 of the bytes it was made from)."""
+    return review is not None and review.image.sha256 == source["digest"]
+
+
+def show_review(review, data: bytes) -> None:
+    """The review of one image: its input check, findings, viewer, heatmaps, report, feedback."""
     # --- input check: is this a frontal chest X-ray? (findings hidden unless shown anyway) ----
     if not render_input_check(review):
         return
@@ -194,7 +214,8 @@ def show_overview(review):
         st.subheader("Findings")
         positives = int(review.findings.sum())
         st.markdown(f"**{positives}** positive finding(s) of {len(review.labels)} "
-                    f"(thresholds: {review.threshold_method}, chosen on validation).")
+                    f"(thresholds: {review.threshold_method}, chosen on validation) for the image "
+                    f"with SHA-256 `{review.image.sha256[:12]}`.")
         normal_warning(review)
     return right
 

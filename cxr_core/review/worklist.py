@@ -13,6 +13,7 @@ No Streamlit here: the Worklist page drives this module from a background thread
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import threading
@@ -104,6 +105,17 @@ def _zip_members(name: str, data: bytes) -> tuple[list[tuple[str, bytes]], str |
     return members, None
 
 
+def _unique(name: str, taken: set[str]) -> str:
+    """`name`, or `stem (2).ext`, `stem (3).ext`... when already listed: a study is opened by its
+    name, so two different files called 'image.dcm' must not share one."""
+    path, candidate, n = PurePosixPath(name), name, 1
+    while candidate in taken:
+        n += 1
+        candidate = str(path.with_name(f"{path.stem} ({n}){path.suffix}"))
+    taken.add(candidate)
+    return candidate
+
+
 @dataclass
 class WorkItem:
     """One file of the worklist and where it stands."""
@@ -115,6 +127,15 @@ class WorkItem:
     review: Review | None = field(default=None, repr=False)
     triage: float | None = None
     reviewed: bool = False  # a person has read it (moved on with "next", or sent feedback)
+    sha256: str = ""  # of `data`: the page checks that the review it shows was made from it
+
+    def __post_init__(self) -> None:
+        if not self.sha256:
+            self.sha256 = hashlib.sha256(self.data).hexdigest()
+
+    def owns(self, review: Review | None) -> bool:
+        """Whether `review` was made from this item's bytes (never show another file's findings)."""
+        return review is not None and review.image.sha256 == self.sha256
 
     @property
     def fallback(self) -> bool | None:
@@ -142,6 +163,7 @@ class Worklist:
         failures += refused or []
         with self._lock:
             known = {(len(item.data), hash(item.data)) for item in self.items if item.data}
+            names = {item.name for item in self.items}
             added = []
             for name, data in images:
                 content = (len(data), hash(data))
@@ -149,8 +171,8 @@ class Worklist:
                     self.duplicates.append(name)
                     continue
                 known.add(content)
-                added.append(WorkItem(name, data))
-            added += [WorkItem(n, b"", status="failed", error=e) for n, e in failures]
+                added.append(WorkItem(_unique(name, names), data))
+            added += [WorkItem(_unique(n, names), b"", status="failed", error=e) for n, e in failures]
             self.items += added
         return len(added)
 

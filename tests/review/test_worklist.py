@@ -147,3 +147,19 @@ def test_what_the_input_check_refuses_is_listed_as_refused_without_findings(revi
     assert refused["triage score"] is None or np.isnan(refused["triage score"])
     assert worklist.item("noise.dcm").review is not None  # the expert can still look
     assert worklist.next_name(SAMPLES[0].name) == "noise.dcm"
+
+
+def test_two_files_with_one_name_are_two_studies_each_owning_only_its_review(reviewer):
+    """Two different X-rays both called 'image.png' (two patients): each keeps its own row and
+    its own review; a review made from other bytes is never taken as an item's own."""
+    worklist = Worklist()
+    assert worklist.add([("image.png", SAMPLES[0].read_bytes()), ("image.png", SAMPLES[1].read_bytes()),
+                         ("z.zip/d/image.png", b"")]) == 3
+    assert [item.name for item in worklist.items] == ["image.png", "image (2).png", "z.zip/d/image.png"]
+    worklist.start(reviewer, batch_size=2)
+    worklist.wait(600)
+    first, second = worklist.item("image.png"), worklist.item("image (2).png")
+    assert first.data == SAMPLES[0].read_bytes() and second.data == SAMPLES[1].read_bytes()
+    assert first.owns(first.review) and second.owns(second.review)
+    assert not first.owns(second.review) and not second.owns(first.review)
+    assert not first.owns(None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import cv2
@@ -11,20 +10,12 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+pytestmark = pytest.mark.usefixtures("app_env")  # tests/ui/conftest.py
+
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 300  # importing TensorFlow and building the models is slow on 2 cores
 
 
-@pytest.fixture(autouse=True)
-def app_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("CXR_DB_URL", raising=False)
-    monkeypatch.delenv("CXR_BUNDLE", raising=False)
-    monkeypatch.chdir(REPO)
-    # AppTest installs the page as sys.modules["__main__"] and leaves it there; restore it, or
-    # later tests that spawn processes (which re-import __main__) would run a page instead
-    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
-    return tmp_path
 
 
 def sample_bytes(index: int = 0) -> tuple[str, bytes]:
@@ -175,8 +166,13 @@ def test_one_source_at_a_time_and_its_name_shown_with_the_results():
     assert any("my\\_upload" in m.value and "(upload" in m.value for m in at.markdown)
     at.selectbox[0].select_index(2)
     at.run()
-    assert not at.file_uploader[0].value  # the sample replaced the upload
-    assert any(at.selectbox[0].value.split("_")[0] in m.value for m in at.markdown)
+    # the sample replaced the upload (the uploader keeps showing the file it took: its key is
+    # fixed, so that a file chosen during a review is never lost)
+    assert any(at.selectbox[0].value.split("_")[0] in m.value and "(sample" in m.value
+               for m in at.markdown)
+    assert not any("my\\_upload" in m.value for m in at.markdown)
+    at.run()  # the uploader still holds the same file: it is not taken again
+    assert any("(sample" in m.value for m in at.markdown)
     next(b for b in at.button if b.label == "Clear image").click()
     at.run()
     assert any("Upload an X-ray" in i.value for i in at.info) and not at.dataframe
@@ -367,3 +363,22 @@ def test_a_segmentation_fallback_is_named_with_its_reason():
     assert not at.exception
     assert [w.value for w in at.warning] == [
         "Lung segmentation fell back to the whole image (no lung found); findings may be less reliable."]
+
+
+def test_a_review_is_drawn_only_under_the_image_it_was_made_from():
+    """The page checks the SHA-256 the review carries against the source it shows: a review of
+    another image (a run stopped half-way) is never drawn; the page says it is still working."""
+    name, data = sample_bytes(0)
+    at = run_review((name, data, "image/png"))
+    first_review = at.session_state["review"]
+    assert any(f"SHA-256 `{first_review.image.sha256[:12]}`" in m.value and "positive finding(s)" in m.value
+               for m in at.markdown)
+    other_name, other = sample_bytes(1)
+    at.file_uploader[0].set_value((other_name, other, "image/png"))
+    at.run()
+    assert at.session_state["review"].image.sha256 != first_review.image.sha256
+    at.session_state["review"] = first_review  # paired with the second source's key
+    at.run()
+    assert not at.exception
+    assert any("Still working on" in i.value for i in at.info)
+    assert not at.dataframe and not any("positive finding(s)" in m.value for m in at.markdown)

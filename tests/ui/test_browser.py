@@ -98,8 +98,10 @@ def _bundle_labels() -> list[str]:
 
 
 def _nav_titles() -> list[str]:
-    """The sidebar's expected pages: Review, then every file in app_pages/ by its title."""
-    names = [re.sub(r"^\d+_", "", p.stem).replace("_", " ") for p in sorted((REPO / "app_pages").glob("*.py"))]
+    """The sidebar's expected pages: Review, then every numbered file in app_pages/ by its title
+    (as app.py routes them)."""
+    names = [re.sub(r"^\d+_", "", p.stem).replace("_", " ")
+             for p in sorted((REPO / "app_pages").glob("[0-9]*_*.py"))]
     return ["Review"] + names
 
 
