@@ -115,9 +115,27 @@ def _train_config(args):
                        monitor=args.monitor)
 
 
+def _use_imagenet_files(paths: list[Path] | None, archs) -> None:
+    """`--imagenet-weights`: each file serves the architecture whose stock Keras file name it
+    has, or the command's only architecture."""
+    from .modeling.model_building import use_imagenet_weights
+    from .modeling.registry import get_arch
+
+    specs = [get_arch(arch) for arch in archs]
+    for path in paths or []:
+        match = [s for s in specs if s.weights_file == Path(path).name] or (
+            specs if len(specs) == 1 else [])
+        if not match:
+            raise CxrError(f"--imagenet-weights {path}: give the file its Keras name ("
+                           + ", ".join(s.weights_file for s in specs)
+                           + ") so it is clear which architecture it is for.")
+        use_imagenet_weights(match[0].name, path)
+
+
 def _cmd_train(args) -> int:
     from .modeling.training import train_member
 
+    _use_imagenet_files(args.imagenet_weights, [args.arch])
     record = train_member(args.arch, args.data, args.split, args.out, _train_config(args),
                           strategy=args.strategy)
     record.pop("classifier", None)
@@ -132,6 +150,7 @@ def _cmd_train_ensemble(args) -> int:
     from .modeling.training import train_ensemble
 
     strategy = make_strategy(args.strategy)
+    _use_imagenet_files(args.imagenet_weights, args.arch or METHOD_ARCHITECTURES)
     bundle = train_ensemble(args.data, args.split, args.out, tuple(args.arch or METHOD_ARCHITECTURES),
                             _train_config(args),
                             label_set=args.label_set, strategy=strategy)
@@ -276,6 +295,12 @@ def _cmd_retrain(args) -> int:
 
 
 # --- parser ----------------------------------------------------------------------------------
+def _imagenet_weights_argument(p) -> None:
+    p.add_argument("--imagenet-weights", type=Path, action="append", default=None,
+                   metavar="PATH", help="ImageNet weights file to start from (repeatable; "
+                   "default: Keras's own file name under ~/.keras/models)")
+
+
 def _training_arguments(p) -> None:
     from .modeling.runtime import STRATEGIES
 
@@ -288,6 +313,7 @@ def _training_arguments(p) -> None:
     p.add_argument("--epochs", type=int, default=350)
     p.add_argument("--patience", type=int, default=25)
     p.add_argument("--weights", default="imagenet", choices=["imagenet", "none"])
+    _imagenet_weights_argument(p)
     p.add_argument("--mixed-precision", default="auto", choices=["auto", "on", "off"])
     p.add_argument("--xla", action="store_true")
     p.add_argument("--seed", type=int, default=0)
@@ -493,6 +519,7 @@ def _cmd_build_demo(args) -> int:
                                epochs=args.epochs, max_minutes=args.max_minutes,
                                batch_size=args.batch_size, monitor=args.monitor,
                                augment=args.augment)
+    _use_imagenet_files(args.imagenet_weights, args.arch or args.arch_default)
     from .explain.engines import compile_bundle
     from .modeling.bundle import Bundle
 
@@ -529,6 +556,7 @@ def _register_build_demo(sub) -> None:
     p.add_argument("--augment", default=None, choices=["mild", "method"],
                    help="classifier augmentation (default: mild)")
     p.add_argument("--seed", type=int, default=0)
+    _imagenet_weights_argument(p)
     p.set_defaults(func=_cmd_build_demo, arch_default=DEMO_ARCHITECTURES)
 
 

@@ -43,3 +43,18 @@ def test_fit_input_check_missing_images_is_one_sentence(tmp_path, capsys):
     assert main(["fit-input-check", "--bundle", str(bundle), "--images", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert "'train' images are not under" in err and "Traceback" not in err
+
+
+def test_missing_imagenet_weights_file_is_one_sentence_before_training(tmp_path, capsys):
+    missing = tmp_path / "mobilenet_2_5_224_tf_no_top.h5"
+    common = ["--data", str(tmp_path), "--split", str(tmp_path / "s.csv"), "--out", str(tmp_path / "o"),
+              "--imagenet-weights", str(missing)]
+    assert main(["train", "--arch", "MobileNet", *common]) == 2
+    assert main(["train-ensemble", "--arch", "MobileNet", "--arch", "MobileNetV2", *common]) == 2
+    # two architectures and a file not named as Keras names it: which one is it for?
+    assert main(["train-ensemble", "--arch", "MobileNet", "--arch", "MobileNetV2", *common[:-1],
+                 str(tmp_path / "weights.h5")]) == 2
+    err = capsys.readouterr().err
+    assert err.count(f"No ImageNet weights file at {missing}") == 2
+    assert "give the file its Keras name" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # refused before anything was trained

@@ -172,19 +172,60 @@ def _check_stem_scale(pretrained, spec: ArchSpec) -> None:
                        "what the registry expects; update ArchSpec.imagenet_stem_scale.")
 
 
+#: ImageNet weights files named explicitly (`use_imagenet_weights`), by architecture name;
+#: they take precedence over Keras's cache.
+_IMAGENET_FILES: dict[str, Path] = {}
+
+
+def use_imagenet_weights(arch: str, path: str | Path) -> Path:
+    """Load `arch`'s ImageNet weights from this file instead of Keras's cache (the CLI's
+    `--imagenet-weights`); a missing file is refused at once, before any training starts."""
+    spec = get_arch(arch)
+    file = Path(path).expanduser()
+    if spec.imagenet_stem_scale is not None:  # Keras adds its stem only for weights="imagenet"
+        raise WeightsUnavailableError(
+            f"{spec.name} reads its ImageNet weights from Keras's cache only; put "
+            f"'{spec.weights_file}' in {keras_cache_dir()}.")
+    if not file.is_file():
+        raise WeightsUnavailableError(
+            f"No ImageNet weights file at {file}; pass the path of '{spec.weights_file}'.")
+    _IMAGENET_FILES[spec.name] = file
+    return file
+
+
+def imagenet_weights_file(arch: str) -> Path | None:
+    """The local ImageNet weights file of `arch`: the one named with `use_imagenet_weights`,
+    else Keras's cached copy (~/.keras/models/<stock name>); None when neither exists."""
+    spec = get_arch(arch)
+    if spec.name in _IMAGENET_FILES:
+        return _IMAGENET_FILES[spec.name]
+    cached = keras_cache_dir() / spec.weights_file
+    return cached if cached.is_file() else None
+
+
 def _construct(spec: ArchSpec, weights: str | None, **kwargs):
     import keras
 
     ctor = getattr(keras.applications, spec.constructor)
+    # a local file is loaded by path (no download is ever tried); Keras builds an ImageNet stem
+    # rescaling (EfficientNet) only for weights="imagenet", and finds its cached file itself
+    local = (imagenet_weights_file(spec.name)
+             if weights == "imagenet" and spec.imagenet_stem_scale is None else None)
     try:
-        return ctor(include_top=False, weights=weights, **dict(spec.kwargs), **kwargs)
+        return ctor(include_top=False, weights=str(local) if local else weights,
+                    **dict(spec.kwargs), **kwargs)
     except Exception as exc:  # keras raises a bare Exception("URL fetch failure ...") offline
         if weights != "imagenet":
             raise
         cached = keras_cache_dir() / spec.weights_file
+        if local is not None:
+            raise WeightsUnavailableError(
+                f"The ImageNet weights file {local} does not fit {spec.name} "
+                f"({spec.weights_file} is expected).") from exc
         raise WeightsUnavailableError(
             f"ImageNet weights for {spec.name} could not be loaded or downloaded; put "
-            f"'{spec.weights_file}' in {cached.parent} (or connect to the internet)."
+            f"'{spec.weights_file}' in {cached.parent} or pass --imagenet-weights PATH "
+            "(or connect to the internet)."
         ) from exc
 
 

@@ -7,6 +7,7 @@ from cxr_core.base.errors import WeightsUnavailableError
 from cxr_core.modeling.model_building import build_classifier, feature_layer_name
 from cxr_core.modeling.registry import ARCHITECTURES, get_arch
 
+from ..conftest import SHARED, require
 from ..helpers import LABELS, classifier, input_size_for, xray_batch
 
 
@@ -50,6 +51,69 @@ def test_imagenet_weights_offline_fail_with_clear_message(monkeypatch, tmp_path)
         build_classifier("MobileNetV2", LABELS, 96, weights="imagenet")
     message = str(exc.value)
     assert "mobilenet_v2_weights" in message and str(tmp_path) in message
+    assert "--imagenet-weights" in message
+
+
+IMAGENET_MOBILENET = SHARED.parent / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
+
+
+def _stored_kernel(path, layer: str) -> np.ndarray:
+    """A layer's first weight array as stored in a Keras Applications .h5 file."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        names = []
+        f[layer].visititems(lambda name, obj: names.append(name) if hasattr(obj, "shape") else None)
+        return np.asarray(f[layer][sorted(names)[0]])
+
+
+@pytest.fixture
+def no_named_weights(monkeypatch, tmp_path):
+    """An empty Keras cache and no file named with `use_imagenet_weights`."""
+    from cxr_core.modeling import model_building
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(model_building, "_IMAGENET_FILES", {})
+    return tmp_path / "keras" / "models"
+
+
+def test_imagenet_weights_load_from_a_named_file_or_keras_cache(no_named_weights):
+    import shutil
+
+    from cxr_core.modeling.model_building import imagenet_weights_file, use_imagenet_weights
+
+    source = require(IMAGENET_MOBILENET)
+    expected = _stored_kernel(source, "conv_pw_13")
+    assert imagenet_weights_file("MobileNet") is None
+    use_imagenet_weights("mobilenet", source)  # the CLI's --imagenet-weights
+    named = build_classifier("MobileNet", LABELS, 96, weights="imagenet")
+    assert np.array_equal(named.model.get_layer("conv_pw_13").get_weights()[0], expected)
+    # the head and the other members stay random: only the backbone is ImageNet's
+    scratch = build_classifier("MobileNet", LABELS, 96, weights=None)
+    assert not np.allclose(scratch.model.get_layer("conv_pw_13").get_weights()[0], expected)
+
+    from cxr_core.modeling import model_building
+
+    model_building._IMAGENET_FILES.clear()
+    no_named_weights.mkdir(parents=True)
+    shutil.copy(source, no_named_weights / "mobilenet_2_5_224_tf_no_top.h5")  # Keras's own place
+    assert imagenet_weights_file("MobileNet") == no_named_weights / "mobilenet_2_5_224_tf_no_top.h5"
+    cached = build_classifier("MobileNet", LABELS, 224, weights="imagenet")
+    assert np.array_equal(cached.model.get_layer("conv_pw_13").get_weights()[0], expected)
+
+
+def test_missing_or_unfit_imagenet_file_is_one_clear_sentence(no_named_weights, tmp_path):
+    from cxr_core.modeling.model_building import use_imagenet_weights
+
+    with pytest.raises(WeightsUnavailableError, match="No ImageNet weights file at .*missing.h5"):
+        use_imagenet_weights("MobileNet", tmp_path / "missing.h5")
+    with pytest.raises(WeightsUnavailableError, match="Keras's cache only"):
+        use_imagenet_weights("EfficientNetB0", tmp_path / "missing.h5")
+    wrong = tmp_path / "not_weights.h5"
+    wrong.write_bytes(b"not an HDF5 file")
+    use_imagenet_weights("MobileNet", wrong)
+    with pytest.raises(WeightsUnavailableError, match="does not fit MobileNet"):
+        build_classifier("MobileNet", LABELS, 96, weights="imagenet")
 
 
 def test_save_and_load_keeps_feature_layer(tmp_path):
