@@ -15,8 +15,7 @@ import streamlit as st
 from cxr_core.base.errors import CxrError
 from cxr_core.explain.report import report_pages, report_pdf, report_png
 from cxr_core.review.dicom_out import dicom_results
-from cxr_core.review.pipeline import normal_index
-from cxr_core.review.worklist import OPENABLE
+from cxr_core.review.worklist import CRITICAL_WEIGHT, OPENABLE
 from ui.common import (
     demo_banner,
     feedback_form,
@@ -83,7 +82,9 @@ def progress() -> None:
     else:
         st.caption(f"{counts['ready']} analysed, {counts['refused']} refused by the input check, "
                    f"{counts['failed']} failed, "
-                   f"{int((worklist.table()['reviewed'] == 'yes').sum())} reviewed by a reader.")
+                   f"{int((worklist.table()['read'] == 'reported').sum())} reported by a reader "
+                   f"(feedback sent), {int((worklist.table()['read'] == 'seen').sum())} seen without "
+                   f"a report.")
     if (done, counts["total"]) != st.session_state.get("worklist_progress_seen"):
         st.session_state["worklist_progress_seen"] = (done, counts["total"])
         if st.session_state.get("worklist_progress_shown"):
@@ -117,15 +118,15 @@ def open_from_picker() -> None:
 
 def next_study() -> None:
     if worklist.current:
-        worklist.mark_reviewed(worklist.current)
+        worklist.mark_seen(worklist.current)  # moving on is not a report
     following = worklist.next_name(worklist.current)
     if following:
         worklist.current = following
 
 
-has_normal = normal_index(bundle.labels) is not None
-score_help = ("1 - p(normal)" if has_normal else
-              "highest probability divided by its label's threshold (1 or more: a finding passes)")
+score_help = ("the largest margin of a finding over its threshold (0 to 1 above it, counted "
+              f"{CRITICAL_WEIGHT}x for a critical finding; below 0 when nothing passes); "
+              "'normal' is left out")
 shown = table.copy()
 shown.insert(0, "open", np.where(shown["file"] == worklist.current, "▶", ""))
 st.dataframe(
@@ -137,11 +138,16 @@ st.dataframe(
                    "top findings": st.column_config.TextColumn("top findings", width="medium"),
                    "triage score": st.column_config.NumberColumn("triage score", format="%.3f",
                                                                  width=95, help=score_help),
+                   "why": st.column_config.TextColumn(
+                       "why", width="medium", help="the finding that sets the study's place in the list"),
                    "segmentation fallback": st.column_config.CheckboxColumn(
                        "segmentation fallback", width=160,
                        help="the lung segmentation failed and the whole image was used"),
-                   "reviewed": st.column_config.TextColumn("reviewed", width=80)})
-caption = f"Most abnormal first. Triage score: {score_help}. Click a row to open the study."
+                   "read": st.column_config.TextColumn(
+                       "read", width=80, help="reported: feedback sent; seen: moved past with "
+                       "'Reviewed, next' without a report")})
+caption = (f"Strongest finding that matters first. Triage score: {score_help}. Click a row to "
+           "open the study.")
 if worklist.duplicates:
     caption += (f" {len(worklist.duplicates)} file(s) skipped: the same image is already listed "
                 f"({', '.join(worklist.duplicates[:3])}{'...' if len(worklist.duplicates) > 3 else ''}).")
@@ -156,7 +162,8 @@ st.session_state["worklist_open"] = worklist.current
 pick_col, next_col = st.columns([4, 1])
 pick_col.selectbox("Open study", ready_names, key="worklist_open", on_change=open_from_picker)
 next_col.button("Reviewed, next ▶", on_click=next_study, width="stretch",
-                help="mark this study as read and open the next one down the list")
+                help="mark this study as seen (a report needs the feedback below) and open the "
+                     "next one down the list")
 item = worklist.item(worklist.current)
 review = item.review
 st.subheader(PurePosixPath(item.name).name)
@@ -202,4 +209,4 @@ with results_col:
 with feedback_col:
     st.markdown("**Expert feedback**")
     if feedback_form(review, item.data, key=f"worklist_feedback_{review.image.sha256[:12]}"):
-        worklist.mark_reviewed(item.name)
+        worklist.mark_reported(item.name)

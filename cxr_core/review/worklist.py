@@ -1,13 +1,19 @@
 """A worklist: many X-rays (or zip archives of them) reviewed in batches, ordered by a triage
-score so that the most abnormal study is read first.
+score so that the study with the strongest finding that matters is read first.
 
-Triage score (`triage_score`):
-- bundle with a 'normal' label ('Normal', 'No finding', ...): 1 - p(normal), in [0, 1];
-- otherwise the highest probability relative to its label's threshold, max_k p_k / t_k:
-  1 or more means at least one finding passes its threshold.
+Triage score (`triage_score`), over every finding except 'normal':
+- each finding's margin over its threshold t, scaled to [-1, 1]: (p - t) / (1 - t) above it,
+  (p - t) / t below it;
+- a margin above the threshold counts CRITICAL_WEIGHT times for a critical finding
+  (`CRITICAL_FINDINGS`: read first when present);
+- the score is the largest of these: a study with a positive finding (score > 0) ranks above
+  every study without one (score <= 0, the nearest miss first). `triage_reason` says why in words.
+'normal' is left out: 1 - p(normal) ranked a strong pulmonary edema below a 'No Finding' image.
 Files that cannot be reviewed stay in the list as failed, with the loader's one sentence; files
 the input check refuses (not a frontal chest X-ray) are listed as refused, with its sentence
 instead of findings and no triage score, below the reviewed studies.
+A study is "seen" when the reader moved past it ("Reviewed, next") and "reported" once feedback
+was sent for it: moving on without answering is not a report.
 No Streamlit here: the Worklist page drives this module from a background thread.
 """
 
@@ -41,13 +47,44 @@ MAX_ARCHIVE_BYTES = 2_000_000_000  # uncompressed bytes read from one zip (zip-b
 TOP_FINDINGS = 3
 
 
-def triage_score(review: Review) -> float:
-    """How abnormal a study looks (module docstring): higher is read first."""
+#: findings that call for action the same day, read first when positive (lower-case label
+#: names; PadChest and NIH spellings)
+CRITICAL_FINDINGS = frozenset({
+    "pneumothorax", "tension pneumothorax", "pneumoperitoneum", "pneumomediastinum",
+    "pulmonary edema", "edema"})
+CRITICAL_WEIGHT = 1.5
+
+
+def _margins(review: Review) -> tuple[list[int], np.ndarray]:
+    """The findings ranked (all but 'normal') and each one's margin over its threshold, in [-1, 1]."""
     k_normal = normal_index(review.labels)
-    if k_normal is not None:
-        return float(1.0 - review.probs[k_normal])
-    thresholds = np.maximum(np.asarray(review.thresholds, np.float64), 1e-6)
-    return float(np.max(np.asarray(review.probs, np.float64) / thresholds))
+    ks = [k for k in range(len(review.labels)) if k != k_normal]
+    probs = np.asarray(review.probs, np.float64)[ks]
+    thresholds = np.clip(np.asarray(review.thresholds, np.float64)[ks], 1e-6, 1 - 1e-6)
+    margins = np.where(probs >= thresholds, (probs - thresholds) / (1 - thresholds),
+                       (probs - thresholds) / thresholds)
+    weights = np.array([CRITICAL_WEIGHT if review.labels[k].lower() in CRITICAL_FINDINGS else 1.0
+                        for k in ks])
+    return ks, np.where(margins > 0, margins * weights, margins)
+
+
+def triage_score(review: Review) -> float:
+    """How urgently a study should be read (module docstring): higher is read first."""
+    _, weighted = _margins(review)
+    return float(weighted.max()) if weighted.size else 0.0
+
+
+def triage_reason(review: Review) -> str:
+    """Why a study is where it is: the finding that set its triage score, in words."""
+    ks, weighted = _margins(review)
+    if not ks:
+        return "no finding to rank"
+    k = ks[int(np.argmax(weighted))]
+    p, t = float(review.probs[k]), float(review.thresholds[k])
+    if weighted.max() > 0:
+        critical = ", critical" if review.labels[k].lower() in CRITICAL_FINDINGS else ""
+        return f"{review.labels[k]} {p:.2f} above its threshold {t:.2f}{critical}"
+    return f"nothing above threshold; nearest: {review.labels[k]} {p:.2f} (threshold {t:.2f})"
 
 
 def top_findings(review: Review, n: int = TOP_FINDINGS) -> str:
@@ -126,7 +163,8 @@ class WorkItem:
     error: str | None = None
     review: Review | None = field(default=None, repr=False)
     triage: float | None = None
-    reviewed: bool = False  # a person has read it (moved on with "next", or sent feedback)
+    seen: bool = False  # a reader moved past it ("Reviewed, next"), with or without answers
+    reported: bool = False  # feedback was sent for it
     sha256: str = ""  # of `data`: the page checks that the review it shows was made from it
 
     def __post_init__(self) -> None:
@@ -260,11 +298,19 @@ class Worklist:
         position = names.index(name)
         return names[position + 1] if position + 1 < len(names) else None
 
-    def mark_reviewed(self, name: str, reviewed: bool = True) -> None:
+    def mark_seen(self, name: str) -> None:
+        """The reader moved past this study; it is not a report unless feedback was sent."""
         with self._lock:
             for item in self.items:
                 if item.name == name:
-                    item.reviewed = reviewed
+                    item.seen = True
+
+    def mark_reported(self, name: str) -> None:
+        """Feedback was sent for this study (it is also seen)."""
+        with self._lock:
+            for item in self.items:
+                if item.name == name:
+                    item.seen = item.reported = True
 
     def table(self) -> pd.DataFrame:
         """One row per file, in list order: what the Worklist page shows."""
@@ -277,8 +323,9 @@ class Worklist:
                 "top findings": (top_findings(review) if item.status == "ready"
                                  else (item.error or "")),
                 "triage score": None if item.triage is None else round(item.triage, 3),
+                "why": triage_reason(review) if item.status == "ready" else "",
                 "segmentation fallback": item.fallback,
-                "reviewed": "yes" if item.reviewed else "no",
+                "read": "reported" if item.reported else ("seen" if item.seen else "no"),
             })
-        return pd.DataFrame(rows, columns=["file", "status", "top findings", "triage score",
-                                           "segmentation fallback", "reviewed"])
+        return pd.DataFrame(rows, columns=["file", "status", "top findings", "triage score", "why",
+                                           "segmentation fallback", "read"])

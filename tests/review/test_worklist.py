@@ -11,10 +11,12 @@ import pytest
 
 from cxr_core.base.config import settings
 from cxr_core.review.worklist import (
+    CRITICAL_WEIGHT,
     Worklist,
     expand_uploads,
     normal_index,
     top_findings,
+    triage_reason,
     triage_score,
 )
 from tests.helpers import dicom_xray_bytes, png_as_dicom
@@ -61,15 +63,27 @@ def fake_review(labels, probs, thresholds):
                            order=lambda: [k for k in np.argsort(-probs) if findings[k]])
 
 
-def test_triage_score_uses_normal_when_the_bundle_has_it_else_threshold_ratio():
-    with_normal = fake_review(["Effusion", "No Finding", "Nodule"], [0.9, 0.3, 0.1], [0.5, 0.5, 0.5])
-    assert normal_index(with_normal.labels) == 1
-    assert triage_score(with_normal) == pytest.approx(0.7)
+def test_triage_ranks_a_strong_finding_above_a_no_finding_study_and_says_why():
+    """The issue's case: pulmonary edema 0.86 positive must rank above a 'No Finding' study
+    (1 - p(normal) put it below); critical findings weigh more; 'normal' is left out."""
+    labels = ["pneumonia", "No Finding", "pulmonary edema", "nodule"]
+    thresholds = [0.4, 0.3, 0.6, 0.5]
+    edema = fake_review(labels, [0.3, 0.5, 0.86, 0.2], thresholds)
+    no_finding = fake_review(labels, [0.38, 0.1, 0.1, 0.1], thresholds)  # low p(normal), nothing positive
+    nodule = fake_review(labels, [0.1, 0.1, 0.1, 0.86], thresholds)
+    assert triage_score(no_finding) < 0 < triage_score(edema)
+    assert triage_score(edema) == pytest.approx(CRITICAL_WEIGHT * (0.86 - 0.6) / 0.4)
+    assert triage_score(no_finding) == pytest.approx((0.38 - 0.4) / 0.4)  # the nearest miss
+    assert triage_score(nodule) == pytest.approx((0.86 - 0.5) / 0.5)
+    assert triage_score(edema) > triage_score(nodule)  # 0.65 x 1.5 (critical) > 0.72
+    assert triage_reason(edema) == "pulmonary edema 0.86 above its threshold 0.60, critical"
+    assert triage_reason(nodule) == "nodule 0.86 above its threshold 0.50"
+    assert triage_reason(no_finding) == "nothing above threshold; nearest: pneumonia 0.38 (threshold 0.40)"
+    assert normal_index(edema.labels) == 1
     without = fake_review(["a", "b"], [0.3, 0.2], [0.6, 0.1])
     assert normal_index(without.labels) is None
-    assert triage_score(without) == pytest.approx(2.0)  # b: 0.2 / 0.1
     assert top_findings(without) == "b 0.20"
-    assert top_findings(with_normal) == "Effusion 0.90"  # 'normal' is never a finding
+    assert top_findings(edema) == "pulmonary edema 0.86"  # 'normal' is never a finding
     assert top_findings(fake_review(["a"], [0.1], [0.5])) == "none above threshold"
 
 
@@ -109,16 +123,19 @@ def test_five_mixed_files_one_failed_rest_ordered_by_triage(reviewer):
     for row in ready.itertuples():
         item = worklist.item(row.file)
         assert row._4 == round(triage_score(item.review), 3)  # the documented definition
-        assert row._5 == bool(item.review.pre.fallback)
-    assert set(table["reviewed"]) == {"no"}
+        assert row._6 == bool(item.review.pre.fallback)
+    assert set(table["read"]) == {"no"}
+    assert all(table.loc[table["status"] == "ready", "why"].str.len() > 0)
     dicom = worklist.item("study.dcm").review
     assert dicom.image.dicom_ref is not None and dicom.image.window is not None
     # "next" walks down the ready studies in list order, then stops
     order = ready["file"].tolist()
     assert worklist.next_name(None) == order[0]
     assert [worklist.next_name(n) for n in order] == order[1:] + [None]
-    worklist.mark_reviewed(order[0])
-    assert worklist.table().set_index("file").loc[order[0], "reviewed"] == "yes"
+    worklist.mark_seen(order[0])
+    worklist.mark_reported(order[1])
+    read = worklist.table().set_index("file")["read"]
+    assert (read[order[0]], read[order[1]], read[order[2]]) == ("seen", "reported", "no")
 
 
 def test_refused_and_damaged_uploads_are_listed_as_failed_without_reviewing():

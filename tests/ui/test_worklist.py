@@ -73,14 +73,16 @@ def test_five_mixed_files_listed_failed_and_ordered_then_next_and_reload():
     assert table.loc[4, "top findings"] == "The file is not a PNG, JPEG or DICOM image."
     scores = table["triage score"].tolist()[:4]
     assert scores == sorted(scores, reverse=True)
-    assert {"file", "top findings", "triage score", "segmentation fallback", "reviewed"} <= set(table.columns)
-    assert set(table["reviewed"]) == {"no"}
-    # the most abnormal study is open first; "next" marks it read and moves down the list
+    assert {"file", "top findings", "triage score", "why", "segmentation fallback", "read"} <= set(table.columns)
+    assert set(table["read"]) == {"no"}
+    # the most urgent study is open first; "next" marks it seen (not reported) and moves down
     assert at.selectbox(key="worklist_open").value == table.loc[0, "file"]
     widget(at, "button", "Reviewed, next").click()
     at.run()
     assert at.selectbox(key="worklist_open").value == table.loc[1, "file"]
-    assert at.dataframe[0].value["reviewed"].tolist()[:2] == ["yes", "no"]
+    assert at.dataframe[0].value["read"].tolist()[:2] == ["seen", "no"]
+    assert any("0 reported by a reader (feedback sent), 1 seen without a report" in c.value
+               for c in at.caption)
     assert at.dataframe[0].value["open"].tolist()[:3] == ["", "▶", ""]  # the open study is marked
     # picking a study opens it
     at.selectbox(key="worklist_open").set_value(table.loc[3, "file"])
@@ -99,7 +101,7 @@ def test_five_mixed_files_listed_failed_and_ordered_then_next_and_reload():
     assert not again.exception
     reloaded = again.dataframe[0].value
     assert reloaded["file"].tolist() == table["file"].tolist()
-    assert reloaded["reviewed"].tolist()[:1] == ["yes"]
+    assert reloaded["read"].tolist()[:1] == ["seen"]
 
 
 def test_viewer_window_heatmap_and_zoom_are_wired():
@@ -189,7 +191,7 @@ def test_feedback_from_the_worklist_is_stored_and_marks_the_study_read(app_env):
     frame = FeedbackStore(settings().db_url).reviews_frame()
     assert frame["reviewer"].tolist() == ["Dr Worklist"]
     assert frame["image_sha256"].iloc[0] == review.image.sha256
-    assert worklist.item(worklist.current).reviewed
+    assert worklist.item(worklist.current).reported
 
 
 # --- a real browser ----------------------------------------------------------------------------
