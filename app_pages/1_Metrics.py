@@ -206,8 +206,9 @@ with tab_points:
         c1, c2 = st.columns(2)
         op_label = c1.selectbox("Label", display.labels, key="op_label")
         k = display.labels.index(op_label)
-        y = op_data["targets"][:, k].astype(bool)
-        scores = op_data["scores"][:, k]
+        known = np.isfinite(op_data["targets"][:, k])  # images whose source annotates the label
+        y = op_data["targets"][known, k].astype(bool)
+        scores = op_data["scores"][known, k]
         prevalence = c2.number_input("Prevalence for PPV/NPV", 0.0001, 0.9999, float(max(y.mean(), 1e-4)),
                                      format="%.4f", key=f"op_prev_{op_label}")
         threshold = st.slider(f"Threshold for {op_label}", 0.0, 1.0, float(chosen[op_label]), step=0.001,

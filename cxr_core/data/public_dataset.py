@@ -68,7 +68,8 @@ def combined_table(data_root: Path, tree: TermTree) -> tuple[pd.DataFrame, list[
     """Both sources as one table: ImageID, ImageDir (relative to `data_root`), PatientID
     (prefixed by source), source, view, licence and one 0/1 column per PadChest finding.
 
-    A finding a source does not annotate is 0 there (cxr-public says nothing of effusions)."""
+    A finding a source does not annotate is unknown there (NaN), not absent: cxr-public says
+    nothing of effusions, and its pneumonia X-rays often show one."""
     nih, nih_findings = read_nih_sample(Path(data_root) / NIH)
     cohen, _ = read_metadata(Path(data_root) / COHEN)
     parts = []
@@ -84,12 +85,12 @@ def combined_table(data_root: Path, tree: TermTree) -> tuple[pd.DataFrame, list[
             "license": frame["license"].fillna("").astype(str).str.strip(),
         })
         for column, label in mapping.items():
-            part[label] = frame[column].fillna(0).astype(np.uint8).to_numpy()
+            part[label] = frame[column].fillna(0).astype(np.float64).to_numpy()
         parts.append(part)
-    table = pd.concat(parts, ignore_index=True)
+    table = pd.concat(parts, ignore_index=True)  # a finding one source lacks becomes NaN there
     findings = [c for c in table.columns if c not in ("ImageID", "ImageDir", "PatientID", "source",
                                                      "view", "license")]
-    table[findings] = table[findings].fillna(0).astype(np.uint8)
+    table[findings] = table[findings].astype(np.float64)
     if table["ImageID"].map(lambda i: Path(i).stem).duplicated().any():
         raise DataError("Two source images share a file name; the crop cache needs unique names.")
     return table, findings
@@ -101,9 +102,9 @@ def select_labels(table: pd.DataFrame, findings: list[str], reference: str = NIH
     most frequent first: a label must be learnable and testable on one collection's own
     images, so a finding only one collection has (COVID 19) cannot be a collection detector."""
     ref = table[table["source"] == reference]
-    counts = ref[findings].sum()
+    counts, known = ref[findings].sum(), ref[findings].notna().sum()
     keep = [f for f in findings
-            if counts[f] >= min_each_class and len(ref) - counts[f] >= min_each_class]
+            if counts[f] >= min_each_class and known[f] - counts[f] >= min_each_class]
     return sorted(keep, key=lambda f: (-int(table[f].sum()), f))
 
 
@@ -118,12 +119,15 @@ def build_split(data_root: Path, out_csv: Path, tree: TermTree, seed: int = 0,
     returns the data summary stored in the bundle manifest."""
     table, findings = combined_table(data_root, tree)
     labels = select_labels(table, findings, min_each_class=min_each_class)
-    matrix = table[labels].to_numpy(np.uint8)
+    unknown = table[labels].isna().to_numpy()
+    matrix = np.nan_to_num(table[labels].to_numpy(np.float64)).astype(np.uint8)  # known positives
     by_source = np.stack([(table["source"] == s).to_numpy(np.uint8) for s in SOURCES], axis=1)
-    split = stratified_patient_split(table["PatientID"].to_numpy(), np.hstack([matrix, by_source]),
-                                     seed=seed)
+    # unknowns are stratified too, so every split gets its share of each label's known images
+    with_unknown = unknown[:, unknown.any(axis=0)].astype(np.uint8)
+    split = stratified_patient_split(table["PatientID"].to_numpy(),
+                                     np.hstack([matrix, by_source, with_unknown]), seed=seed)
     out = table[["ImageID", "ImageDir", "PatientID"]].assign(split=split)
-    out = pd.concat([out, table[labels].reset_index(drop=True)], axis=1)
+    out = pd.concat([out, table[labels].astype("Int64").reset_index(drop=True)], axis=1)  # NaN: empty
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(out_csv, index=False)
     quality = split_quality(split, table["PatientID"].to_numpy(), matrix, labels)
@@ -135,6 +139,7 @@ def build_split(data_root: Path, out_csv: Path, tree: TermTree, seed: int = 0,
             "patients": int(table.loc[rows, "PatientID"].nunique()),
             "images_per_split": {s: int(((split == s) & rows).sum()) for s in ("train", "val", "test")},
             "positives": {f: int(table.loc[rows, f].sum()) for f in findings},
+            "unknown": [f for f in findings if table.loc[rows, f].isna().all()],
         }
     licences = table["license"].replace("", "not stated")
     return {
@@ -148,9 +153,12 @@ def build_split(data_root: Path, out_csv: Path, tree: TermTree, seed: int = 0,
         "per_source": per_source,
         "labels": {lab: {s: int(quality.counts.loc[lab, s]) for s in quality.counts.columns}
                    for lab in labels},
+        "unknown_labels": {lab: {s: int((unknown[:, k] & (split == s)).sum())
+                                 for s in ("train", "val", "test")} for k, lab in enumerate(labels)},
         "label_rule": (f"PadChest findings with >= {min_each_class} positive and >= "
                        f"{min_each_class} negative images within {NIH} (about 10 of each in its "
-                       "test share); findings a source does not annotate are 0 there"),
+                       "test share); a finding a source does not annotate is unknown there (empty "
+                       "in split.csv): left out of the loss, the metrics and threshold fitting"),
         "labels_not_kept": {f: int(table[f].sum()) for f in findings if f not in labels},
         "worst_share_deviation": round(quality.worst_deviation, 4),
         "licences": licences.value_counts().to_dict(),

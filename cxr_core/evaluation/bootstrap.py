@@ -5,6 +5,7 @@ patient's count as its weight, so images of one patient never count as independe
 All resamples are computed at once from a (B resamples, N images) weight matrix: AUC from one
 sort per label and a cumulative sum, the confusion counts from one matrix product.
 The same weights applied to two models' scores give a paired bootstrap (see `compare`).
+An image whose label is unknown (NaN target) weighs nothing in that label's AUC and F1.
 """
 
 from __future__ import annotations
@@ -111,21 +112,29 @@ def weighted_auc(weights: np.ndarray, y: np.ndarray, scores: np.ndarray,
 
 def auc_samples(weights: np.ndarray, targets: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """(B, K) AUC of every label under every resample."""
-    targets, scores = np.asarray(targets), np.asarray(scores)
-    totals = np.asarray(weights, dtype=np.float32).sum(axis=0, dtype=np.float64)
-    return np.stack([weighted_auc(weights, targets[:, k], scores[:, k], totals)
-                     for k in range(targets.shape[1])], axis=1)  # (B, K)
+    targets, scores = np.asarray(targets, dtype=np.float64), np.asarray(scores)
+    weights = np.asarray(weights, dtype=np.float32)
+    totals = weights.sum(axis=0, dtype=np.float64)
+    columns = []
+    for k in range(targets.shape[1]):
+        known = np.isfinite(targets[:, k])
+        if known.all():
+            columns.append(weighted_auc(weights, targets[:, k] >= 0.5, scores[:, k], totals))
+        else:  # only the images whose label is known take part
+            columns.append(weighted_auc(weights[known], targets[known, k] >= 0.5, scores[known, k]))
+    return np.stack(columns, axis=1)  # (B, K)
 
 
 def f1_samples(weights: np.ndarray, targets: np.ndarray, predicted: np.ndarray) -> dict[str, np.ndarray]:
     """(B, K) F1 of the positive class and macro F1 over both classes (the method's F1)."""
     weights = np.asarray(weights, dtype=np.float32)
-    y = np.asarray(targets).astype(bool)
-    b = np.asarray(predicted).astype(bool)
+    targets = np.asarray(targets, dtype=np.float64)
+    known = np.isfinite(targets)
+    y = known & (np.where(known, targets, 0) >= 0.5)
+    b = known & np.asarray(predicted).astype(bool)
     k = y.shape[1]
-    counts = (np.concatenate([y, b, y & b], axis=1).astype(np.float32).T @ weights).T  # one product
-    positives, called, tp = (counts[:, i * k:(i + 1) * k].astype(np.float64) for i in range(3))
-    totals = weights.sum(axis=0, dtype=np.float64)[:, None]
+    counts = (np.concatenate([y, b, y & b, known], axis=1).astype(np.float32).T @ weights).T  # one product
+    positives, called, tp, totals = (counts[:, i * k:(i + 1) * k].astype(np.float64) for i in range(4))
     fp, fn = called - tp, positives - tp
     tn = totals - positives - fp
 
@@ -171,11 +180,12 @@ def label_intervals(resampling: Resampling, targets: np.ndarray, scores: np.ndar
     Macro intervals average, per resample, the same labels as the macro point estimate (every
     label for F1; labels with both classes for AUC), so the interval belongs to that estimate.
     """
-    targets = np.asarray(targets).astype(bool)
+    targets = np.asarray(targets, dtype=np.float64)
     samples = {"auc": auc_samples(resampling.weights, targets, scores),
                **f1_samples(resampling.weights, targets, predicted)}
-    positives = targets.sum(axis=0)
-    negatives = targets.shape[0] - positives
+    known = np.isfinite(targets)
+    positives = (known & (np.where(known, targets, 0) >= 0.5)).sum(axis=0)
+    negatives = known.sum(axis=0) - positives
     notes = [too_few_note(int(p), int(n), min_count) for p, n in zip(positives, negatives)]
     usable = np.array([not note for note in notes])
     in_macro = {"auc": (positives > 0) & (negatives > 0), "f1_macro": np.ones_like(usable),

@@ -84,15 +84,16 @@ def compare_scores(targets: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarr
                    seed: int = DEFAULT_SEED, confidence: float = CONFIDENCE,
                    min_count: int = MIN_CLASS_COUNT) -> tuple[pd.DataFrame, dict, object]:
     """Per-label AUC of A and B, B - A and its paired bootstrap interval, plus the macro row."""
-    targets = np.asarray(targets).astype(bool)
+    targets = np.asarray(targets, dtype=np.float64)  # NaN: unknown, left out per label
     n = targets.shape[0]
     resampling = resample_groups(np.arange(n) if groups is None else groups, n_resamples, seed)
     ones = np.ones((n, 1), np.float32)
     point_a, point_b = auc_samples(ones, targets, scores_a)[0], auc_samples(ones, targets, scores_b)[0]
     diff = auc_samples(resampling.weights, targets, scores_b) - auc_samples(resampling.weights, targets, scores_a)
     low, high = percentile_interval(diff, confidence)
-    positives = targets.sum(axis=0)
-    notes = [too_few_note(int(p), int(n - p), min_count) for p in positives]
+    known = np.isfinite(targets).sum(axis=0)
+    positives = np.nansum(targets, axis=0)
+    notes = [too_few_note(int(p), int(m - p), min_count) for p, m in zip(positives, known)]
     usable = np.array([not note for note in notes])
     low, high = np.where(usable, low, np.nan), np.where(usable, high, np.nan)
     verdict = ["" if note else "B better" if lo > 0 else "A better" if hi < 0 else "no clear difference"
@@ -134,7 +135,9 @@ def compare_bundles(a: Bundle | str | Path, b: Bundle | str | Path, model: str =
     col_a = [a.labels.index(lab) for lab in labels]
     col_b = [b.labels.index(lab) for lab in labels]
     targets = stored_a["targets"][row_a][:, col_a]
-    mismatched = int((targets != stored_b["targets"][row_b][:, col_b]).any(axis=1).sum())
+    other = stored_b["targets"][row_b][:, col_b]
+    same = (targets == other) | (np.isnan(targets.astype(float)) & np.isnan(other.astype(float)))
+    mismatched = int((~same).any(axis=1).sum())
     if mismatched:
         raise BundleError(f"Bundles {a.bundle_id} and {b.bundle_id} label {mismatched} shared test "
                           "image(s) differently; they were not evaluated on the same ground truth.")

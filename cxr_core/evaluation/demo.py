@@ -49,11 +49,12 @@ def auc_by_source(image_dirs: pd.Series, targets: np.ndarray, probs: np.ndarray,
         table = label_metrics(y, p, p >= 0.5, labels) if len(y) else None
         kept = []
         for k, label in enumerate(labels):
-            positives = int(y[:, k].sum()) if len(y) else 0
+            known = int(np.isfinite(y[:, k].astype(float)).sum()) if len(y) else 0  # annotated here
+            positives = int(np.nansum(y[:, k])) if len(y) else 0
             auc = float(table["auc"].iloc[k]) if table is not None else float("nan")
             rows[label][f"{name} positives"] = positives
             rows[label][f"{name} AUC"] = auc
-            if positives >= min_positives and len(y) - positives >= min_positives and not np.isnan(auc):
+            if positives >= min_positives and known - positives >= min_positives and not np.isnan(auc):
                 kept.append(auc)
         means[f"{name} positives"] = len(kept)  # how many labels the mean covers
         means[f"{name} AUC"] = float(np.mean(kept)) if kept else float("nan")

@@ -223,12 +223,16 @@ def evaluate_bundle(bundle_path: str | Path, cache_dir: str | Path, split_csv: s
 
 
 def macro_auc(targets: np.ndarray, probs: np.ndarray) -> float:
-    """Mean AUC over the labels that have both classes (NaN when none has)."""
+    """Mean AUC over the labels that have both classes among their known targets (NaN when
+    none has)."""
     from sklearn.metrics import roc_auc_score
 
-    targets = np.asarray(targets).astype(int)
-    aucs = [roc_auc_score(targets[:, k], probs[:, k]) for k in range(targets.shape[1])
-            if targets[:, k].min() != targets[:, k].max()]
+    targets, aucs = np.asarray(targets, dtype=np.float64), []
+    for k in range(targets.shape[1]):
+        known = np.isfinite(targets[:, k])
+        y = targets[known, k].astype(int)
+        if len(y) and y.min() != y.max():
+            aucs.append(roc_auc_score(y, np.asarray(probs)[known, k]))
     return float(np.mean(aucs)) if aucs else float("nan")
 
 

@@ -118,11 +118,20 @@ def render_model_card(bundle: Bundle) -> str:
             lines += [f"| {k.strip() or 'empty'} | {v} |" for k, v in data["licences"].items()]
         lines.append("")
     if data.get("labels"):
-        lines += ["## Label counts", "", "| label | group | train | val | test |", "|---|---|---|---|---|"]
+        unknown = data.get("unknown_labels") or {}  # images whose source does not annotate the label
+        note = ("; unknown: images whose source does not annotate the finding (left out of its "
+                "loss and metrics)." if unknown else ".")
+        lines += ["## Label counts", "", f"Positives per split{note}", "",
+            "| label | group | train | val | test |" + (" unknown (train / val / test) |" if unknown else ""),
+            "|---|---|---|---|---|" + ("---|" if unknown else "")]
         groups = {name: ", ".join(g) for name, g in bundle.groups.items()}
         for label, counts in data["labels"].items():
-            lines.append(f"| {label} | {groups.get(label, label)} | {counts.get('train')} | "
-                         f"{counts.get('val')} | {counts.get('test')} |")
+            row = (f"| {label} | {groups.get(label, label)} | {counts.get('train')} | "
+                   f"{counts.get('val')} | {counts.get('test')} |")
+            if unknown:
+                u = unknown.get(label, {})
+                row += f" {u.get('train', 0)} / {u.get('val', 0)} / {u.get('test', 0)} |"
+            lines.append(row)
         lines.append("")
     if metrics.get("overall"):
         lines += [f"## Test metrics ({metrics.get('images')} images)", "",

@@ -35,11 +35,20 @@ def operating_data(bundle: Bundle, method: str | None = None) -> dict:
             "scores": probs.mean(axis=0), "member_probs": probs, "image_ids": stored["image_ids"]}
 
 
+def _known(y, scores) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and scores of the images whose target is known (not NaN)."""
+    y, scores = np.asarray(y, dtype=np.float64), np.asarray(scores)
+    known = np.isfinite(y)
+    return y[known], scores[known]
+
+
 def rates_at(y: np.ndarray, scores: np.ndarray, threshold: float,
              prevalence: float | None = None) -> dict:
     """Confusion counts and rates of `scores >= threshold`; PPV and NPV at `prevalence`
-    (default: the prevalence of `y`), from sensitivity and specificity by Bayes' rule."""
-    y = np.asarray(y).astype(bool)
+    (default: the prevalence of `y`), from sensitivity and specificity by Bayes' rule.
+    Images whose label is unknown (NaN) are left out."""
+    y, scores = _known(y, scores)
+    y = y.astype(bool)
     called = np.asarray(scores) >= threshold
     tp, fp = int((y & called).sum()), int((~y & called).sum())
     fn, tn = int((y & ~called).sum()), int((~y & ~called).sum())
@@ -64,9 +73,11 @@ def predictive_values(sensitivity, specificity, prevalence: float) -> dict:
 
 
 def operating_curve(y: np.ndarray, scores: np.ndarray, prevalence: float | None = None) -> pd.DataFrame:
-    """Every distinct ROC threshold of one label with its sensitivity, specificity, PPV, NPV."""
-    y = np.asarray(y).astype(int)
-    if y.min() == y.max():
+    """Every distinct ROC threshold of one label with its sensitivity, specificity, PPV, NPV
+    (images whose label is unknown left out)."""
+    y, scores = _known(y, scores)
+    y = y.astype(int)
+    if len(y) == 0 or y.min() == y.max():
         return pd.DataFrame(columns=["threshold", "sensitivity", "specificity", "ppv", "npv"])
     fpr, tpr, thresholds = roc_curve(y, scores, drop_intermediate=False)
     keep = np.isfinite(thresholds)  # the first point (nothing called positive) has threshold inf

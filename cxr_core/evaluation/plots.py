@@ -85,6 +85,10 @@ class MetricsDisplay:
         """Models with a probability of their own (members and CTP), for calibration."""
         return ["CTP", *self.archs]
 
+    def known(self, k: int) -> np.ndarray:
+        """Images whose label k is known (not NaN: annotated by their source)."""
+        return np.isfinite(np.asarray(self.targets[:, k], dtype=np.float64))
+
     def scores(self, model: str) -> np.ndarray:
         """Scores used for curves: a member's or the CTP mean probability."""
         if model in self.archs:
@@ -134,12 +138,13 @@ class MetricsDisplay:
                    point: tuple[float, float] | None = None) -> go.Figure:
         """ROC curves of one label; `point` (fpr, tpr) marks a chosen operating point."""
         k = self.labels.index(label)
-        y = self.targets[:, k]
+        known = self.known(k)
+        y = self.targets[known, k]
         fig = go.Figure()
         fig.add_shape(type="line", x0=0, y0=0, x1=1, y1=1, line=dict(dash="dot", color="gray"))
-        if y.min() != y.max():
+        if len(y) and y.min() != y.max():
             for model in models or ["CTP", *self.archs]:
-                fpr, tpr, _ = roc_curve(y, self.scores(model)[:, k])
+                fpr, tpr, _ = roc_curve(y, self.scores(model)[known, k])
                 fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", line=dict(width=2),
                                          name=f"{model} (AUC {area(fpr, tpr):.2f})"))
         if point is not None:
@@ -153,11 +158,12 @@ class MetricsDisplay:
     def pr_figure(self, label: str, models: list[str] | None = None) -> go.Figure:
         """Precision-recall curves with average precision in the legend, legend below the plot."""
         k = self.labels.index(label)
-        y = self.targets[:, k]
+        known = self.known(k)
+        y = self.targets[known, k]
         fig = go.Figure()
-        if y.max() > 0:
+        if len(y) and y.max() > 0:
             for model in models or ["CTP", *self.archs]:
-                scores = self.scores(model)[:, k]
+                scores = self.scores(model)[known, k]
                 precision, recall, _ = precision_recall_curve(y, scores)
                 ap = average_precision_score(y, scores)
                 fig.add_trace(go.Scatter(x=recall, y=precision, mode="lines", line=dict(width=2),
@@ -171,7 +177,7 @@ class MetricsDisplay:
 
     def prevalence_figure(self) -> go.Figure:
         """Positives per label (a marker at zero too), out of the test images."""
-        counts = self.targets.sum(axis=0)
+        counts = np.nansum(self.targets, axis=0)  # unknown labels are not positives
         order = np.argsort(counts)
         labels = np.asarray(self.labels)[order]
         fig = go.Figure(go.Bar(x=counts[order], y=labels, orientation="h", marker_color="#7aa6d6",

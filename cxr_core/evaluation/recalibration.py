@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..base.errors import BundleError
-from ..modeling.bundle import Bundle, write_manifest
+from ..modeling.bundle import Bundle, stored_targets, write_manifest
 from ..modeling.calibration import apply_calibration, expected_calibration_error, fit_calibration
 from ..modeling.thresholds import threshold_table
 
@@ -23,7 +23,7 @@ def store_val_predictions(bundle: Bundle, image_ids, targets: np.ndarray,
     """Keep the validation predictions in the bundle, so calibrations and thresholds can be
     fitted again without the image cache."""
     np.savez_compressed(bundle.path / VAL_PREDICTIONS, image_ids=np.asarray(image_ids).astype(str),
-                        targets=np.asarray(targets, np.uint8),
+                        targets=stored_targets(targets),
                         member_probs=np.asarray(member_probs, np.float32))
     write_manifest(bundle.path, bundle.manifest)
 

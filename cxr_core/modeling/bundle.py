@@ -78,6 +78,13 @@ def write_bundle(out_dir: str | Path, classifiers: list, labels: list[str], labe
     return out_dir
 
 
+def stored_targets(targets) -> np.ndarray:
+    """Targets as stored with predictions: uint8 when every label is known, float32 with NaN
+    for the unknown ones (a finding the image's source does not annotate) otherwise."""
+    targets = np.asarray(targets, dtype=np.float32)
+    return targets if np.isnan(targets).any() else targets.astype(np.uint8)
+
+
 def write_manifest(bundle_dir: Path, manifest: dict) -> None:
     """(Re)compute checksums of every file but the manifest and write it."""
     files = sorted(p for p in bundle_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
@@ -391,7 +398,7 @@ class Bundle:
     def store_test_predictions(self, image_ids: list[str], targets: np.ndarray,
                                member_probs: np.ndarray, metrics: dict) -> None:
         np.savez_compressed(self.path / TEST_PREDICTIONS, image_ids=np.asarray(image_ids),
-                            targets=np.asarray(targets, np.uint8),
+                            targets=stored_targets(targets),
                             member_probs=np.asarray(member_probs, np.float32))
         self.manifest["metrics"] = metrics
         self.save()

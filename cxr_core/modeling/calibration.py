@@ -5,6 +5,8 @@ the validation split and applied to member probabilities before the ensemble.
 A fitted calibration is plain JSON (stored in the bundle manifest under `calibration`):
 {"method": "temperature", "members": [[T per label] per member]} or
 {"method": "isotonic", "members": [[{"x": [...], "y": [...]} per label] per member]}.
+Targets that are unknown (NaN: the source does not annotate the finding) are left out of every
+curve, score and fit.
 """
 
 from __future__ import annotations
@@ -21,8 +23,7 @@ _EPS = 1e-6
 
 def reliability_curve(y: np.ndarray, p: np.ndarray, n_bins: int = DEFAULT_BINS) -> pd.DataFrame:
     """Equal-width probability bins: count, mean predicted probability and observed frequency."""
-    y = np.asarray(y, dtype=np.float64).ravel()
-    p = np.asarray(p, dtype=np.float64).ravel()
+    y, p = _known(y, p)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     which = np.clip(np.digitize(p, edges[1:-1], right=False), 0, n_bins - 1)
     count = np.bincount(which, minlength=n_bins)
@@ -43,34 +44,42 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = DEFAU
     return float((gap * curve["count"][used]).sum() / curve["count"][used].sum())
 
 
+def _known(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened targets and probabilities where the target is known (not NaN)."""
+    y = np.asarray(y, dtype=np.float64).ravel()
+    p = np.asarray(p, dtype=np.float64).ravel()
+    known = np.isfinite(y)
+    return y[known], p[known]
+
+
 def brier_score(y: np.ndarray, p: np.ndarray) -> float:
-    """Mean squared difference between probability and outcome."""
-    y = np.asarray(y, dtype=np.float64)
-    return float(np.mean((np.asarray(p, dtype=np.float64) - y) ** 2))
+    """Mean squared difference between probability and outcome (known targets only)."""
+    y, p = _known(y, p)
+    return float(np.mean((p - y) ** 2)) if len(y) else float("nan")
 
 
 def calibration_table(targets: np.ndarray, probs: np.ndarray, labels: list[str],
                       n_bins: int = DEFAULT_BINS) -> pd.DataFrame:
     """ECE and Brier per label, then an 'all labels' row pooling every image-label pair."""
-    targets, probs = np.asarray(targets), np.asarray(probs)
-    rows = [{"label": lab, "positives": int(targets[:, k].sum()),
-             "ece": expected_calibration_error(targets[:, k], probs[:, k], n_bins),
-             "brier": brier_score(targets[:, k], probs[:, k]),
-             "mean_probability": float(probs[:, k].mean()),
-             "prevalence": float(targets[:, k].mean())}
-            for k, lab in enumerate(labels)]
-    rows.append({"label": "all labels", "positives": int(targets.sum()),
-                 "ece": expected_calibration_error(targets, probs, n_bins),
-                 "brier": brier_score(targets, probs),
-                 "mean_probability": float(probs.mean()), "prevalence": float(targets.mean())})
+    targets, probs = np.asarray(targets, dtype=np.float64), np.asarray(probs, dtype=np.float64)
+
+    def row(label: str, y: np.ndarray, p: np.ndarray) -> dict:
+        y, p = _known(y, p)
+        return {"label": label, "positives": int(y.sum()),
+                "ece": expected_calibration_error(y, p, n_bins), "brier": brier_score(y, p),
+                "mean_probability": float(p.mean()) if len(p) else float("nan"),
+                "prevalence": float(y.mean()) if len(y) else float("nan")}
+
+    rows = [row(lab, targets[:, k], probs[:, k]) for k, lab in enumerate(labels)]
+    rows.append(row("all labels", targets, probs))
     return pd.DataFrame(rows)
 
 
 # --- calibrators -----------------------------------------------------------------------------
 def fit_temperature(y: np.ndarray, p: np.ndarray) -> float:
     """The temperature T minimising the log loss of sigmoid(logit(p) / T) (1.0 if one class)."""
-    y = np.asarray(y, dtype=np.float64)
-    if y.min() == y.max():
+    y, p = _known(y, p)
+    if len(y) == 0 or y.min() == y.max():
         return 1.0
     z = logit(np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS))
 
@@ -87,8 +96,8 @@ def fit_isotonic(y: np.ndarray, p: np.ndarray) -> dict:
     `np.interp` (identity if one class)."""
     from sklearn.isotonic import IsotonicRegression
 
-    y = np.asarray(y, dtype=np.float64)
-    if y.min() == y.max():
+    y, p = _known(y, p)
+    if len(y) == 0 or y.min() == y.max():
         return {"x": [0.0, 1.0], "y": [0.0, 1.0]}
     model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
     return {"x": [float(v) for v in model.X_thresholds_], "y": [float(v) for v in model.y_thresholds_]}

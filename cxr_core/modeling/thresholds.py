@@ -29,7 +29,8 @@ def choose_thresholds(y_true: np.ndarray, probs: np.ndarray, method: str = "f1",
                       default: float = 0.5) -> np.ndarray:
     """One threshold per label: F1-maximising, Youden's J, or the fixed `default`.
 
-    A label without both classes in `y_true` keeps `default` (nothing to tune on).
+    A label without both classes in `y_true` keeps `default` (nothing to tune on); images
+    whose label is unknown (NaN) are left out of that label's choice.
     """
     if method not in THRESHOLD_METHODS:
         raise ValueError(f"threshold method must be one of {THRESHOLD_METHODS}")
@@ -38,10 +39,11 @@ def choose_thresholds(y_true: np.ndarray, probs: np.ndarray, method: str = "f1",
     if method == "fixed":
         return out
     for k in range(y_true.shape[1]):
-        y = y_true[:, k]
-        if y.min() == y.max():
+        known = np.isfinite(np.asarray(y_true[:, k], dtype=np.float64))
+        y, p = y_true[known, k].astype(int), probs[known, k]
+        if len(y) == 0 or y.min() == y.max():
             continue
-        out[k] = _f1_threshold(y, probs[:, k]) if method == "f1" else _youden_threshold(y, probs[:, k])
+        out[k] = _f1_threshold(y, p) if method == "f1" else _youden_threshold(y, p)
     return out
 
 

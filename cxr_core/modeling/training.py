@@ -21,7 +21,7 @@ from ..base.config import DEFAULT_SEGMENTER
 from ..data.split_table import cached_paths, read_split
 from ..imaging.batch_preprocess import cache_identity
 from .datasets import make_dataset
-from .losses import label_weights, make_weighted_bce
+from .losses import label_weights, make_weighted_bce, masked_auc
 from .model_building import GRAPH, build_classifier, set_classifier_weights
 from .registry import METHOD_ARCHITECTURES, get_arch
 
@@ -219,7 +219,7 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
             set_batchnorm_momentum(model, momentum)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                       loss=make_weighted_bce(w_pos, w_neg),
-                      metrics=[keras.metrics.AUC(multi_label=True, from_logits=True, name="auc")],
+                      metrics=[masked_auc(multi_label=True, from_logits=True, name="auc")],
                       jit_compile=bool(config.xla))
     mode = "max" if "auc" in config.monitor else "min"
     checkpoint = keras.callbacks.ModelCheckpoint(

@@ -97,3 +97,54 @@ def test_split_is_patient_level_balanced_by_source_and_seeded(shared_data, tmp_p
         assert 0.15 < share < 0.25
     assert summary["groups"]["pneumonia"] == ["pneumonia"]
     assert summary["per_source"][NIH]["images"] == 818
+
+
+def _tiny_sources(root, n_nih: int = 60, n_cohen: int = 30, seed: int = 0):
+    """metadata.csv of both collections (no images): NIH annotates effusion, cxr-public does not."""
+    rng = np.random.default_rng(seed)
+    nih = pd.DataFrame({
+        "image": [f"images/nih_{i:03d}.png" for i in range(n_nih)],
+        "patient_id": [f"n{i // 2}" for i in range(n_nih)], "view": "PA", "sex": "F", "age": 50,
+        "nih_labels": "", "license": "CC0",
+        "pneumonia": (rng.random(n_nih) < 0.5).astype(int),
+        "pleural effusion": (rng.random(n_nih) < 0.4).astype(int)})
+    cohen = pd.DataFrame({
+        "image": [f"images/c_{i:03d}.png" for i in range(n_cohen)], "lung_mask": "",
+        "patient_id": [f"c{i}" for i in range(n_cohen)], "view": "AP", "sex": "M", "age": 60,
+        "finding": "Pneumonia", "license": "",
+        "Pneumonia": 1, "Viral": 0, "COVID-19": 0, "No Finding": 0})
+    for name, frame in ((NIH, nih), (COHEN, cohen)):
+        (root / name).mkdir(parents=True)
+        frame.to_csv(root / name / "metadata.csv", index=False)
+    return nih, cohen
+
+
+def test_findings_a_source_does_not_annotate_are_unknown_not_absent(tmp_path):
+    """cxr-public says nothing of effusions: its rows are unknown (NaN) there, not negative,
+    in the table, the split file and the targets; the summary counts them per split."""
+    _tiny_sources(tmp_path)
+    table, _ = combined_table(tmp_path, TREE)
+    cohen = table[table["source"] == COHEN]
+    assert cohen["pleural effusion"].isna().all() and cohen["pneumonia"].eq(1).all()
+    assert table.loc[table["source"] == NIH, "pleural effusion"].notna().all()
+    summary = build_split(tmp_path, tmp_path / "split.csv", TREE, min_each_class=5)
+    split = read_split(tmp_path / "split.csv")
+    assert "pleural effusion" in split.labels
+    k = split.labels.index("pleural effusion")
+    for part in ("train", "val", "test"):
+        rows = split.part(part)
+        unknown = int(source_of(rows["ImageDir"]).eq(COHEN).sum())
+        assert int(np.isnan(split.targets(part)[:, k]).sum()) == unknown
+        assert summary["unknown_labels"]["pleural effusion"][part] == unknown
+    assert sum(summary["unknown_labels"]["pleural effusion"].values()) == 30
+    assert summary["unknown_labels"]["pneumonia"] == {"train": 0, "val": 0, "test": 0}
+    assert "unknown" in summary["label_rule"]
+
+
+def test_real_cxr_public_rows_are_unknown_for_the_findings_it_does_not_annotate(shared_data):
+    root, tree = shared_data
+    table, _ = combined_table(root, tree)
+    cohen = table[table["source"] == COHEN]
+    for label in ("infiltrates", "atelectasis", "pulmonary edema", "pleural effusion"):
+        assert cohen[label].isna().sum() == 420
+        assert table.loc[table["source"] == NIH, label].notna().all()

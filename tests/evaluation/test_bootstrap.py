@@ -93,3 +93,24 @@ def test_model_intervals_share_one_resampling_and_report_it():
     assert out["resampling"] == {"unit": "patient", "units": 100, "resamples": 100, "seed": 7,
                                  "confidence": 0.95, "min_class_count": 10}
     assert out["per_label"]["a"].equals(out["per_label"]["b"])  # same weights, same scores
+
+
+def test_unknown_labels_are_left_out_of_every_resample():
+    """An image whose label is unknown (NaN) weighs nothing in that label's resampled AUC and F1."""
+    rng = np.random.default_rng(4)
+    y = (rng.random((300, 2)) < 0.35).astype(float)
+    scores = rng.normal(size=(300, 2)) + y
+    predicted = scores > 0.5
+    y_unknown = y.copy()
+    y_unknown[:100, 1] = np.nan
+    resampling = resample_groups(np.arange(300) // 2, n_resamples=50, seed=1)
+    w = resampling.weights
+    auc = auc_samples(w, y_unknown, scores)
+    np.testing.assert_allclose(auc[:, 0], auc_samples(w, y[:, :1], scores[:, :1])[:, 0])
+    np.testing.assert_allclose(auc[:, 1], auc_samples(w[100:], y[100:, 1:], scores[100:, 1:])[:, 0])
+    f1 = f1_samples(w, y_unknown, predicted)
+    reference = f1_samples(w[100:], y[100:, 1:], predicted[100:, 1:])
+    for name in ("f1_positive", "f1_macro"):
+        np.testing.assert_allclose(f1[name][:, 1], reference[name][:, 0])
+    frame, _ = label_intervals(resampling, y_unknown, scores, predicted, ["a", "b"])
+    assert np.isfinite(frame[["auc_low", "auc_high"]].to_numpy()).all()

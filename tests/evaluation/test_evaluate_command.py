@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from cxr_core.cli import main
 from cxr_core.modeling.bundle import Bundle
@@ -171,3 +172,55 @@ def test_changing_flips_drops_the_calibrations_fitted_without_them(tmp_path, mon
     assert not any("+" in name for name in bundle.threshold_methods)
     assert bundle.threshold_method == "f1" and choice["dropped_threshold_methods"]
     assert not (bundle_dir / "val_predictions.npz").is_file()  # made without flips
+
+
+def test_evaluate_leaves_unknown_labels_out_of_every_figure(tmp_path, monkeypatch):
+    """A label one source does not annotate (empty in split.csv): its unknown test images are
+    stored as unknown and count in no metric of that label (AUC, F1, intervals, calibration)."""
+    from sklearn.metrics import roc_auc_score
+
+    from cxr_core.evaluation.evaluation import evaluate_bundle
+    from cxr_core.evaluation.demo import auc_by_source
+
+    split = make_split(500, LABELS, [0.3, 0.25], seed=9)
+    unknown_rows = split["PatientID"].str[-1].isin(["1", "2", "3"]).to_numpy()  # another source
+    split["ImageDir"] = np.where(unknown_rows, "cxr-public/images", "nih-sample/images")
+    split[LABELS[1]] = split[LABELS[1]].astype(float).where(~unknown_rows)
+    split_csv = tmp_path / "split.csv"
+    split[LABELS[1]] = split[LABELS[1]].astype("Int64")
+    split.to_csv(split_csv, index=False)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for image_id in split["ImageID"]:
+        (cache / image_id).write_bytes(b"")
+    targets = split.set_index("ImageID")[LABELS].to_numpy(float)
+    rows = {image_id: i for i, image_id in enumerate(split["ImageID"])}
+    rng = np.random.default_rng(5)
+    probs = binormal(rng, np.stack([np.nan_to_num(targets)] * 2), 1.5)
+    probs[:, np.isnan(targets[:, 1]), 1] = 0.99  # would be false positives if counted as negatives
+
+    def fake_members(classifiers, paths, input_size, **kwargs):
+        return probs[:, [rows[Path(p).name] for p in paths]]
+
+    monkeypatch.setattr("cxr_core.evaluation.evaluation.predict_members", fake_members)
+    monkeypatch.setattr(Bundle, "classifiers", property(lambda self: []))
+    bundle_dir = write_synthetic_bundle(tmp_path / "bundle", split.fillna(0), LABELS, [1.5, 1.5])
+    metrics = evaluate_bundle(bundle_dir, cache, split_csv, refit_thresholds=True, n_resamples=50)
+    stored = Bundle.load(bundle_dir).test_predictions()
+    test = split[split["split"] == "test"]
+    known = test[LABELS[1]].notna().to_numpy()
+    assert np.isnan(stored["targets"][:, 1]).sum() == (~known).sum() > 0
+    ctp = pd.DataFrame(metrics["per_label"]["CTP"]).set_index("label").loc[LABELS[1]]
+    scores = stored["member_probs"].mean(axis=0)[:, 1]
+    assert ctp["images"] == known.sum() and ctp["unknown"] == (~known).sum()
+    assert ctp["auc"] == pytest.approx(roc_auc_score(test[LABELS[1]][known].astype(int), scores[known]))
+    assert np.isfinite(ctp["auc_low"]) and np.isfinite(metrics["overall"]["CTP"]["hamming_loss"])
+    val = np.load(bundle_dir / "val_predictions.npz")["targets"]
+    assert np.isnan(val[:, 1]).any() and not np.isnan(val[:, 0]).any()
+    calibration = pd.read_csv(bundle_dir / "metrics" / "calibration.csv")
+    assert calibration.loc[(calibration["model"] == "CTP") & (calibration["label"] == LABELS[1]),
+                           "positives"].iloc[0] == int(test[LABELS[1]].sum())
+    by_source = auc_by_source(test["ImageDir"], stored["targets"], scores[:, None].repeat(2, 1),
+                              LABELS, min_positives=5).set_index("label")
+    assert by_source.loc[LABELS[1], "cxr-public positives"] == 0
+    assert np.isnan(by_source.loc[LABELS[1], "cxr-public AUC"])

@@ -40,3 +40,23 @@ def test_comparison_table_marks_best_and_survives_labels_without_auc():
     assert table.loc[0, "best_member"] == "m1" and table.loc[0, "m1"] == 1.0
     assert table.loc[1, "best_member"] == ""  # label b has no positives: no AUC, no crash
     assert table.loc[0, "ensembles_beating_all_members"] == ""  # nothing beats a perfect AUC
+
+
+def test_unknown_labels_are_left_out_of_every_metric_of_their_label():
+    """NaN targets (not annotated) count in no AUC, F1, precision, recall or Hamming loss."""
+    rng = np.random.default_rng(1)
+    y = (rng.random((200, 2)) < 0.4).astype(float)
+    p = np.clip(0.3 * y + 0.7 * rng.random((200, 2)), 0, 1)
+    b = p >= 0.5
+    y_unknown = y.copy()
+    y_unknown[:50, 1] = np.nan
+    table = label_metrics(y_unknown, p, b, ["a", "b"])
+    known = slice(50, None)
+    assert table.loc[1, "images"] == 150 and table.loc[1, "unknown"] == 50
+    assert table.loc[1, "positives"] == int(y[known, 1].sum())
+    assert table.loc[1, "auc"] == pytest.approx(roc_auc_score(y[known, 1], p[known, 1]))
+    assert table.loc[1, "f1_positive"] == pytest.approx(f1_score(y[known, 1], b[known, 1]))
+    assert table.loc[0, "auc"] == pytest.approx(roc_auc_score(y[:, 0], p[:, 0]))
+    overall = overall_metrics(y_unknown, p, b)
+    wrong = (y[:, 0] != b[:, 0]).sum() + (y[known, 1] != b[known, 1]).sum()
+    assert overall["hamming_loss"] == pytest.approx(wrong / 350)

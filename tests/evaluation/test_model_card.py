@@ -129,3 +129,19 @@ def test_writing_the_card_into_a_bundle_keeps_it_verifiable(tmp_path):
     assert "MODEL_CARD.md" in bundle.manifest["files"]
     assert written.read_text() == render_model_card(bundle)
     assert write_model_card(bundle) == written  # a Bundle works as well as a folder
+
+
+def test_model_card_counts_the_unknown_labels_per_split():
+    """A label a source does not annotate: the card's label counts say how many are unknown."""
+    manifest = {"bundle_id": "b", "demo": True, "label_set": "x", "members": [],
+                "labels": [{"name": "pneumonia", "groups": ["pneumonia"]},
+                           {"name": "pleural effusion", "groups": ["pleural effusion"]}],
+                "threshold_method": "f1", "preprocessing": {},
+                "data": {"labels": {"pneumonia": {"train": 568, "val": 80, "test": 164},
+                                    "pleural effusion": {"train": 54, "val": 8, "test": 15}},
+                         "unknown_labels": {"pneumonia": {"train": 0, "val": 0, "test": 0},
+                                            "pleural effusion": {"train": 295, "val": 42, "test": 83}}}}
+    card = render_model_card(Bundle(Path("."), manifest))
+    assert "| label | group | train | val | test | unknown (train / val / test) |" in card
+    assert "| pleural effusion | pleural effusion | 54 | 8 | 15 | 295 / 42 / 83 |" in card
+    assert "| pneumonia | pneumonia | 568 | 80 | 164 | 0 / 0 / 0 |" in card

@@ -100,3 +100,19 @@ def test_calibration_without_validation_predictions_says_what_is_needed(tmp_path
     path = write_synthetic_bundle(tmp_path / "b", split, ["a"], [1.0], val=False)
     with pytest.raises(BundleError, match="validation predictions"):
         calibrate_bundle(path, "isotonic")
+
+
+def test_unknown_labels_are_left_out_of_calibration_fits_and_tables():
+    rng = np.random.default_rng(2)
+    y = (rng.random((400, 2)) < 0.3).astype(float)
+    probs = expit(rng.normal(size=(2, 400, 2)) * 2 + 3 * y - 1.5)
+    y_unknown = y.copy()
+    y_unknown[:150, 1] = np.nan
+    for method in ("temperature", "isotonic"):
+        fitted = fit_calibration(method, y_unknown, probs)
+        reference = fit_calibration(method, y[150:], probs[:, 150:])
+        assert fitted["members"][0][1] == reference["members"][0][1]
+    table = calibration_table(y_unknown, probs[0], ["a", "b"]).set_index("label")
+    assert table.loc["b", "positives"] == int(y[150:, 1].sum())
+    assert table.loc["b", "brier"] == pytest.approx(np.mean((probs[0, 150:, 1] - y[150:, 1]) ** 2))
+    assert np.isfinite(table.loc["all labels", ["ece", "brier", "prevalence"]].astype(float)).all()

@@ -327,3 +327,24 @@ def test_unknown_labels_train_with_a_finite_loss_and_validation_auc(tmp_path):
     assert np.isfinite(log[["loss", "val_loss", "auc", "val_auc"]].to_numpy()).all()
     for entry in bundle.manifest["thresholds"].values():
         assert np.isfinite(entry["ensemble"]).all()
+
+
+def test_thresholds_are_chosen_on_float32_predictions_after_mixed_float16_training(
+        synthetic, mixed_float16, tmp_path):
+    """Members trained under mixed_float16 (a GPU's default) are served in float32: the
+    validation probabilities that thresholds are chosen on are computed in float32 too."""
+    import keras
+
+    from cxr_core.modeling.inference import predict_members
+    from cxr_core.modeling.thresholds import threshold_table
+
+    cache, split = synthetic
+    bundle_dir = train_ensemble(cache, split, tmp_path / "ens", (ARCH,), mixed_float16,
+                                label_set="tiny")
+    keras.mixed_precision.set_global_policy("float32")  # as the app and the CLI load a bundle
+    bundle = Bundle.load(bundle_dir)
+    table = read_split(split)
+    val_probs = predict_members(bundle.classifiers, cached_paths(cache, table.part("val")), 32)
+    expected = threshold_table(val_probs, table.targets("val"))
+    for method, entry in bundle.manifest["thresholds"].items():
+        assert np.allclose(entry["ensemble"], expected[method]["ensemble"], rtol=0, atol=1e-7), method
