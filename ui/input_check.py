@@ -18,16 +18,12 @@ def render_input_check(review) -> bool:
     if check is None:
         return True
     if check.passed:
-        if check.score is not None:
-            st.caption(f"Input check: frontal chest X-ray, like those the models were trained on "
-                       f"(distance score {check.score:.2f}; images scoring above "
-                       f"{check.threshold:.2f} are refused).")
-        else:
-            st.caption("Input check: frontal chest X-ray (DICOM and lung-shape checks; this model "
-                       "has no stored statistics for the score).")
+        st.caption("Input check: frontal chest X-ray, like those the models were trained on.")
+        _details(check)
         return True
     st.error(f"**Not reviewed: the input check refused this image.** {check.reason}",
              icon="🚫")
+    _details(check)
     anyway = st.checkbox("Show the findings anyway (expert)", key=f"show_anyway_{review.image.sha256}",
                          help=SHOW_ANYWAY_HELP)
     if anyway:
@@ -36,6 +32,12 @@ def render_input_check(review) -> bool:
         return True
     st.image(review.image.pixels, caption="the uploaded image", width=360, clamp=True)
     return False
+
+
+def _details(check) -> None:
+    """The check's numbers (the distance score), out of the normal view."""
+    with st.expander("Input check details"):
+        st.caption(check.details())
 
 
 def input_check_record(review) -> dict | None:

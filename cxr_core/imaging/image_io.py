@@ -59,6 +59,9 @@ class LoadedImage:
     #: DICOM input only: the source's patient and study module, IN MEMORY ONLY, so that DICOM
     #: results file under the same patient and study; never stored, logged or used in a name
     patient_study: PatientStudy | None = field(default=None, repr=False, compare=False)
+    #: how much the source's colour varies at one brightness (`colour_spread`): 0 for a grayscale
+    #: file, small for a tinted X-ray, large for a colour photograph (the input check reads it)
+    colour_spread: float = 0.0
 
 
 #: source attribute keyword of each `PatientStudy` field
@@ -254,7 +257,34 @@ def _to_gray(pixels: np.ndarray) -> np.ndarray:
     raise UnsupportedFormatError(f"Images with shape {pixels.shape} are not supported.")
 
 
-def _decode_raster(data: bytes, fmt: str, max_pixels: int) -> tuple[np.ndarray, int]:
+#: brightness bins in which `colour_spread` measures the colour's variation
+SPREAD_BINS = 32
+
+
+def colour_spread(pixels: np.ndarray) -> float:
+    """The colour's spread at a given brightness, in CIELAB a*/b* units (0-255 scale): the mean,
+    over brightness bins, of the standard deviation of a* and b*. A grayscale image gives 0; an
+    X-ray tinted by a colour map (its colour a function of brightness) stays near 0 whatever the
+    tint; a colour photograph, whose colours vary at every brightness, gives tens."""
+    if pixels.ndim != 3 or pixels.shape[2] < 3:
+        return 0.0
+    bgr = pixels[:, :, :3]
+    if bgr.dtype != np.uint8:
+        bgr = (bgr.astype(np.float32) / 257.0).astype(np.uint8)
+    step = max(1, int(np.sqrt(bgr.shape[0] * bgr.shape[1] / 250_000)))  # about 500 x 500 samples
+    lab = cv2.cvtColor(np.ascontiguousarray(bgr[::step, ::step]), cv2.COLOR_BGR2LAB).reshape(-1, 3)
+    lab = lab.astype(np.float32)
+    bins = np.minimum((lab[:, 0] * SPREAD_BINS / 256).astype(int), SPREAD_BINS - 1)
+    spreads, weights = [], []
+    for b in np.unique(bins):
+        chroma = lab[bins == b, 1:]
+        if len(chroma) >= 20:
+            spreads.append(float(np.sqrt(chroma.var(axis=0).sum())))
+            weights.append(len(chroma))
+    return float(np.average(spreads, weights=weights)) if spreads else 0.0
+
+
+def _decode_raster(data: bytes, fmt: str, max_pixels: int) -> tuple[np.ndarray, int, float]:
     height, width = _png_size(data) if fmt == "png" else _jpeg_size(data)
     _check_size(height, width, max_pixels)
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -263,7 +293,7 @@ def _decode_raster(data: bytes, fmt: str, max_pixels: int) -> tuple[np.ndarray, 
     if fmt == "png" and not data.rstrip(b"\x00").endswith(b"IEND\xaeB`\x82"):
         raise CorruptImageError("The PNG file is truncated: its end marker is missing.")
     bit_depth = 16 if pixels.dtype == np.uint16 else 8
-    return _to_gray(pixels), bit_depth
+    return _to_gray(pixels), bit_depth, colour_spread(pixels)
 
 
 def dicom_reference(ds) -> DicomReference | None:
@@ -382,10 +412,11 @@ def load_image(
         log.warning("file extension does not match its content (%s); using the content", fmt)
     photometric, facts = "MONOCHROME2", {"edges": None, "ref": None, "acquisition": {},
                                          "patient_study": None}
+    spread = 0.0
     if fmt == "dicom":
         raw, bit_depth, photometric, facts = _decode_dicom(data, max_pixels)
     else:
-        raw, bit_depth = _decode_raster(data, fmt, max_pixels)
+        raw, bit_depth, spread = _decode_raster(data, fmt, max_pixels)
     value_range = intensity_range(raw)
     pixels = scale_intensity(raw, value_range)
     window = _unit_window(facts["edges"], value_range)
@@ -403,6 +434,7 @@ def load_image(
         dicom_ref=facts["ref"],
         **facts["acquisition"],
         patient_study=facts["patient_study"],
+        colour_spread=spread,
     )
 
 

@@ -1,15 +1,20 @@
 """Is this a frontal chest X-ray? The check that runs before any finding is shown.
 
-Three checks, in this order, each giving one sentence when it refuses:
+Three checks, in this order, each giving one sentence naming the real reason when it refuses
+(`refused_by` names the rule: dicom, size, colour, shape, edges, lungs, score):
 1. the DICOM header, when it has them: BodyPartExamined must name the chest, ViewPosition must
    not be lateral or oblique, Modality must be a radiograph;
-2. the image's shape (a frontal chest film is close to square: width / height within
+2. the image's size (at least MIN_READABLE_SIDE pixels on its shorter side: a 64 x 64 thumbnail
+   is too small to read, whatever its edges), its colour (`image_io.colour_spread` at most
+   MAX_COLOUR_SPREAD: a colour photograph is not a grayscale X-ray; a tinted X-ray passes), its
+   shape (a frontal chest film is close to square: width / height within
    0.6-1.7; all 1,323 real X-rays of the shared data but one two-panel figure are), its edges
    (`edge_strength` at least 0.18: bones and the body outline; the real X-rays are all >= 0.23,
    smooth generated fields <= 0.16) and the lung segmentation (`imaging.lung_geometry`): it
    must have found two lung fields side by side;
 3. the out-of-distribution score of the bundle's stored statistics (`modeling.input_model`) must
-   not exceed its threshold. Bundles without them get checks 1 and 2 only (logged once).
+   not exceed its threshold. Bundles without them get checks 1 and 2 only (logged once). The
+   score is not in the sentence (it means little to a reader); `InputCheck.details` gives it.
 A refused image still gets its findings computed: the app and the CLI hide them unless an expert
 asks to see them anyway.
 """
@@ -46,7 +51,7 @@ class InputCheck:
     score: float | None  # out-of-distribution score; None without stored statistics
     threshold: float | None
     checks: tuple[str, ...]  # the checks that ran: "dicom", "lungs", "score"
-    refused_by: str = ""  # the rule that refused: dicom, shape, edges, lungs or score; "" if passed
+    refused_by: str = ""  # the rule that refused (module docstring); "" if passed
 
     def record(self) -> dict:
         """Plain-JSON form, stored with the review's model output."""
@@ -54,6 +59,15 @@ class InputCheck:
                 "score": None if self.score is None else round(self.score, 4),
                 "threshold": None if self.threshold is None else round(self.threshold, 4),
                 "checks": list(self.checks), "method": METHOD if self.score is not None else None}
+
+    def details(self) -> str:
+        """The check's numbers in one line, for a 'details' view (never the main sentence)."""
+        rule = f"refused by the {self.refused_by} rule" if self.refused_by else "passed"
+        checks = ", ".join(self.checks)
+        if self.score is None:
+            return f"Input check {rule} (checks run: {checks}; no distance score for this model)."
+        return (f"Input check {rule} (checks run: {checks}); distance score {self.score:.2f}, "
+                f"images scoring above {self.threshold:.2f} are refused.")
 
 
 def dicom_problem(image: LoadedImage) -> str:
@@ -76,11 +90,33 @@ class InputFacts:
     dicom: bool  # whether a DICOM header was read
     reason: str  # the DICOM, shape, edge or lung-geometry refusal, '' when none refuses
     descriptor: np.ndarray  # `describe_input` of the working image and its lung mask
-    refused_by: str = ""  # which of those rules refused ("dicom", "shape", "edges", "lungs")
+    refused_by: str = ""  # which of those rules refused ("dicom", "size", "colour", "shape", ...)
 
 
 #: width / height of a frontal chest film (half an X-ray is 2.0 or 0.5)
 ASPECT_RANGE = (0.6, 1.7)
+#: the shorter side below which an image is too small to read (the loader refuses under 32 px)
+MIN_READABLE_SIDE = 128
+#: largest `colour_spread` of a grayscale X-ray: tinted X-rays (a colour map of the grey
+#: levels, annotations in colour) measure 1-6, colour photographs and rainbow maps 30 or more
+MAX_COLOUR_SPREAD = 12.0
+
+
+def size_problem(image: LoadedImage) -> str:
+    """One sentence when the image is too small to read, or ''."""
+    height, width = image.original_size
+    if min(height, width) < MIN_READABLE_SIDE:
+        return (f"The image is only {width} x {height} pixels: too small to read (a chest X-ray "
+                f"needs at least {MIN_READABLE_SIDE} pixels on its shorter side).")
+    return ""
+
+
+def colour_problem(image: LoadedImage) -> str:
+    """One sentence when the image is a colour picture rather than a grayscale X-ray, or ''."""
+    if image.colour_spread > MAX_COLOUR_SPREAD:
+        return ("The image is in colour (a photograph or a colour picture), not a grayscale "
+                "X-ray.")
+    return ""
 
 
 def shape_problem(image: LoadedImage) -> str:
@@ -109,7 +145,8 @@ def edge_problem(pre: Preprocessed) -> str:
 def input_facts(image: LoadedImage, pre: Preprocessed) -> InputFacts:
     """Checks 1 and 2 of the module docstring and the descriptor for check 3."""
     geometry = measure_lungs(pre.mask.lungs)
-    rules = (("dicom", lambda: dicom_problem(image)), ("shape", lambda: shape_problem(image)),
+    rules = (("dicom", lambda: dicom_problem(image)), ("size", lambda: size_problem(image)),
+             ("colour", lambda: colour_problem(image)), ("shape", lambda: shape_problem(image)),
              ("edges", lambda: edge_problem(pre)), ("lungs", lambda: geometry_problem(pre.mask, geometry)))
     refused_by, reason = "", ""
     for name, problem in rules:  # the first rule that refuses gives the one reason shown
@@ -135,8 +172,7 @@ def decide(facts: InputFacts, model: InputModel | None) -> InputCheck:
         score = float(model.scores(facts.descriptor[None])[0])
         threshold = model.threshold
         if not reason and score > threshold:
-            reason, refused_by = (f"The image is unlike the frontal chest X-rays the models were "
-                                  f"trained on (distance score {score:.2f}, above the limit "
-                                  f"{threshold:.2f})."), "score"
+            reason, refused_by = ("The image is unlike the frontal chest X-rays the models were "
+                                  "trained on."), "score"
     return InputCheck(not reason, reason, score, threshold, tuple(checks), refused_by)
 

@@ -64,12 +64,15 @@ def test_a_real_xray_passes_and_a_header_or_score_refuses_it(sample):
     ok = check_input(image, pre, _constant_model(1.0, 2.0))
     assert ok.passed and ok.score == pytest.approx(1.0) and ok.checks == ("lungs", "score")
     high = check_input(image, pre, _constant_model(3.0, 2.0))
-    assert not high.passed and "(distance score 3.00, above the limit 2.00)" in high.reason
-    assert high.refused_by == "score"
+    assert not high.passed and high.refused_by == "score"
+    assert high.reason == "The image is unlike the frontal chest X-rays the models were trained on."
+    assert "distance" not in high.reason  # the score is a detail, not the reason
+    assert "distance score 3.00, images scoring above 2.00 are refused" in high.details()
+    assert high.details().startswith("Input check refused by the score rule")
     record = high.record()
     assert record["passed"] is False and record["score"] == 3.0 and record["threshold"] == 2.0
     assert record["refused_by"] == "score"
-    wide = LoadedImage(image.pixels[:, :1], (100, 250), "png", 8, "MONOCHROME2", image.sha256)
+    wide = LoadedImage(image.pixels[:, :1], (300, 750), "png", 8, "MONOCHROME2", image.sha256)
     assert check_input(wide, pre, _constant_model(3.0, 2.0)).refused_by == "shape"  # the first rule
 
 
@@ -155,3 +158,52 @@ def test_a_smooth_field_is_refused_for_its_missing_edges(segmenter):
     for path in SAMPLES:
         pre = preprocess_image(load_image(path), segmenter)
         assert edge_strength(pre.image) > MIN_EDGE_STRENGTH + 0.04 and edge_problem(pre) == ""
+
+
+def _encoded(bgr: np.ndarray, ext: str = ".jpg") -> bytes:
+    import cv2
+
+    return cv2.imencode(ext, bgr)[1].tobytes()
+
+
+def _colour_photo(side: int = 512) -> np.ndarray:
+    """A seeded colour 'photograph': a colour gradient with coloured discs (no real photos ship)."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:side, :side]
+    img = np.stack([xx * 255 // side, yy * 255 // side, (xx + yy) * 127 // side], -1).astype(np.uint8)
+    for _ in range(40):
+        x, y = (int(v) for v in rng.integers(0, side, 2))
+        cv2.circle(img, (x, y), int(rng.integers(10, 80)), tuple(int(v) for v in rng.integers(0, 256, 3)), -1)
+    return cv2.GaussianBlur(img, (5, 5), 0)
+
+
+def test_each_refusal_names_the_real_reason_small_and_colour(segmenter):
+    """A 64 x 64 image is 'too small to read' (not 'no sharp edges'); a colour photograph is
+    'not a grayscale X-ray' (not 'lung segmentation failed'); a tinted or annotated X-ray passes
+    the colour rule."""
+    import cv2
+
+    from cxr_core.imaging.image_io import colour_spread
+    from cxr_core.review.input_check import MAX_COLOUR_SPREAD, colour_problem
+
+    gray = cv2.imread(str(SAMPLES[0]), cv2.IMREAD_GRAYSCALE)
+    tiny = load_image(_encoded(cv2.resize(gray, (64, 64), interpolation=cv2.INTER_AREA), ".png"), filename="t.png")
+    check = check_input(tiny, preprocess_image(tiny, segmenter), None)
+    assert not check.passed and check.refused_by == "size"
+    assert check.reason.startswith("The image is only 64 x 64 pixels: too small to read")
+    photo = load_image(_encoded(_colour_photo()), filename="photo.jpg")
+    assert photo.colour_spread > 2 * MAX_COLOUR_SPREAD
+    check = check_input(photo, preprocess_image(photo, segmenter), None)
+    assert not check.passed and check.refused_by == "colour"
+    assert check.reason == "The image is in colour (a photograph or a colour picture), not a grayscale X-ray."
+    assert load_image(SAMPLES[0]).colour_spread == 0.0
+    annotated = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    cv2.arrowedLine(annotated, (50, 50), (200, 200), (0, 0, 255), 4)
+    for tinted in (cv2.applyColorMap(gray, cv2.COLORMAP_BONE), cv2.applyColorMap(gray, cv2.COLORMAP_PINK),
+                   annotated):
+        image = load_image(_encoded(tinted), filename="tinted.jpg")
+        assert image.colour_spread < MAX_COLOUR_SPREAD / 2 and colour_problem(image) == ""
+        assert check_input(image, preprocess_image(image, segmenter), None).refused_by != "colour"
+    assert colour_spread(gray) == 0.0

@@ -60,3 +60,26 @@ def test_frontal_xray_passes_with_a_caption():
     assert not any("input check refused" in e.value for e in at.error)
     assert any(c.value.startswith("Input check: frontal chest X-ray") for c in at.caption)
     assert len(at.dataframe) == 1
+    # the distance score is out of the normal view: only inside the 'details' expander
+    assert not any("distance score" in c.value for c in at.main.caption if c not in
+                   [d for e in at.expander if e.label == "Input check details" for d in e.caption])
+    details = next(e for e in at.expander if e.label == "Input check details")
+    assert any(d.value.startswith("Input check passed") for d in details.caption)
+
+
+def test_a_colour_photograph_is_refused_as_not_a_grayscale_xray():
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    photo = np.zeros((400, 400, 3), np.uint8)
+    for _ in range(30):
+        x, y = (int(v) for v in rng.integers(0, 400, 2))
+        cv2.circle(photo, (x, y), int(rng.integers(20, 90)), tuple(int(v) for v in rng.integers(0, 256, 3)), -1)
+    at = review_page(("holiday.jpg", cv2.imencode(".jpg", photo)[1].tobytes(), "image/jpeg"))
+    errors = [e.value for e in at.error]
+    assert any("the input check refused this image" in e and "not a grayscale X-ray" in e
+               for e in errors), errors
+    assert len(at.dataframe) == 0
+    details = next(e for e in at.expander if e.label == "Input check details")
+    assert any("refused by the colour rule" in d.value for d in details.caption)
