@@ -353,3 +353,15 @@ if localisation:
     if localisation["sheet"]:
         st.image(localisation["sheet"], caption="Best and worst boxes: the finding's map with the "
                                                 "radiologist's box in white")
+
+# --- shortcut audit (only when the bundle carries one) ----------------------------------------------
+audit = bundle.metrics.get("shortcut_audit")
+if audit and audit.get("rows"):
+    st.header("Shortcut audit: AUC within subgroups")
+    st.caption("Test AUC of the CTP ensemble within each view position, sex, age band and source, with "
+               f"95% patient-level bootstrap intervals ({audit.get('resamples')} resamples): an AUC that "
+               "holds within a subgroup is read from the finding, one that falls was partly read from "
+               "the acquisition. Fewer than 10 positives or negatives: no interval.")
+    audit_table = pd.DataFrame(audit["rows"]).astype({"auc": float, "auc_low": float, "auc_high": float})
+    show_table(audit_table[["label", "attribute", "group", "images", "positives", "auc", "auc_low",
+                            "auc_high", "note"]])

@@ -254,6 +254,18 @@ def _cmd_localise(args) -> int:
     return _report_failures(result.failures, f"localisation tables and contact sheet written to {args.out}")
 
 
+def _cmd_audit(args) -> int:
+    from .evaluation.model_card import write_model_card
+    from .evaluation.shortcut_audit import audit_bundle, audit_markdown
+
+    table = audit_bundle(args.bundle or _default_bundle(), args.metadata, n_resamples=args.resamples,
+                         seed=args.seed)
+    print(audit_markdown(table.to_dict(orient="records")))
+    write_model_card(args.bundle or _default_bundle())
+    print("metrics/shortcut_audit.csv and the model card's audit section written")
+    return 0
+
+
 def _cmd_fit_input_check(args) -> int:
     from .imaging.segmentation import LungSegmenter
     from .modeling.bundle import Bundle
@@ -460,6 +472,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-store", action="store_true",
                    help="do not store the tables in the bundle (metrics/ and its manifest)")
     p.set_defaults(func=_cmd_localise)
+
+    p = sub.add_parser("audit", help="shortcut audit: test AUC per finding within each view, sex, "
+                                     "age band and source, with intervals (into the model card)")
+    p.add_argument("--bundle", type=Path, default=None, help="default: the app's default bundle")
+    p.add_argument("--metadata", type=Path, nargs="*", default=[],
+                   help="CSV(s) with image and any of view, sex, age (matched by file name)")
+    p.add_argument("--resamples", type=int, default=1000, help="patient-level bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.set_defaults(func=_cmd_audit)
 
     p = sub.add_parser("fit-input-check",
                        help="fit the 'is this a frontal chest X-ray?' check and store it in a bundle")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..modeling.bundle import Bundle
+from .shortcut_audit import audit_markdown
 
 
 def _fmt(value) -> str:
@@ -74,6 +75,19 @@ def _localisation_lines(entry: dict | None) -> list[str]:
     if tables.get("markdown"):
         lines += ["", f"Per finding: `{tables['markdown']}`; best and worst cases: `{tables.get('cases')}`."]
     return lines + [""]
+
+
+def _audit_lines(audit: dict | None) -> list[str]:
+    """Shortcut audit: test AUC within each view, sex, age band and source, with intervals."""
+    if not audit or not audit.get("rows"):
+        return []
+    return ["## Shortcut audit: test AUC within subgroups", "",
+            (f"{audit.get('model', 'CTP')} ensemble; in brackets 95% patient-level bootstrap intervals "
+             f"({audit.get('resamples')} resamples). Within one view, sex, age band or source the "
+             "acquisition cannot give the answer away: an AUC that holds there is read from the "
+             "image's finding; one that falls was partly read from the acquisition. Groups with "
+             "fewer than 10 positives or negatives show the AUC and the positives, no interval."), "",
+            audit_markdown(audit["rows"])]
 
 
 def render_model_card(bundle: Bundle) -> str:
@@ -155,6 +169,7 @@ def render_model_card(bundle: Bundle) -> str:
         lines.append("")
     lines += _by_source_lines(metrics.get("by_source"))
     lines += _localisation_lines(metrics.get("localisation"))
+    lines += _audit_lines(metrics.get("shortcut_audit"))
     if bundle.lineage:
         lineage = {k: v for k, v in bundle.lineage.items() if k not in ("before", "after")}
         parent = lineage.pop("parent_bundle_id", None)

@@ -1,5 +1,5 @@
-"""The Metrics page shows `localise`'s tables, flag and contact sheet when the bundle carries
-them, and nothing of the kind when it does not."""
+"""The Metrics page shows `localise`'s tables, flag and contact sheet, and the shortcut audit,
+when the bundle carries them, and nothing of the kind when it does not."""
 
 from __future__ import annotations
 
@@ -23,3 +23,18 @@ def test_metrics_page_shows_localisation_only_when_the_bundle_has_it(models_dir)
     assert overall["model"] == 0.7 and overall["average map"] == 0
     assert len(at.get("image")) == 1  # the contact sheet
     assert any("nearly the same on every X-ray" in w.value and "pleural effusion" in w.value for w in at.warning)
+
+
+def test_metrics_page_shows_the_shortcut_audit_when_the_bundle_has_one(models_dir):  # noqa: F811
+    from cxr_core.evaluation.shortcut_audit import audit_bundle
+
+    at = page("1_Metrics.py")
+    assert not any("Shortcut audit" in h.value for h in at.header)
+    audit_bundle(models_dir / "child", n_resamples=50)
+    from ui.common import get_bundle
+
+    get_bundle.clear()
+    at = page("1_Metrics.py")
+    assert any("Shortcut audit" in h.value for h in at.header)
+    table = next(df.value for df in at.dataframe if "attribute" in df.value.columns)
+    assert set(table["attribute"]) == {"all", "source"} and table["auc"].notna().any()
