@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cxr_core.evaluation.model_card import render_model_card, write_model_card
 from cxr_core.modeling.bundle import Bundle
+from tests.evaluation.test_evaluation import synthetic_tables
 from tests.modeling.bundle_factory import make_split, write_synthetic_bundle
 
 
@@ -145,3 +146,18 @@ def test_model_card_counts_the_unknown_labels_per_split():
     assert "| label | group | train | val | test | unknown (train / val / test) |" in card
     assert "| pleural effusion | pleural effusion | 54 | 8 | 15 | 295 / 42 / 83 |" in card
     assert "| pneumonia | pneumonia | 568 | 80 | 164 | 0 / 0 / 0 |" in card
+
+
+def test_model_card_shows_intervals_and_lineage_as_a_chain(tmp_path):
+    from cxr_core.evaluation.model_card import render_model_card
+
+    bundle, _, tables = synthetic_tables(tmp_path)
+    overall = tables["overall"].set_index("model").to_dict(orient="index")
+    manifest = {**bundle.manifest, "lineage": {"parent_bundle_id": "parent-1", "reviews_used": 3},
+                "metrics": {"images": 10, "overall": overall, "intervals": tables["overall"].attrs["resampling"],
+                            "per_label": {"CTP": tables["CTP"].to_dict(orient="records")}}}
+    card = render_model_card(Bundle(tmp_path, manifest))
+    ctp = overall["CTP"]
+    assert f"{ctp['auc_macro']:.3f} [{ctp['auc_macro_low']:.3f}, {ctp['auc_macro_high']:.3f}]" in card
+    assert "too few positives" in card and "patient-level bootstrap" in card
+    assert "`parent-1` → `synthetic`" in card and "{" not in card.split("## Lineage")[1]
