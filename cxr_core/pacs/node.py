@@ -159,11 +159,24 @@ class Node:
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
+            self.review_pending(reviewer, keys)
+
+    def review_pending(self, reviewer, keys: list[str]) -> None:
+        """Review a batch; when it fails, its images one at a time, and an image the pipeline
+        cannot take gets a refusal SR (answered once, never retried forever)."""
+        try:
+            self.review_batch(reviewer, keys)
+            return
+        except Exception:
+            log.exception("review of a batch failed; reviewing its images one at a time")
+        for key in keys:
+            if self.queue.state(key)["status"] != RECEIVED:
+                continue  # its results were kept before the failure
             try:
-                self.review_batch(reviewer, keys)
-            except Exception:  # keep the node alive; the items stay queued for the next pass
-                log.exception("review of a batch failed; retrying in 5 s")
-                self._stop.wait(5.0)
+                self.review_batch(reviewer, [key])
+            except Exception:
+                log.exception("instance %s could not be analysed", key[:12])
+                self._refuse(key, self.queue.source(key), "The image could not be analysed.", reviewer)
 
     def review_batch(self, reviewer, keys: list[str]) -> None:
         """Review queued items and keep their SR (and SC) in the queue."""

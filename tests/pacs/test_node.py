@@ -220,3 +220,39 @@ def test_image_the_input_check_refuses_gets_a_short_sr_and_no_sc(orthanc, node, 
     assert any("Not reviewed" in c and "HAND" in c for c in sr_comments(sr))
     assert sr.PatientID == "HAND-1"
     assert dciodvfy_errors(data, tmp_path) == []
+
+
+def test_an_image_the_pipeline_cannot_take_gets_a_refusal_sr_once(tmp_path):
+    """No Orthanc needed: a reviewer that fails on every image; the batch falls back to one image
+    at a time, then each gets a refusal SR and is never retried."""
+    from types import SimpleNamespace
+
+    from cxr_core.pacs.node import Node
+    from cxr_core.pacs.queue import REVIEWED, item_key
+    from cxr_core.pacs.settings import Destination, NodeSettings
+
+    class Failing:
+        bundle = SimpleNamespace(bundle_id="bundle-x-v1")
+        calls = 0
+
+        def review(self, images):
+            Failing.calls += 1
+            raise RuntimeError("pipeline broke")
+
+    config = NodeSettings(allow=("A",), queue_dir=tmp_path / "q",
+                          send_to=(Destination("dicom", aet="NOBODY", host="127.0.0.1", port=1),))
+    node = Node(config, reviewer_factory=Failing)  # not started: no port, only the review step
+    keys = []
+    for i, png in enumerate(nih_images(2, start=90)):
+        data = xray_dicom(png, f"FAIL-{i}", generate_uid())
+        uid = pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID
+        node.queue.put(uid, data)
+        keys.append(item_key(uid))
+    node.review_pending(Failing(), keys)
+    assert Failing.calls == 3  # the batch, then each image once
+    assert sorted(node.queue.keys(REVIEWED)) == sorted(keys)
+    for key in keys:
+        results = node.queue.results(key)
+        assert set(results) == {"sr"}
+        sr = pydicom.dcmread(io.BytesIO(results["sr"]))
+        assert any("could not be analysed" in c for c in sr_comments(sr))
