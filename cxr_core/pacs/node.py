@@ -2,9 +2,9 @@
 them in the background and sends the SR and the report's Secondary Capture to its destinations.
 
 - Associations from calling AE titles outside the allow-list are rejected (and logged).
-- Only CR, DX-for-presentation and DX-for-processing images are accepted; a dataset that lacks
-  its UIDs or pixels, or whose pixels do not decode, is refused with a failure status (0xA900 /
-  0xC000), never a crash; the refusal is logged by queue key, never by patient.
+- Only CR, DX-for-presentation and DX-for-processing images are accepted: any other storage
+  class is refused with 0x0122 (SOP class not supported), a dataset that lacks its UIDs or
+  pixels with 0xA900, one whose pixels do not decode with 0xC000; never a crash; the refusal is logged by queue key, never by patient.
 - An image is answered 'stored' only once it is on disk (`queue.DiskQueue`): a kill in the middle
   of a burst loses nothing, and a restart reviews and sends what is left.
 - A destination that is down is retried with a doubling back-off, logged on every failure.
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 ACCEPTED_CLASSES = ("1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1",
                     "1.2.840.10008.5.1.4.1.1.1.1.1")
 #: C-STORE failure statuses (PS3.4 B.2.3)
-OUT_OF_RESOURCES, NOT_MATCHING, CANNOT_UNDERSTAND = 0xA700, 0xA900, 0xC000
+OUT_OF_RESOURCES, NOT_MATCHING, CANNOT_UNDERSTAND, CLASS_NOT_SUPPORTED = 0xA700, 0xA900, 0xC000, 0x0122
 REVIEW_BATCH = 4
 
 
@@ -61,7 +61,7 @@ class Node:
             JPEGLSLossless,
             JPEGLSNearLossless,
         )
-        from pynetdicom import AE
+        from pynetdicom import AE, StoragePresentationContexts
         from pynetdicom.sop_class import Verification
 
         ae = AE(ae_title=self.config.aet)
@@ -70,6 +70,11 @@ class Node:
                     ExplicitVRBigEndian, JPEGLSLossless, JPEGLSNearLossless]
         for uid in ACCEPTED_CLASSES:
             ae.add_supported_context(uid, syntaxes)
+        # every other storage class is negotiated too, so that a non-image dataset (a report, a
+        # CT slice) sent by mistake is refused with a status instead of failing the association
+        for context in StoragePresentationContexts:
+            if context.abstract_syntax not in ACCEPTED_CLASSES:
+                ae.add_supported_context(context.abstract_syntax, syntaxes[:2])
         ae.add_supported_context(Verification)
         ae.maximum_associations = 8
         return ae
@@ -84,7 +89,7 @@ class Node:
             sop_class = str(ds.get("SOPClassUID", "") or event.request.AffectedSOPClassUID)
             if sop_class not in ACCEPTED_CLASSES:
                 log.warning("refused instance %s: SOP class %s is not a CR/DX image", key, sop_class)
-                return NOT_MATCHING
+                return CLASS_NOT_SUPPORTED
             if dicom_reference(ds) is None or "PixelData" not in ds:
                 log.warning("refused instance %s: it lacks its study/series/instance UIDs or pixel data", key)
                 return NOT_MATCHING

@@ -198,10 +198,17 @@ def test_unknown_caller_and_malformed_datasets_are_refused_and_logged(orthanc, n
     buf = io.BytesIO()
     ds.save_as(buf)
     assert store(node.port, buf.getvalue()) == 0xC000
+    sr = pydicom.dcmread(io.BytesIO(good))  # a non-image dataset: a report
+    sr.SOPClassUID, sr.SOPInstanceUID = SR_CLASS, generate_uid()
+    del sr.PixelData
+    buf = io.BytesIO()
+    sr.save_as(buf)
+    assert store(node.port, buf.getvalue()) == 0x0122  # SOP class not supported
     assert echo(node.port, "CXRTEST")  # still up
     log_text = node.log.read_text()
     assert "refused an association from calling AE 'STRANGER'" in log_text
     assert "lacks its study/series/instance UIDs or pixel data" in log_text
+    assert f"SOP class {SR_CLASS} is not a CR/DX image" in log_text
     assert "pixel data could not be decoded" in log_text or "refused instance" in log_text
     assert "REFUSE-1" not in log_text
 
