@@ -133,7 +133,11 @@ def test_worklist_page_from_pacs_search_retrieve_review_store(orthanc, tmp_path,
     monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("CXR_DICOMWEB_URL", orthanc.dicomweb)
     monkeypatch.setenv("CXR_ENGINE", "lite")
-    monkeypatch.setenv("CXR_NODE_QUEUE", str(tmp_path / "no-node"))
+    from cxr_core.pacs.queue import DiskQueue
+
+    node_queue = DiskQueue(tmp_path / "node-queue", owner=True)  # as a running node keeps it
+    node_queue.put("1.2.3.4.5", b"received image")
+    monkeypatch.setenv("CXR_NODE_QUEUE", str(tmp_path / "node-queue"))
     for name in ("CXR_DB_URL", "CXR_BUNDLE", "CXR_PACS_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(REPO)
@@ -144,6 +148,7 @@ def test_worklist_page_from_pacs_search_retrieve_review_store(orthanc, tmp_path,
     at = AppTest.from_file(str(REPO / "app_pages" / "0_Worklist.py"), default_timeout=300)
     at.run()
     assert not at.exception, at.exception
+    assert any(e.label.startswith("DICOM node queue: 1 to review, 0 to send, 0 sent") for e in at.expander)
     at.date_input(key="pacs_from").set_value(date(2026, 11, 1))
     at.date_input(key="pacs_to").set_value(date(2026, 12, 31))
     at.text_input(key="pacs_text").set_value("Pagetest")
