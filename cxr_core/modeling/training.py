@@ -295,6 +295,29 @@ def load_finished_member(member_dir: Path, labels: list[str], fingerprint: str) 
     return record
 
 
+def served_copies(classifiers: list) -> list:
+    """The members as a bundle serves them: float32 compute (the app and the CLI run float32,
+    whatever policy training ran under) on the float16-rounded weights the bundle stores; what
+    thresholds are chosen on must be what is deployed."""
+    import keras
+
+    from .bundle import as_deployed
+
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        copies = []
+        for classifier in classifiers:
+            copy = build_classifier(classifier.arch.name, classifier.labels, classifier.input_size,
+                                    weights=None, augment=False)
+            set_classifier_weights(copy.model, classifier.model.get_weights())
+            as_deployed(copy.model)
+            copies.append(copy)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    return copies
+
+
 def train_ensemble(cache_dir: str | Path, split_csv: str | Path, out_dir: str | Path,
                    archs: tuple[str, ...] = METHOD_ARCHITECTURES,
                    config: TrainConfig | None = None, label_set: str = "specific",
@@ -330,7 +353,8 @@ def train_ensemble(cache_dir: str | Path, split_csv: str | Path, out_dir: str | 
     for classifier in classifiers:  # thresholds are chosen on the float16 weights the bundle ships
         as_deployed(classifier.model)
     val = table.part("val")
-    val_probs = predict_members(classifiers, cached_paths(cache_dir, val),
+    # under float32, as deployed, even when training ran under mixed_float16
+    val_probs = predict_members(served_copies(classifiers), cached_paths(cache_dir, val),
                                 (config or TrainConfig()).input_size)
     return write_bundle(
         writing_dir(out_dir / "bundle", strategy), classifiers, labels=table.labels, label_set=label_set,
