@@ -125,6 +125,24 @@ def test_every_named_file_and_test_exists(path):
     assert missing_code_paths(path) == []
 
 
+def readme_cli_commands() -> set[str]:
+    """The subcommands named by the `python -m cxr_core ...` lines of README's CLI section."""
+    section = README.read_text(encoding="utf-8").split("\n## CLI", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^python -m cxr_core ([a-z][\w-]*)", section, re.MULTILINE))
+
+
+def test_readme_has_one_cli_line_per_subcommand():
+    import argparse
+
+    from cxr_core.cli import build_parser
+
+    actions = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    commands = set(actions[0].choices)
+    missing, unknown = sorted(commands - readme_cli_commands()), sorted(readme_cli_commands() - commands)
+    assert (missing, unknown) == ([], []), (
+        f"README's CLI section lacks {missing} and names unknown commands {unknown}")
+
+
 def test_every_docs_page_is_linked_from_readme():
     linked = {(README.parent / t.partition("#")[0]).resolve() for t in relative_links(README)}
     unlinked = [p.name for p in sorted(DOCS.glob("*.md")) if p.resolve() not in linked]
