@@ -13,7 +13,7 @@ import numpy as np
 import streamlit as st
 
 from cxr_core.base.errors import CxrError
-from cxr_core.explain.report import report_pages, report_pdf, report_png
+from cxr_core.explain.report import ReportOptions, report_name, report_pages, report_pdf, report_png
 from cxr_core.review.dicom_out import dicom_results
 from cxr_core.review.worklist import CRITICAL_WEIGHT, OPENABLE
 from ui.common import (
@@ -22,6 +22,7 @@ from ui.common import (
     get_reviewer,
     load_bundle_or_stop,
     normal_warning,
+    reader_name,
     session_worklist,
 )
 from ui.input_check import render_input_check
@@ -179,14 +180,14 @@ show_viewer(review, key="worklist_viewer")
 results_col, feedback_col = st.columns([2, 3])
 with results_col:
     st.markdown("**Results**")
-    stem = PurePosixPath(item.name).stem
     reports = st.session_state.setdefault("worklist_reports", {})
     if st.button("Prepare report" + (" and DICOM results" if review.image.dicom_ref else ""),
                  key="worklist_prepare"):
         with st.spinner("Preparing the report..."):
-            pages = report_pages(review)
+            options = ReportOptions(reader=reader_name())
+            pages = report_pages(review, options)
             png = report_png(review, pages=pages)
-            files = {"png": png, "pdf": report_pdf(review)}
+            files = {"png": png, "pdf": report_pdf(review, options)}
             if review.image.dicom_ref is not None:
                 try:
                     results = dicom_results(review, pages)  # no SC for a refused image
@@ -195,16 +196,21 @@ with results_col:
                     st.error(str(exc))
             reports[item.name] = files
     files = reports.get(item.name, {})
+    # downloads are named by the image hash, never by the uploaded file name (which may name
+    # the patient)
     if files:
-        st.download_button("Report (PNG)", files["png"], file_name=f"{stem}_report.png", mime="image/png")
-        st.download_button("Report (PDF)", files["pdf"], file_name=f"{stem}_report.pdf",
+        st.download_button("Report (PNG)", files["png"], file_name=report_name(review, "png"),
+                           mime="image/png")
+        st.download_button("Report (PDF)", files["pdf"], file_name=report_name(review, "pdf"),
                            mime="application/pdf")
     if "sr" in files:
-        st.download_button("Findings (DICOM SR)", files["sr"], file_name=f"{stem}_findings_sr.dcm",
+        st.download_button("Findings (DICOM SR)", files["sr"],
+                           file_name=f"cxr_findings_sr_{review.image.sha256[:12]}.dcm",
                            mime="application/dicom")
     if "sc" in files:
         st.download_button("Report (DICOM Secondary Capture)", files["sc"],
-                           file_name=f"{stem}_report_sc.dcm", mime="application/dicom")
+                           file_name=f"cxr_report_sc_{review.image.sha256[:12]}.dcm",
+                           mime="application/dicom")
     pacs_store_buttons(worklist, item)  # studies retrieved from the PACS: results back by STOW-RS
 with feedback_col:
     st.markdown("**Expert feedback**")

@@ -31,6 +31,7 @@ from ui.common import (
     get_reviewer,
     load_bundle_or_stop,
     normal_warning,
+    reader_name,
 )
 from ui.input_check import render_input_check
 from ui.tab_state import kept_key, remember, tab_state
@@ -278,7 +279,8 @@ def heatmaps_and_report(review) -> None:
         remember(name)
     show_heatmaps(review, review.order(include_all=show_all), alpha, cutoff, uncertainty, members)
     show_report(review, ReportOptions(include_all=show_all, uncertainty=uncertainty,
-                                      members=members, alpha=alpha, cutoff=cutoff))
+                                      members=members, alpha=alpha, cutoff=cutoff,
+                                      reader=reader_name()))
 
 
 def show_heatmaps(review, order: list[int], alpha: float, cutoff: float, uncertainty: bool,
@@ -311,9 +313,11 @@ def show_heatmaps(review, order: list[int], alpha: float, cutoff: float, uncerta
 def show_report(review, options: ReportOptions) -> None:
     """Download buttons; a report is built only when its button is clicked."""
     st.subheader("Report")
-    st.caption("An A4 document: image hash, date, bundle and thresholds, the findings table, the "
-               "heatmaps shown above with their colour scale, and the disclaimer. The file is named "
-               "by the image hash, never by the uploaded file name.")
+    st.caption("An A4 document: for a DICOM file the patient and study it names (for you only: "
+               "the report is built when you download it and is not kept), the impression, the "
+               "reader, image hash, date, bundle, operating point and calibration, the findings "
+               "table, the heatmaps shown above with their colour scale, and the disclaimer. The "
+               "file is named by the image hash, never by the uploaded file name.")
     c1, c2 = st.columns(2)
     c1.download_button("Download report (PDF)", lambda: report_pdf(review, options),
                        file_name=report_name(review, "pdf"), mime="application/pdf", on_click="ignore")

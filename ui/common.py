@@ -134,11 +134,13 @@ def fallback_warning(review) -> None:
 
 
 def normal_warning(review) -> None:
-    """Say so when the models call 'normal' together with findings it excludes (both pages)."""
-    others = review.normal_with_findings()
-    if others:
-        st.warning(f"The models call 'normal' together with {', '.join(others)}, which "
-                   f"'normal' excludes: read these findings as uncertain.", icon="⚠️")
+    """Say so when the models call 'normal' together with findings it excludes (both pages;
+    the report prints the same sentence)."""
+    from cxr_core.explain.report import normal_contradiction
+
+    sentence = normal_contradiction(review)
+    if sentence:
+        st.warning(sentence, icon="⚠️")
 
 
 def current_user_name() -> str | None:
@@ -150,6 +152,13 @@ def current_user_name() -> str | None:
     except Exception:  # no identity provider configured
         return None
     return None
+
+
+def reader_name() -> str:
+    """Who is reading, for the report: the signed-in user, else the reviewer name typed in the
+    feedback form of this tab; '' when neither is known."""
+    typed = st.session_state.get("w_reviewer") or st.session_state.get("reviewer") or ""
+    return current_user_name() or str(typed).strip()
 
 
 @st.cache_resource

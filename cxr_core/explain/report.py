@@ -1,8 +1,12 @@
 """One-X-ray report as an A4 document (PDF, or the same pages stacked in one PNG).
 
-Header (image SHA-256, date, bundle, thresholds), the disclaimer the app shows, the findings
-table, the lungs and crop box, and the heatmaps the screen shows with the colour scale they are
-drawn with. No patient identifiers and never the uploaded file name.
+Header: for a DICOM input the patient and study from the file (name, ID, birth date, accession
+number, study date, view: for the reader who loaded it; the report is built on request and never
+stored or logged), the impression, the 'normal' contradiction warning the screen shows, the
+reader, the time and "reviewed with AI assistance", the image SHA-256, the bundle, operating
+point and calibration; then the disclaimer the app shows, the findings table, the lungs and crop
+box, and the heatmaps the screen shows with the colour scale they are drawn with. Page 1 is
+filled before page 2 (maps shrink to fit what is left of it). Never the uploaded file name.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..imaging.laterality import MIRROR_WARNING
 from .attention import OUTSIDE_LUNGS_NOTE
 from .overlay import (
     DEFAULT_ALPHA,
@@ -39,6 +44,8 @@ MARGIN = 0.55  # inches
 PANELS_PER_ROW = 2
 DISPLAY_SIDE = 900  # px: maps are blended at this size, plenty for a printed panel
 PNG_DPI = 110
+MIN_PANEL_H = 1.5  # inches: the smallest map row page 1 is filled with
+OVERVIEW_WIDTH = 0.4  # of the usable width: the lungs and crop box, so that maps start on page 1
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,7 @@ class ReportOptions:
     alpha: float = DEFAULT_ALPHA
     cutoff: float = DEFAULT_CUTOFF
     page: str = "A4"
+    reader: str = ""  # who read the study with the tool (the signed-in user, or the name typed)
 
 
 def report_name(review, extension: str) -> str:
@@ -59,7 +67,8 @@ def report_name(review, extension: str) -> str:
 
 
 def findings_rows(review) -> list[dict]:
-    """The findings table, in the screen's order (positives first, then by probability)."""
+    """The findings table, in the screen's order (positives first, then by probability). The
+    group column only when some group differs from its finding (as on the screen)."""
     rows = []
     for k in review.order(include_all=True):
         rows.append({"finding": review.labels[k],
@@ -68,7 +77,70 @@ def findings_rows(review) -> list[dict]:
                      "threshold": review.fmt(review.thresholds[k]),
                      "models positive": f"{review.agreement[k]}/{review.n_members}",
                      "call": review.call(k)})
+    if all(row["group"] == row["finding"] for row in rows):
+        for row in rows:
+            del row["group"]
     return rows
+
+
+def normal_contradiction(review) -> str:
+    """The screen's warning when 'normal' is called with findings it excludes; '' when not."""
+    others = review.normal_with_findings()
+    if not others:
+        return ""
+    return (f"The models call 'normal' together with {', '.join(others)}, which 'normal' "
+            f"excludes: read these findings as uncertain.")
+
+
+def impression(review) -> str:
+    """One line: the positive findings, or that none passes its threshold."""
+    positives = [k for k in review.order() if not _is_normal(review.labels[k])]
+    if positives:
+        return "Impression: positive for " + ", ".join(
+            f"{review.labels[k]} ({review.fmt(review.probs[k])})" for k in positives) + "."
+    if review.order():  # only 'normal' is positive
+        return "Impression: no finding above threshold (the models call 'normal')."
+    return "Impression: no finding above threshold."
+
+
+def _is_normal(label: str) -> bool:
+    return label.strip().lower() in ("normal", "no finding", "no findings", "no_finding")
+
+
+def reading_settings(review) -> str:
+    """The operating point and calibration the findings were read at (what the review records)."""
+    point = getattr(review, "operating_point", None) or f"{review.threshold_method} thresholds"
+    calibration = getattr(review, "calibration", None)
+    said = (f"calibration: {calibration}" if calibration else
+            "calibration: as stored in the bundle for these thresholds")
+    return f"Operating point: {point}, chosen on the validation split; {said}"
+
+
+def _dicom_date(value: str) -> str:
+    """DICOM DA (YYYYMMDD) as YYYY-MM-DD; other values as they are."""
+    value = (value or "").strip()
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else value
+
+
+def _person_name(value: str) -> str:
+    """DICOM PN (family^given^middle^prefix^suffix) as 'Family, Given Middle'."""
+    parts = [p.strip() for p in (value or "").split("=")[0].split("^")]
+    family, given = parts[0], " ".join(p for p in parts[1:3] if p)
+    return f"{family}, {given}" if family and given else family or given
+
+
+def patient_lines(review) -> str:
+    """The DICOM source's patient and study, for the reader who loaded it; '' when not DICOM."""
+    study = getattr(review.image, "patient_study", None)
+    if study is None:
+        return ""
+    dash = "–"
+    return (f"Patient: {_person_name(study.patient_name) or dash}   |   "
+            f"ID: {study.patient_id or dash}   |   "
+            f"Born: {_dicom_date(study.patient_birth_date) or dash}\n"
+            f"Accession: {study.accession_number or dash}   |   "
+            f"Study date: {_dicom_date(study.study_date) or dash}   |   "
+            f"View: {study.view_position or review.image.view_position or dash}")
 
 
 def panels(review, options: ReportOptions) -> list[tuple[str, int, str, int | None]]:
@@ -131,14 +203,26 @@ def _build(review, options: ReportOptions) -> list:
     refusal = refusal_line(review)
     if refusal:
         doc.text(textwrap.fill(refusal, 110), size=9, weight="bold", color="darkred")
+    if review.likely_mirrored():
+        doc.text(textwrap.fill(MIRROR_WARNING, 110), size=9, weight="bold", color="#a04000")
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     segmentation = (f"FELL BACK to the whole image ({review.pre.mask.reason})" if review.pre.fallback
                     else "lungs found; the models read the lung crop")
+    patient = patient_lines(review)
+    if patient:
+        doc.text(patient, size=9.5, weight="bold")
+        doc.y += 0.05
+    doc.text(textwrap.fill(impression(review), 100), size=10, weight="bold")
+    contradiction = normal_contradiction(review)
+    if contradiction:
+        doc.text(textwrap.fill("Warning: " + contradiction, 110), size=8.5, color="#9a5b00")
+    doc.text(f"Reader: {options.reader or '(not given)'}   |   {stamp}   |   reviewed with AI "
+             f"assistance", size=8.5)
+    doc.y += 0.05
     doc.text(f"Image SHA-256: {review.image.sha256}", size=7.5, family="monospace")
-    doc.text(f"Date: {stamp}   |   Bundle: {review.bundle_id} (label set {review.label_set}, "
-             f"{review.n_members} models)\n"
-             f"Thresholds: {review.threshold_method}, chosen on the validation split   |   "
+    doc.text(f"Bundle: {review.bundle_id} (label set {review.label_set}, {review.n_members} models)\n"
              f"Segmentation: {segmentation}\n"
+             f"{textwrap.fill(reading_settings(review), 125)}\n"
              f"{int(review.findings.sum())} positive finding(s) of {len(review.labels)}; "
              f"heatmaps: Grad-CAM averaged over the {review.n_members} models.")
     doc.y += 0.1
@@ -168,7 +252,9 @@ def _table(doc: _Document, review, usable: float) -> None:
     rows = findings_rows(review)
     columns = list(rows[0]) if rows else []
     row_h = 0.2
-    widths = np.array([0.28, 0.22, 0.11, 0.1, 0.13, 0.16])
+    width_of = {"finding": 0.28, "group": 0.22, "probability": 0.11, "threshold": 0.1,
+                "models positive": 0.13, "call": 0.16}
+    widths = np.array([width_of[c] for c in columns])
     start = 0
     while start < len(rows):
         doc.need(row_h * 3)
@@ -195,7 +281,7 @@ def _table(doc: _Document, review, usable: float) -> None:
 def _overview(doc: _Document, review, options: ReportOptions, usable: float) -> None:
     """The lungs and crop box on the left; the colour scale and how to read the maps beside it."""
     height, width = review.display_size(DISPLAY_SIDE)
-    panel_w = usable / PANELS_PER_ROW
+    panel_w = usable * OVERVIEW_WIDTH
     panel_h = panel_w * height / width
     doc.need(panel_h + 0.45)
     note = ("Segmentation FELL BACK to the whole image (red box)" if review.pre.fallback
@@ -230,7 +316,13 @@ def _maps(doc: _Document, review, options: ReportOptions, usable: float) -> None
     image = review.display_pixels(DISPLAY_SIDE)
     page_with_bar = 1  # the first page shows the scale beside the overview
     for start in range(0, len(items), PANELS_PER_ROW):
-        doc.need(title_h + panel_h + (bar_h if page_with_bar != len(doc.figures) else 0))
+        row_h = panel_h
+        left = doc.height - MARGIN - doc.y - title_h - 0.05
+        if len(doc.figures) == 1 and row_h > left >= MIN_PANEL_H:
+            row_h = left  # fill page 1: a smaller row rather than an empty half page
+        doc.need(title_h + row_h + (bar_h if page_with_bar != len(doc.figures) else 0))
+        if len(doc.figures) > 1:
+            row_h = panel_h
         if page_with_bar != len(doc.figures):  # the colour scale on every page with maps
             ax = doc.axes(MARGIN, 0.18, min(usable, 4.5))
             draw_colorbar(ax, options.alpha, options.cutoff)
@@ -238,17 +330,18 @@ def _maps(doc: _Document, review, options: ReportOptions, usable: float) -> None
             page_with_bar = len(doc.figures)
         for i, (title, k, kind, member) in enumerate(items[start:start + PANELS_PER_ROW]):
             x = MARGIN + i * (panel_w + gap)
-            ax = doc.axes(x, title_h + panel_h, panel_w)
+            row_w = panel_w * row_h / panel_h
+            ax = doc.axes(x, title_h + row_h, row_w)
             heat = review.heatmap_display(k, kind, member, DISPLAY_SIDE)
             ax.imshow(overlay(image, heat, options.alpha, options.cutoff), aspect="auto")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_position((x / doc.width, 1 - (doc.y + title_h + panel_h) / doc.height,
-                             panel_w / doc.width, panel_h / doc.height))
+            ax.set_position((x / doc.width, 1 - (doc.y + title_h + row_h) / doc.height,
+                             row_w / doc.width, row_h / doc.height))
             ax.set_title("\n".join(textwrap.wrap(title, 52)), fontsize=7.5, loc="left",
                          color="darkred" if review.findings[k] and kind == "mean" and member is None
                          else "black")
-        doc.y += title_h + panel_h + 0.15
+        doc.y += title_h + row_h + 0.15
 
 
 def report_text(review, options: ReportOptions | None = None) -> str:

@@ -84,3 +84,67 @@ def test_report_of_a_refused_image_says_so_in_its_header(review):
     assert "INPUT CHECK REFUSED THIS IMAGE: The DICOM header says the body part is HAND" in text
     assert "shown anyway" in text and refused.bundle_id in text
     assert text.index("INPUT CHECK REFUSED") < text.index(refused.bundle_id)  # at the top
+
+
+def test_a_dicom_report_names_patient_and_study_impression_reader_and_settings():
+    """For a DICOM source: patient name, ID, birth date, accession, study date and view from
+    the file; the impression; the 'normal' warning as on screen; the reader, time and 'reviewed
+    with AI assistance'; the operating point and calibration; no column repeating the finding;
+    page 1 holds maps before page 2 does."""
+    from cxr_core.explain.report import (
+        ReportOptions,
+        _build,
+        findings_rows,
+        impression,
+        normal_contradiction,
+        report_text,
+    )
+    from cxr_core.review.pipeline import Reviewer
+    from tests.helpers import png_as_dicom
+
+    dicom = png_as_dicom(SAMPLES[0], Modality="DX", BodyPartExamined="CHEST", ViewPosition="AP",
+                         PatientName="Doe^Jane^Q", PatientID="PID-0042", PatientBirthDate="19610304",
+                         AccessionNumber="ACC778", StudyDate="20261201")
+    reviewer = Reviewer.from_paths(settings().default_bundle_path, engine="tensorflow")
+    review = reviewer.review_one(dicom, filename="study.dcm")
+    text = report_text(review, ReportOptions(reader="Dr Reader"))
+    flat = " ".join(text.split())
+    assert "Patient: Doe, Jane Q | ID: PID-0042 | Born: 1961-03-04" in flat
+    assert "Accession: ACC778 | Study date: 2026-12-01 | View: AP" in flat
+    assert "Reader: Dr Reader" in flat and "reviewed with AI assistance" in flat
+    assert f"Operating point: {review.threshold_method} thresholds" in flat and "calibration:" in flat
+    assert impression(review) in flat
+    positives = [review.labels[k] for k in review.order() if review.labels[k] != "normal"]
+    assert impression(review) == ("Impression: positive for " + ", ".join(
+        f"{lab} ({review.fmt(review.probs[review.labels.index(lab)])})" for lab in positives) + "."
+        if positives else impression(review))
+    warning = normal_contradiction(review)
+    assert (" ".join(warning.split()) in flat) if warning else "excludes" not in flat
+    # the demo's label set names each finding its own group: no column repeats the finding
+    rows = findings_rows(review)
+    assert all("group" not in row for row in rows) == all(
+        review.groups.get(lab, [lab]) == [lab] for lab in review.labels)
+    # page 1 is filled: its last map row ends within 2 inches of the page's bottom margin
+    figures = _build(review, ReportOptions())
+    first = figures[0]
+    lowest = min(ax.get_position().y0 for ax in first.axes) * first.get_figheight()
+    assert lowest < 2.0
+    # a PNG source has no patient block
+    png_review = reviewer.review_one(SAMPLES[0], filename="a.png")
+    assert "Patient:" not in report_text(png_review)
+    assert "Reader: (not given)" in " ".join(report_text(png_review).split())
+
+
+def test_impression_without_positive_findings_says_so():
+    from types import SimpleNamespace
+
+    from cxr_core.explain.report import impression
+
+    def fake(labels, positives):
+        return SimpleNamespace(labels=labels, order=lambda: positives,
+                               probs=np.full(len(labels), 0.9), fmt=lambda v: f"{v:.3f}")
+
+    assert impression(fake(["a", "normal"], [])) == "Impression: no finding above threshold."
+    assert impression(fake(["a", "normal"], [1])) == (
+        "Impression: no finding above threshold (the models call 'normal').")
+    assert impression(fake(["a", "normal"], [0, 1])) == "Impression: positive for a (0.900)."

@@ -149,7 +149,7 @@ def test_viewer_window_heatmap_and_zoom_are_wired():
     assert widget(at, "slider", "Window centre").value == pytest.approx(centre, abs=1e-3)
 
 
-def test_dicom_study_starts_at_its_voi_window_and_gives_dicom_results():
+def test_dicom_study_starts_at_its_voi_window_and_gives_dicom_results(monkeypatch):
     at = reviewed_worklist()
     at.selectbox(key="worklist_open").set_value("study.dcm")
     at.run()
@@ -165,6 +165,23 @@ def test_dicom_study_starts_at_its_voi_window_and_gives_dicom_results():
     buttons = {b.label: b for b in at.get("download_button")}
     assert {"Report (PNG)", "Report (PDF)", "Findings (DICOM SR)",
             "Report (DICOM Secondary Capture)"} <= set(buttons)
+    # named by the image hash, never after the upload ("study.dcm"): the names the page
+    # hands to Streamlit's media store with the downloads' bytes
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    names = []
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def recording(self, path_or_data, mimetype, kind, filename=None):
+        names.append(filename)
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", recording)
+    at.run()
+    short = review.image.sha256[:12]
+    assert {f"cxr_report_{short}.png", f"cxr_report_{short}.pdf", f"cxr_findings_sr_{short}.dcm",
+            f"cxr_report_sc_{short}.dcm"} <= set(names)
+    assert not any("study" in (name or "") for name in names)
 
 
 def test_feedback_from_the_worklist_is_stored_and_marks_the_study_read(app_env):
