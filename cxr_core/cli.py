@@ -206,6 +206,11 @@ def _cmd_evaluate(args) -> int:
         print(f"95% intervals: patient-level bootstrap ({r['resamples']} resamples of {r['units']} "
               f"{r['unit']}s, seed {r['seed']}); labels with < {r['min_class_count']} positives or "
               "negatives have none")
+    chosen = metrics["thresholds"]
+    print(f"thresholds {chosen['method']}: chosen on " + (
+        "the validation split" if chosen["chosen_on"] == "validation" else
+        "an unrecorded split (the bundle predates that record; if it was the test split, the F1 "
+        "figures are optimistic)"))
     print(f"tables in {Path(args.bundle) / 'metrics'}")
     return 0
 

@@ -133,7 +133,7 @@ def test_evaluate_refuses_test_figures_with_thresholds_chosen_on_test(tmp_path, 
     assert metrics["thresholds"] == {"method": "f1", "chosen_on": "validation"}
 
 
-def test_a_threshold_method_without_its_split_is_flagged_unknown(tmp_path, monkeypatch):
+def test_a_threshold_method_without_its_split_is_flagged_unknown(tmp_path, monkeypatch, capsys):
     """A bundle saved before the record (an operating point then read the test predictions)."""
     from cxr_core.evaluation.evaluation import evaluate_bundle
     from cxr_core.evaluation.plots import MetricsDisplay
@@ -147,5 +147,10 @@ def test_a_threshold_method_without_its_split_is_flagged_unknown(tmp_path, monke
     bundle.save()
     metrics = evaluate_bundle(path, cache, split_csv, n_resamples=0)
     assert metrics["thresholds"] == {"method": "old", "chosen_on": "unknown"}
+    from cxr_core.cli import main
+
+    assert main(["evaluate", "--bundle", str(path), "--data", str(cache), "--split", str(split_csv),
+                 "--resamples", "10"]) == 0
+    assert "thresholds old: chosen on an unrecorded split" in capsys.readouterr().out
     display = MetricsDisplay.from_bundle(Bundle.load(path), n_resamples=0)
     assert display.chosen_on == "unknown"
