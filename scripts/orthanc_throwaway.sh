@@ -7,7 +7,8 @@
 #                                                   write DIR/orthanc.json and start Orthanc; runs
 #                                                   DIR/route.lua when present; prints its base URL
 #   orthanc_throwaway.sh stop DIR                   stop it; DIR is then free to delete
-# No authentication and HTTP remote access refused: never point it at a shared folder.
+# HTTP (REST, DICOMweb): no authentication, remote access refused. DICOM: only the node's AE title
+# CXRREVIEW calling from 127.0.0.1 may store. Never point it at a shared folder.
 set -euo pipefail
 
 PLUGIN_DIRS="/usr/share/orthanc/plugins /usr/lib/orthanc"
@@ -53,6 +54,9 @@ case "${1:-}" in
   "DicomAet": "ORTHANC",
   "RemoteAccessAllowed": false,
   "AuthenticationEnabled": false,
+  "DicomAlwaysAllowStore": false,
+  "DicomCheckModalityHost": true,
+  "DicomModalities": {"cxrreview": ["CXRREVIEW", "127.0.0.1", 11112]},
   "DicomScuTimeout": 5,
   "DicomAssociationCloseDelay": 0,
   "JobsHistorySize": 1000,

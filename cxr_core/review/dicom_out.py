@@ -296,8 +296,9 @@ def secondary_capture(review, report: Sequence[np.ndarray] | bytes, ref: DicomRe
             setattr(sc, keyword, "")
     sc.SOPClassUID = sc.file_meta.MediaStorageSOPClassUID = MULTIFRAME_SC_CLASS
     sc.NumberOfFrames = len(pages)
-    sc.FrameIncrementPointer = 0x00182001  # Page Number Vector
-    sc.PageNumberVector = list(range(1, len(pages) + 1))
+    if len(pages) > 1:  # type 1C: only for more than one frame
+        sc.FrameIncrementPointer = 0x00182001  # Page Number Vector
+        sc.PageNumberVector = list(range(1, len(pages) + 1))
     sc.PixelData = np.stack(pages).tobytes()
     sc.BurnedInAnnotation = "YES"
     sc.BodyPartExamined = "CHEST"  # unpaired: General Series Laterality stays absent
