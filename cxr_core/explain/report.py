@@ -110,9 +110,10 @@ def _is_normal(label: str) -> bool:
 def reading_settings(review) -> str:
     """The operating point and calibration the findings were read at (what the review records)."""
     point = getattr(review, "operating_point", None) or f"{review.threshold_method} thresholds"
-    calibration = getattr(review, "calibration", None)
-    said = (f"calibration: {calibration}" if calibration else
-            "calibration: as stored in the bundle for these thresholds")
+    if not hasattr(review, "calibration"):  # a review that does not record it
+        said = "calibration: as stored in the bundle for these thresholds"
+    else:
+        said = "calibration: " + (review.calibration or "none (the models' own probabilities)")
     return f"Operating point: {point}, chosen on the validation split; {said}"
 
 
