@@ -26,6 +26,7 @@ from ui.common import (
     session_worklist,
 )
 from ui.input_check import render_input_check
+from ui.reading import at_chosen_point, reading_caption
 from ui.pacs import node_queue_panel, pacs_source, pacs_store_buttons
 from ui.uploads import ARCHIVE_TYPES, IMAGE_TYPES, too_large, upload_limit_mb
 from ui.viewer import show_viewer
@@ -174,7 +175,9 @@ if not item.owns(review):  # never draw one file's findings under another file's
 st.caption(f"SHA-256 `{review.image.sha256[:12]}` (the image these findings were computed from)")
 if not render_input_check(review):  # refused: its sentence, no findings unless shown anyway
     st.stop()
+review = at_chosen_point(review)  # the reader's operating point (sidebar), as on the Review page
 normal_warning(review)
+reading_caption(review)
 show_viewer(review, key="worklist_viewer")
 
 results_col, feedback_col = st.columns([2, 3])

@@ -34,6 +34,7 @@ from ui.common import (
     reader_name,
 )
 from ui.input_check import render_input_check
+from ui.reading import at_chosen_point, reading_caption, validation_rates
 from ui.tab_state import kept_key, remember, tab_state
 from ui.uploads import IMAGE_TYPES, too_large, upload_limit_mb
 
@@ -158,6 +159,8 @@ def belongs_to(review, source: dict) -> bool:
 
 def show_review(review, data: bytes) -> None:
     """The review of one image: its input check, findings, viewer, heatmaps, report, feedback."""
+    review = at_chosen_point(review)  # the reader's operating point (sidebar)
+    st.session_state["review"] = review
     # --- input check: is this a frontal chest X-ray? (findings hidden unless shown anyway) ----
     if not render_input_check(review):
         return
@@ -218,6 +221,7 @@ def show_overview(review):
                     f"(thresholds: {review.threshold_method}, chosen on validation) for the image "
                     f"with SHA-256 `{review.image.sha256[:12]}`.")
         normal_warning(review)
+        reading_caption(review)
     return right
 
 
@@ -225,7 +229,12 @@ def findings_frame(review) -> pd.DataFrame:
     """The findings table as shown: positives first, one precision, the call in words."""
     table = review.table()
     table["call"] = table["finding"].map({lab: review.call(k) for k, lab in enumerate(review.labels)})
-    return table[["finding", "group", "probability", "threshold", "models positive", "call"]]
+    columns = ["finding", "group", "probability", "threshold", "models positive", "call"]
+    rates = validation_rates(review)
+    if rates is not None:  # the operating point's sensitivity / specificity on validation
+        table["sens. / spec. (val)"] = table["finding"].map(dict(zip(review.labels, rates)))
+        columns.insert(4, "sens. / spec. (val)")
+    return table[columns]
 
 
 def show_findings(review, column) -> None:
@@ -247,8 +256,14 @@ def show_findings(review, column) -> None:
             "group": st.column_config.TextColumn("group", width="small",
                                                  help="PadChest's general group of the finding"),
             "probability": st.column_config.ProgressColumn(
-                "probability", min_value=0.0, max_value=1.0, format="%.3f", width=120,
-                help="ensemble probability"),
+                ("probability (calibrated)" if review.calibration else "probability (not calibrated)")
+                if review.operating_point else "probability",
+                min_value=0.0, max_value=1.0, format="%.3f", width=130,
+                help="ensemble probability" + (f", calibrated on validation ({review.calibration})"
+                                               if review.calibration else "")),
+            "sens. / spec. (val)": st.column_config.TextColumn(
+                "sens. / spec. (val)", width="small",
+                help="sensitivity / specificity of this threshold on the validation split"),
             "threshold": st.column_config.NumberColumn(
                 "threshold", format="%.3f", width="small", help="operating threshold, chosen on validation"),
             "models positive": st.column_config.TextColumn(

@@ -513,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the bundle's original images (default: as recorded in its manifest)")
     p.set_defaults(func=_cmd_retrain)
     _register_build_demo(sub)
+    _register_operating_points(sub)
     _register_node(sub)
     return parser
 
@@ -535,6 +536,36 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+
+
+def _cmd_operating_points(args) -> int:
+    from .evaluation.reading_points import fit_reading_points
+    from .modeling.bundle import Bundle
+
+    reading = fit_reading_points(args.bundle, args.data, args.split)
+    bundle = Bundle.load(args.bundle)
+    ece = reading["val_ece"]
+    print(f"calibration: {reading['calibration'] or 'none'} (validation ECE, out of fold: raw "
+          f"{ece['raw']:.3f}, temperature {ece['temperature']:.3f}, isotonic {ece['isotonic']:.3f})")
+    for point in reading["points"]:
+        entry = bundle.threshold_entry(point)
+        rates = ", ".join(f"{label} {s:.2f}/{p:.2f}" if s is not None and p is not None else f"{label} -"
+                          for label, s, p in zip(bundle.labels, entry["sensitivity"], entry["specificity"]))
+        print(f"{point} ({entry['rule']}): sensitivity/specificity on validation: {rates}")
+    print(f"stored in {Path(args.bundle)}; the Review page offers them (default: {reading['default']})")
+    return 0
+
+
+def _register_operating_points(sub) -> None:
+    p = sub.add_parser("operating-points",
+                       help="choose the reading points (balanced, high sensitivity, high "
+                            "specificity) and the calibration on validation and store them in a bundle")
+    p.add_argument("--bundle", required=True, type=Path)
+    p.add_argument("--data", type=Path, default=None,
+                   help="crop cache: predict validation again (default: the bundle's stored "
+                        "validation predictions)")
+    p.add_argument("--split", type=Path, default=None, help="with --data: the bundle's split")
+    p.set_defaults(func=_cmd_operating_points)
 
 
 def _cmd_build_demo(args) -> int:

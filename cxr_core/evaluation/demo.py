@@ -96,6 +96,7 @@ def build_demo_bundle(data_root: Path, out_dir: Path, work_dir: Path, segmenter_
     from ..modeling.training import train_ensemble
     from .evaluation import choose_test_time_flips, evaluate_bundle
     from .model_card import write_model_card
+    from .reading_points import fit_reading_points
 
     data_root, work_dir = Path(data_root), Path(work_dir)
     tree = load_term_tree(term_tree or data_root / "padchest" / "term_tree.txt")
@@ -116,6 +117,8 @@ def build_demo_bundle(data_root: Path, out_dir: Path, work_dir: Path, segmenter_
     evaluate_bundle(out_dir, cache, split_csv, refit_thresholds=True)
     evaluate_by_source(out_dir, split_csv)
     fit_input_check(out_dir, data_root, segmenter, seed=seed)  # "is this a chest X-ray?"
+    # the reader's operating points and the calibration, on validation (after the flips)
+    fit_reading_points(out_dir, cache, split_csv)
     write_model_card(out_dir)
     compile_bundle(out_dir)  # Lite members: the app's fast start
     Bundle.load(out_dir)  # verify what we ship

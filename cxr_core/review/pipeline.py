@@ -39,6 +39,22 @@ BORDERLINE_MARGIN = 0.05
 NORMAL_LABELS = ("normal", "no finding", "no findings", "no_finding")
 
 
+def coherent_findings(findings: np.ndarray, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(findings, overruled) for (N, K) or (K,) calls: 'normal' is reported only when no other
+    finding is positive (it means "no finding"); `overruled` marks the images whose 'normal'
+    was above its threshold together with another finding, and is then reported negative."""
+    calls = np.array(findings, dtype=bool, copy=True)
+    single = calls.ndim == 1
+    calls = calls[None] if single else calls
+    k_normal = normal_index(labels)
+    overruled = np.zeros(calls.shape[0], dtype=bool)
+    if k_normal is not None:
+        others = np.delete(calls, k_normal, axis=1).any(axis=1)
+        overruled = calls[:, k_normal] & others
+        calls[overruled, k_normal] = False
+    return (calls[0], overruled[0]) if single else (calls, overruled)
+
+
 def normal_index(labels: list[str]) -> int | None:
     """Index of the bundle's 'normal' label, or None when it has none."""
     for k, label in enumerate(labels):
@@ -70,6 +86,13 @@ class Review:
     is_demo: bool = False
     timings: dict = field(default_factory=dict)
     input_check: InputCheck | None = None  # None only for reviews built without the pipeline
+    #: (M, K) member probabilities before calibration: a re-read at another operating point
+    raw_member_probs: np.ndarray | None = None
+    #: the models called 'normal' above its threshold, but other findings are positive, so
+    #: 'normal' is not reported (`coherent_findings`)
+    normal_overruled: bool = False
+    calibration: str | None = None  # the calibration the probabilities went through, if any
+    operating_point: str | None = None  # the reading point ('balanced', ...) when one is used
     _display: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -100,7 +123,10 @@ class Review:
         return bool(abs(float(self.probs[k]) - float(self.thresholds[k])) < BORDERLINE_MARGIN or split)
 
     def call(self, k: int) -> str:
-        """'positive' or 'negative', with ', borderline' when it is."""
+        """'positive' or 'negative', with ', borderline' when it is; an overruled 'normal'
+        says why it is negative."""
+        if self.normal_overruled and k == normal_index(self.labels):
+            return "negative: above its threshold, but other findings are positive"
         return ("positive" if self.findings[k] else "negative") + (", borderline" if self.borderline(k) else "")
 
     @staticmethod
@@ -109,12 +135,24 @@ class Review:
         return f"{float(value):.{PRECISION}f}"
 
     def normal_with_findings(self) -> list[str]:
-        """The other positive findings when 'normal' is called positive too (it excludes them
-        all): a contradiction the reader should see, empty when there is none."""
+        """The positive findings when the models also called 'normal' above its threshold (it
+        excludes them all; 'normal' is then not reported): a contradiction the reader should
+        see, empty when there is none."""
         k_normal = normal_index(self.labels)
-        if k_normal is None or not self.findings[k_normal]:
+        if k_normal is None or not (self.normal_overruled or self.findings[k_normal]):
             return []
         return [self.labels[k] for k in self.order() if k != k_normal]
+
+    def normal_note(self) -> str:
+        """What the models said for 'normal' when it is not reported although above its
+        threshold; '' otherwise."""
+        k_normal = normal_index(self.labels)
+        if k_normal is None or not self.normal_overruled:
+            return ""
+        return (f"'normal' is not reported: the models gave it {self.fmt(self.probs[k_normal])} "
+                f"(threshold {self.fmt(self.thresholds[k_normal])}), but "
+                f"{', '.join(self.normal_with_findings())} {'is' if len(self.normal_with_findings()) == 1 else 'are'} "
+                "positive, and 'normal' means no other finding.")
 
     def order(self, include_all: bool = False, extra: int = 0) -> list[int]:
         """Label indices to show: positives by probability, then `extra` next likely (or all)."""
@@ -251,12 +289,14 @@ class Reviewer:
         timings["ensemble_and_maps_s"] = time.perf_counter() - t1
         ens_t, mem_t = self.bundle.thresholds(method)
         ensemble = combine(self.bundle.calibrate(expl.member_probs, method), ens_t, mem_t)
+        findings, overruled = coherent_findings(ensemble.findings, self.bundle.labels)
+        entry = self.bundle.threshold_entry(method)
         reviews = []
         for i, (image, pre) in enumerate(zip(images, pres)):
             reviews.append(Review(
                 image=image, pre=pre, labels=self.bundle.labels, groups=self.bundle.groups,
                 archs=self.bundle.archs, probs=ensemble.probs[i], member_probs=ensemble.member_probs[:, i],
-                thresholds=ens_t, findings=ensemble.findings[i], agreement=ensemble.agreement[i],
+                thresholds=ens_t, findings=findings[i], agreement=ensemble.agreement[i],
                 mean_maps=expl.mean_maps[i], std_maps=expl.std_maps[i],
                 member_cams=[cams[i] for cams in expl.member_cams], bundle_id=self.bundle.bundle_id,
                 label_set=self.bundle.label_set,
@@ -264,8 +304,28 @@ class Reviewer:
                 is_demo=self.bundle.is_demo,
                 timings={k: v / len(images) for k, v in timings.items()},
                 input_check=checks[i],
+                raw_member_probs=np.asarray(expl.member_probs)[:, i],
+                normal_overruled=bool(overruled[i]), calibration=entry.get("calibration"),
+                operating_point=entry.get("reading_point"),
             ))
         return reviews
+
+    def reread(self, review: Review, method: str | None = None) -> Review:
+        """The same review read at another threshold method (a reading point): calibration,
+        thresholds and calls change, the maps stay (nothing is run again)."""
+        if review.raw_member_probs is None:
+            raise ValueError("this review keeps no raw member probabilities to re-read")
+        from dataclasses import replace
+
+        ens_t, mem_t = self.bundle.thresholds(method)
+        ensemble = combine(self.bundle.calibrate(review.raw_member_probs[:, None], method), ens_t, mem_t)
+        findings, overruled = coherent_findings(ensemble.findings[0], review.labels)
+        entry = self.bundle.threshold_entry(method)
+        return replace(review, probs=ensemble.probs[0], member_probs=ensemble.member_probs[:, 0],
+                       thresholds=ens_t, findings=findings, agreement=ensemble.agreement[0],
+                       threshold_method=method or self.bundle.threshold_method,
+                       normal_overruled=bool(overruled), calibration=entry.get("calibration"),
+                       operating_point=entry.get("reading_point"), _display=review._display)
 
     def warm_up(self) -> float:
         """Run one synthetic image through the whole pipeline so that graph compilation is done

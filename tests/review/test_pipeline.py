@@ -171,9 +171,43 @@ def test_normal_called_together_with_other_findings_is_named():
     study = SimpleNamespace(labels=["pneumonia", "Normal", "effusion", "nodule"],
                             probs=np.array([0.8, 0.6, 0.2, 0.7]))
     study.order = lambda *a, **k: Review.order(study, *a, **k)
+    study.normal_overruled = False
     study.findings = np.array([True, True, False, True])
     assert Review.normal_with_findings(study) == ["pneumonia", "nodule"]
     study.findings = np.array([False, True, False, False])
     assert Review.normal_with_findings(study) == []
     study.findings = np.array([True, False, False, False])
     assert Review.normal_with_findings(study) == []
+
+
+def test_normal_is_never_reported_positive_with_another_finding():
+    """'normal' means no other finding: it is reported only when no other finding passes its
+    threshold; overruled, it is negative and the review still names what the models said."""
+    from types import SimpleNamespace
+
+    from cxr_core.review.pipeline import Review, coherent_findings
+
+    labels = ["pneumonia", "normal", "effusion"]
+    calls = np.array([[True, True, False],   # normal with pneumonia: overruled
+                      [False, True, False],  # normal alone: reported
+                      [False, False, True],  # no normal call: unchanged
+                      [False, False, False]])
+    findings, overruled = coherent_findings(calls, labels)
+    assert findings.tolist() == [[True, False, False], [False, True, False],
+                                 [False, False, True], [False, False, False]]
+    assert overruled.tolist() == [True, False, False, False]
+    assert not (findings[:, 1] & np.delete(findings, 1, axis=1).any(axis=1)).any()
+    assert coherent_findings(calls[0], labels)[1]  # one image
+    assert coherent_findings(calls, ["a", "b", "c"])[0].tolist() == calls.tolist()  # no normal
+
+    study = SimpleNamespace(labels=labels, probs=np.array([0.8, 0.6, 0.2]),
+                            thresholds=np.array([0.5, 0.4, 0.5]), findings=findings[0],
+                            normal_overruled=True, agreement=np.array([2, 2, 0]), n_members=2,
+                            fmt=Review.fmt)
+    for name in ("order", "normal_with_findings", "borderline"):
+        setattr(study, name, (lambda f: lambda *a, **k: f(study, *a, **k))(getattr(Review, name)))
+    assert Review.normal_with_findings(study) == ["pneumonia"]
+    assert Review.normal_note(study) == ("'normal' is not reported: the models gave it 0.600 "
+                                         "(threshold 0.400), but pneumonia is positive, and "
+                                         "'normal' means no other finding.")
+    assert Review.call(study, 1).startswith("negative: above its threshold")
