@@ -81,11 +81,6 @@ class Orthanc:
 
         requests.put(self.url + path, json=json, timeout=30).raise_for_status()
 
-    def delete(self, path: str):
-        import requests
-
-        requests.delete(self.url + path, timeout=30).raise_for_status()
-
     def upload(self, data: bytes) -> str:
         return self.post("/instances", data=data)["ID"]
 
@@ -98,12 +93,6 @@ class Orthanc:
             tags = self.get(f"/instances/{item['ID']}/simplified-tags")
             rows.append({"id": item["ID"], **tags})
         return rows
-
-    def instances_by_class(self, sop_class: str) -> list[str]:
-        return [i["ID"] for i in self.post("/tools/find", json={"Level": "Instance", "Query": {},
-                                                                  "Expand": True})
-                if i.get("MainDicomTags", {}).get("SOPInstanceUID") and
-                self.get(f"/instances/{i['ID']}/metadata?expand").get("SopClassUid") == sop_class]
 
     def file(self, instance_id: str) -> bytes:
         import requests
