@@ -1,10 +1,14 @@
-"""Is this frontal X-ray likely mirrored left-right? Read from the lung masks' shapes.
+"""Is this frontal X-ray likely mirrored left-right? Read from the lung masks and the heart's shadow.
 
-On a correctly oriented frontal film the patient's left side is on the image's right, and the
-heart takes room from the left lung: the lung field on the image's right is the smaller one, and
-the gap between the lungs widens towards the image's right at the bases (the heart's shadow).
-A mirrored image shows both the other way round. Its maps would then point at the wrong side, so
-the reader is warned; nothing is refused (situs inversus and dextrocardia exist).
+On a correctly oriented frontal film the patient's left is on the image's right and the heart's
+shadow lies over the medial base of that lung field. Seven cues from the post-processed lung
+mask and the 512 px working image (the lungs' relative area and height, how the gap between
+them and each lung's medial edge move from apex to base, and how bright the medial bases and
+the lung fields are) enter one linear score, fitted on 320 real X-rays of ../shared/data
+(160 NIH, 160 cxr-public), each as is and mirrored: cross-validated by image, 0.87 of them are
+told right (0.15 of unmirrored X-rays warned, 0.88 of mirrored ones caught; docs/explanations.md).
+A mirrored image's maps point at the wrong side, so the reader is warned; nothing is refused
+(dextrocardia exists).
 """
 
 from __future__ import annotations
@@ -14,24 +18,28 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-#: The image is called likely mirrored when the score is below minus this margin (the score of
-#: a mirrored image is about the negative of the original's); measured on real X-rays, see
-#: docs/explanations.md.
-MIRROR_MARGIN = 0.05
+#: Cue weights and bias of the score (> 0: likely mirrored), fitted by logistic regression.
+WEIGHTS = {"area": -5.223, "shift": -15.168, "edge_left": -8.546, "edge_right": -7.7,
+           "heart_band": -30.899, "lung_brightness": 4.587, "height": -26.482}
+BIAS = 0.216
+#: Width of the band inside each lung's medial edge whose brightness is compared (512 px image).
+BAND_PX = 25
 #: The warning the Review page and the report show.
-MIRROR_WARNING = ("This X-ray may be mirrored left-right (the heart's shadow and the smaller lung "
-                  "field are on the image's left): check the side marker; the heatmaps follow "
-                  "the image as shown.")
+MIRROR_WARNING = ("This X-ray may be mirrored left-right (the heart's shadow and the lung shapes "
+                  "read as if the patient's left were on the image's left): check the side marker; "
+                  "the heatmaps follow the image as shown.")
 
 
 @dataclass(frozen=True)
 class Laterality:
-    """Cues of the heart's side and the verdict; score > 0 reads as correctly oriented."""
+    """The cues and the verdict; score > 0 reads as likely mirrored."""
 
-    area_cue: float  # log(area of the image-left lung / area of the image-right lung)
-    heart_cue: float  # shift of the gap between the lungs towards the image's right, base vs apex
+    cues: dict[str, float]
     score: float
-    likely_mirrored: bool
+
+    @property
+    def likely_mirrored(self) -> bool:
+        return self.score > 0
 
 
 def lung_pair(lungs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -45,9 +53,9 @@ def lung_pair(lungs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return labelled == left, labelled == right
 
 
-def laterality(lungs: np.ndarray, margin: float = MIRROR_MARGIN) -> Laterality | None:
-    """The cues and verdict of a lung mask (any resolution); None when it does not hold two
-    lung fields side by side over enough rows to tell."""
+def laterality_cues(lungs: np.ndarray, image: np.ndarray) -> dict[str, float] | None:
+    """The seven cues of a lung mask and the image of the same size; None when the mask does
+    not hold two lung fields side by side over enough rows to tell."""
     pair = lung_pair(lungs)
     if pair is None:
         return None
@@ -55,12 +63,29 @@ def laterality(lungs: np.ndarray, margin: float = MIRROR_MARGIN) -> Laterality |
     rows = np.flatnonzero(left.any(axis=1) & right.any(axis=1))
     if len(rows) < 12:
         return None
-    width = left.shape[1]
+    height, width = left.shape
+    image = np.asarray(image, np.float32)
     inner_left = np.array([np.flatnonzero(left[r]).max() for r in rows])
     inner_right = np.array([np.flatnonzero(right[r]).min() for r in rows])
-    gap_centre = (inner_left + inner_right) / 2 / width
     third = len(rows) // 3
-    heart_cue = float(gap_centre[-third:].mean() - gap_centre[:third].mean())
-    area_cue = float(np.log(left.sum() / right.sum()))
-    score = area_cue + heart_cue
-    return Laterality(area_cue, heart_cue, score, bool(score < -margin))
+    gap = (inner_left + inner_right) / 2 / width
+    base = range(len(rows) - third, len(rows))
+    band_left = np.mean([image[rows[i], max(0, inner_left[i] - BAND_PX):inner_left[i] + 1].mean() for i in base])
+    band_right = np.mean([image[rows[i], inner_right[i]:inner_right[i] + BAND_PX].mean() for i in base])
+    return {
+        "area": float(np.log(left.sum() / right.sum())),
+        "shift": float(gap[-third:].mean() - gap[:third].mean()),
+        "edge_left": float((inner_left[-third:].mean() - inner_left[:third].mean()) / width),
+        "edge_right": float((inner_right[-third:].mean() - inner_right[:third].mean()) / width),
+        "heart_band": float(band_right - band_left),
+        "lung_brightness": float(image[right].mean() - image[left].mean()),
+        "height": float((np.flatnonzero(right.any(axis=1)).max() - np.flatnonzero(left.any(axis=1)).max()) / height),
+    }
+
+
+def laterality(lungs: np.ndarray, image: np.ndarray) -> Laterality | None:
+    """Cues and verdict for a post-processed lung mask and its working image (same size)."""
+    cues = laterality_cues(lungs, image)
+    if cues is None:
+        return None
+    return Laterality(cues, float(sum(WEIGHTS[name] * value for name, value in cues.items()) + BIAS))

@@ -21,6 +21,7 @@ from ..explain.engines import bundle_engines, resolve_engine
 from ..explain.ensemble_maps import explain_arrays, resize_maps
 from ..explain.overlay import DISPLAY_MAX_SIDE, display_size, mask_outline, shrink, to_original
 from ..imaging.image_io import DEFAULT_MAX_PIXELS, LoadedImage, load_image
+from ..imaging.laterality import laterality
 from ..imaging.preprocessing import Preprocessed, preprocess_batch
 from ..imaging.segmentation import LungSegmenter
 from ..imaging.segmenter_lite import load_segmenter
@@ -205,6 +206,14 @@ class Review:
         if self.pre.fallback:
             return False
         return mostly_outside_lungs(self.heatmap_display(k, max_side=max_side), self.lungs_display(max_side))
+
+    def likely_mirrored(self) -> bool:
+        """Whether the lung masks' shapes say the X-ray is likely mirrored left-right
+        (`imaging.laterality`; never when the segmentation fell back)."""
+        if self.pre.fallback:
+            return False
+        found = laterality(self.pre.mask.lungs, self.pre.image)
+        return bool(found is not None and found.likely_mirrored)
 
     def box_display(self, max_side: int = DISPLAY_MAX_SIDE) -> tuple[int, int, int, int]:
         """Crop box (x0, y0, x1, y1) in display pixels (per-axis scale, as the crop was taken)."""
