@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from ..imaging.laterality import MIRROR_WARNING
-from ..imaging.laterality import MIRROR_WARNING
 from .attention import OUTSIDE_LUNGS_NOTE
 from .overlay import (
     DEFAULT_ALPHA,
@@ -205,8 +204,6 @@ def _build(review, options: ReportOptions) -> list:
     refusal = refusal_line(review)
     if refusal:
         doc.text(textwrap.fill(refusal, 110), size=9, weight="bold", color="darkred")
-    if review.likely_mirrored():
-        doc.text(textwrap.fill(MIRROR_WARNING, 110), size=9, weight="bold", color="#a04000")
     if review.likely_mirrored():
         doc.text(textwrap.fill(MIRROR_WARNING, 110), size=9, weight="bold", color="#a04000")
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
