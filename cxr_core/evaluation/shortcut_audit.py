@@ -70,8 +70,9 @@ def subgroup_aucs(targets: np.ndarray, probs: np.ndarray, labels: list[str], att
                   min_count: int = MIN_CLASS_COUNT) -> pd.DataFrame:
     """AUC of every label within every value of every attribute column, with a patient-level
     bootstrap interval. Rows: label, attribute, group, images, positives, auc, auc_low,
-    auc_high, note; also the 'all' group for reference. NaN AUC where a class is missing."""
-    targets = np.asarray(targets).astype(bool)
+    auc_high, note; also the 'all' group for reference. NaN AUC where a class is missing.
+    A target that is unknown (NaN: its source does not annotate the finding) is left out."""
+    targets = np.asarray(targets, np.float64)
     probs = np.asarray(probs, np.float64)
     patients = np.asarray(patients)
     rows = []
@@ -89,9 +90,10 @@ def subgroup_aucs(targets: np.ndarray, probs: np.ndarray, labels: list[str], att
         samples = auc_samples(weights, y, p) if n_resamples else None
         low, high = percentile_interval(samples) if samples is not None else (None, None)
         for k, label in enumerate(labels):
-            positives = int(y[:, k].sum())
-            note = too_few_note(positives, len(y) - positives, min_count)
-            rows.append({"label": label, "attribute": attribute, "group": str(value), "images": len(y),
+            known = int(np.isfinite(y[:, k]).sum())
+            positives = int(np.nansum(y[:, k]))
+            note = too_few_note(positives, known - positives, min_count)
+            rows.append({"label": label, "attribute": attribute, "group": str(value), "images": known,
                          "positives": positives, "auc": float(point[k]),
                          "auc_low": float(low[k]) if low is not None and not note else float("nan"),
                          "auc_high": float(high[k]) if high is not None and not note else float("nan"),

@@ -84,3 +84,25 @@ def test_audit_needs_test_predictions(tmp_path):
     Bundle.load(bundle_dir, verify=False).save()
     with pytest.raises(DataError, match="no stored test predictions"):
         audit_bundle(bundle_dir)
+
+
+def test_unknown_labels_are_left_out_of_every_subgroup():
+    """A finding one source does not annotate (NaN) is neither a positive nor a negative there."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    n = 400
+    other_source = np.arange(n) % 3 == 0
+    y = (rng.random((n, 2)) < 0.3).astype(float)
+    p = np.clip(0.35 * y + 0.65 * rng.random((n, 2)), 0, 1)
+    y[other_source, 1] = np.nan
+    attributes = pd.DataFrame({"source": np.where(other_source, "cxr-public", "nih-sample")})
+    table = subgroup_aucs(y, p, LABELS, attributes, np.arange(n), n_resamples=50, seed=0)
+    table = table.set_index(["label", "attribute", "group"])
+    known = ~other_source
+    whole = table.loc[("pleural effusion", "all", "all")]
+    assert whole["images"] == known.sum() and whole["positives"] == int(y[known, 1].sum())
+    assert whole["auc"] == pytest.approx(roc_auc_score(y[known, 1], p[known, 1]))
+    unannotated = table.loc[("pleural effusion", "source", "cxr-public")]
+    assert unannotated["positives"] == 0 and np.isnan(unannotated["auc"])
+    assert table.loc[("pneumonia", "source", "cxr-public"), "images"] == other_source.sum()
