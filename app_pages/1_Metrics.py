@@ -13,6 +13,7 @@ from cxr_core.evaluation.bootstrap import DEFAULT_RESAMPLES
 from cxr_core.evaluation.plots import MetricsDisplay, readable
 from cxr_core.modeling.bundle import Bundle
 from ui.common import available_bundles, demo_banner, get_bundle, load_bundle_or_stop
+from ui.glossary import explain, threshold_words
 
 st.set_page_config(page_title="CXR Review: metrics", page_icon="📊", layout="wide")
 st.title("Metrics on the test split")
@@ -36,14 +37,17 @@ def show_table(frame: pd.DataFrame, **kwargs) -> None:
     config = {}
     for column in frame.columns:
         name = readable(str(column))
+        words = str(column).lower()
+        term = next((t for t in ("ECE", "Brier", "CTP", "PTC") if t.lower() in words), None)
+        help_text = explain(term) if term else None  # a term's one line, as a header tooltip
         if column == frame.columns[0]:
             config[column] = st.column_config.TextColumn(name, pinned=True, width="medium")
         elif pd.api.types.is_float_dtype(frame[column]):
-            config[column] = st.column_config.NumberColumn(name, format="%.3f")  # header readable
+            config[column] = st.column_config.NumberColumn(name, format="%.3f", help=help_text)
         elif pd.api.types.is_integer_dtype(frame[column]):
             config[column] = st.column_config.NumberColumn(name, format="%d", width="small")
         else:
-            config[column] = st.column_config.TextColumn(name)
+            config[column] = st.column_config.TextColumn(name, help=help_text)
     st.dataframe(frame, hide_index=True, column_config=config, width="stretch", placeholder="–", **kwargs)
 
 
@@ -103,9 +107,12 @@ cols = st.columns(4)
 ctp = overall.loc["CTP"]
 for col, (name, column) in zip(cols, [("AUC (macro, CTP)", "auc_macro"), ("F1 macro (CTP)", "f1_macro"),
                                       ("F1 positive (CTP)", "f1_positive_macro")]):
-    col.metric(name, f"{ctp[column]:.3f}")
+    col.metric(name, f"{ctp[column]:.3f}", help=explain("CTP"))
     col.caption(interval_text(ctp, column))
-cols[3].metric("Hamming loss (CTP)", f"{ctp['hamming_loss']:.3f}")
+cols[3].metric("Hamming loss (CTP)", f"{ctp['hamming_loss']:.3f}",
+               help=f"{explain('Hamming loss')} {explain('CTP')}")
+st.caption(f"{threshold_words(method).capitalize()}. {explain('CTP')} {explain('PTC')} "
+           f"{explain('Hamming loss')}")
 
 tab_labels, tab_calibration, tab_points, tab_compare, tab_paper = st.tabs(
     ["Per label", "Calibration", "Operating points", "Compare bundles", "Published method"])
@@ -234,10 +241,15 @@ with tab_points:
         curve = operating_curve(y, scores, prevalence)
         if not curve.empty:
             c2.plotly_chart(operating_figure(curve, threshold), width="stretch")
-        chosen_frame = pd.DataFrame({"label": display.labels,
-                                     "threshold": [chosen[lab] for lab in display.labels],
-                                     method: np.asarray(ens_t, float)})
+        # one column for the stored thresholds, and one more only for labels moved here
+        stored = np.asarray(ens_t, float)
+        moved = np.array([chosen[lab] for lab in display.labels], float)
+        chosen_frame = pd.DataFrame({"label": display.labels, f"stored ({method})": stored})
+        if not np.allclose(moved, stored):
+            chosen_frame["chosen here"] = np.where(np.isclose(moved, stored), np.nan, moved)
         show_table(chosen_frame)
+        st.caption(threshold_words(method).capitalize() + "; 'chosen here' (when shown) is the "
+                   "threshold you moved on this page, not yet saved.")
         with st.form("save_thresholds"):
             name = st.text_input("Save these thresholds as", placeholder="e.g. high-sensitivity")
             default = st.checkbox("Make it the bundle's default threshold method (the Review page uses it)")

@@ -16,7 +16,6 @@ import streamlit as st
 from cxr_core.base.config import REPO_ROOT
 from cxr_core.base.errors import CxrError
 from cxr_core.explain.attention import OUTSIDE_LUNGS_NOTE
-from cxr_core.imaging.laterality import MIRROR_WARNING
 from cxr_core.explain.overlay import (
     DEFAULT_ALPHA,
     DEFAULT_CUTOFF,
@@ -34,6 +33,7 @@ from ui.common import (
     normal_warning,
     reader_name,
 )
+from ui.glossary import threshold_words
 from ui.input_check import render_input_check
 from ui.reading import at_chosen_point, reading_caption, validation_rates
 from ui.tab_state import kept_key, remember, tab_state
@@ -165,8 +165,6 @@ def show_review(review, data: bytes) -> None:
     # --- input check: is this a frontal chest X-ray? (findings hidden unless shown anyway) ----
     if not render_input_check(review):
         return
-    if review.likely_mirrored():
-        st.warning(MIRROR_WARNING)
 
     show_findings(review, show_overview(review))
     if st.session_state["w_viewer"]:
@@ -222,7 +220,8 @@ def show_overview(review):
         positives = int(review.findings.sum())
         st.markdown(f"**{positives}** positive finding(s) of {len(review.labels)} "
                     f"(thresholds: {review.threshold_method}, chosen on validation) for the image "
-                    f"with SHA-256 `{review.image.sha256[:12]}`.")
+                    f"with SHA-256 `{review.image.sha256[:12]}`.",
+                    help=threshold_words(review.threshold_method))
         normal_warning(review)
         reading_caption(review)
     return right

@@ -382,3 +382,15 @@ def test_a_review_is_drawn_only_under_the_image_it_was_made_from():
     assert not at.exception
     assert any("Still working on" in i.value for i in at.info)
     assert not at.dataframe and not any("positive finding(s)" in m.value for m in at.markdown)
+
+
+def test_the_threshold_method_is_explained_where_it_appears():
+    from ui.glossary import threshold_words
+
+    name, data = sample_bytes(0)
+    at = run_review((name, data, "image/png"))
+    line = next(m for m in at.markdown if "positive finding(s) of" in m.value)
+    review = at.session_state["review"]
+    assert f"thresholds: {review.threshold_method}" in line.value
+    assert line.proto.help == threshold_words(review.threshold_method)
+    assert threshold_words("f1+isotonic").endswith("on isotonic-calibrated probabilities")

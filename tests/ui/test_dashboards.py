@@ -117,6 +117,11 @@ def test_operating_point_is_saved_as_a_named_threshold_method(models_dir):
     at.run()
     sens = next(m for m in at.metric if m.label == "Sensitivity")
     assert 0 <= float(sens.value) <= 1
+    # the operating-points table: no duplicate columns; 'chosen here' only for the moved label
+    frames = [d.value for d in at.dataframe if "stored (f1)" in d.value.columns]
+    assert frames and list(frames[-1].columns) == ["label", "stored (f1)", "chosen here"]
+    moved = frames[-1].set_index("label")["chosen here"]
+    assert moved["cardiomegaly"] == pytest.approx(0.2) and moved.drop("cardiomegaly").isna().all()
     next(t for t in at.text_input if t.label == "Save these thresholds as").input("screening")
     next(c for c in at.checkbox if c.label.startswith("Make it the bundle's default threshold")).check()
     next(b for b in at.button if b.label == "Save threshold method").click()
@@ -224,3 +229,19 @@ def test_metrics_page_keeps_its_numbers_in_a_900_px_window(models_dir, tmp_path)
             page.screenshot(path=str(tmp_path / "metrics_900.png"))
         finally:
             browser.close()
+
+
+def test_metrics_terms_are_explained_in_plain_words(models_dir):
+    """CTP, PTC, Hamming loss and the threshold method get one line each where they appear."""
+    from ui.glossary import TERMS, threshold_words
+
+    at = page("1_Metrics.py")
+    assert not at.exception
+    captions = " ".join(c.value for c in at.caption)
+    for term in ("CTP", "PTC", "Hamming loss"):
+        assert TERMS[term] in captions
+    assert threshold_words("f1").capitalize() in captions
+    assert "maximises its F1 score" in threshold_words("f1")
+    hamming = next(m for m in at.metric if m.label == "Hamming loss (CTP)")
+    assert TERMS["Hamming loss"] in hamming.proto.help
+    assert all(TERMS["CTP"] in m.proto.help for m in at.metric if "(CTP)" in m.label)
