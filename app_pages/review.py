@@ -16,6 +16,7 @@ import streamlit as st
 from cxr_core.base.config import REPO_ROOT
 from cxr_core.base.errors import CxrError
 from cxr_core.explain.attention import OUTSIDE_LUNGS_NOTE
+from cxr_core.imaging.laterality import MIRROR_WARNING
 from cxr_core.explain.overlay import (
     DEFAULT_ALPHA,
     DEFAULT_CUTOFF,
@@ -165,6 +166,8 @@ def show_review(review, data: bytes) -> None:
     # --- input check: is this a frontal chest X-ray? (findings hidden unless shown anyway) ----
     if not render_input_check(review):
         return
+    if review.likely_mirrored():
+        st.warning(MIRROR_WARNING)
 
     show_findings(review, show_overview(review))
     if st.session_state["w_viewer"]:
