@@ -61,8 +61,14 @@ for sha in view.loc[view["image_stored"].astype(bool), "image_sha256"].unique():
     if url:
         thumbs[sha] = url
 st.caption(f"Showing {len(view)} of {len(frame)} review rows (every revision is kept).")
-st.dataframe(review_rows(view, latest, thumbs), hide_index=True, width="stretch",
-             column_config={"Image": st.column_config.ImageColumn("Image", width="small")})
+rows = review_rows(view, latest, thumbs)
+# every column wide enough for its text (the table scrolls sideways instead of cutting it)
+widths = {column: min(max(int(rows[column].astype(str).str.len().max() * 7.5),
+                          len(column) * 8) + 24, 900)
+          for column in rows.columns if column != "Image"}
+st.dataframe(rows, hide_index=True, width="stretch", row_height=64 if thumbs else None,
+             column_config={"Image": st.column_config.ImageColumn("Image", width=70),
+                            **{c: st.column_config.Column(c, width=w) for c, w in widths.items()}})
 
 st.subheader("Agreement per finding")
 scope = st.radio("Computed on", ["all reviews", "the filtered reviews"], horizontal=True,

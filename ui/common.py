@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import secrets
 import threading
 from collections import OrderedDict
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from cxr_core.base.config import settings
-from cxr_core.base.errors import CxrError
+from cxr_core.base.config import REPO_ROOT, settings
+from cxr_core.base.errors import CxrError, DataError
 from cxr_core.explain.report import DEMO_DISCLAIMER
 from cxr_core.modeling.bundle import Bundle, find_bundles
 from cxr_core.review.feedback import FeedbackStore, Submission, save_feedback
@@ -154,6 +155,21 @@ def current_user_name() -> str | None:
     return None
 
 
+@st.cache_resource
+def padchest_terms() -> list[str]:
+    """The PadChest term tree's findings and diagnoses (CXR_TERM_TREE, else the shared data
+    beside the checkout); empty when the tree is not there (it is not shipped)."""
+    from cxr_core.data.term_tree import finding_terms, load_term_tree
+
+    path = Path(os.environ.get("CXR_TERM_TREE", REPO_ROOT.parent / "shared" / "data" / "padchest"
+                               / "term_tree.txt"))
+    try:
+        return finding_terms(load_term_tree(path))
+    except DataError as exc:
+        log.info("no PadChest terms for added findings: %s", exc)
+        return []
+
+
 def reader_name() -> str:
     """Who is reading, for the report: the signed-in user, else the reviewer name typed in the
     feedback form of this tab; '' when neither is known."""
@@ -251,6 +267,19 @@ def feedback_form(review, image_bytes: bytes | None, key: str = "feedback",
     else:
         name = st.text_input("Reviewer name", key=key_for("reviewer", ""))
         keep("reviewer")
+    terms = padchest_terms()
+    picked = st.multiselect(
+        "Other findings (PadChest terms)", terms, key=key_for(f"{key}_{tag}_terms", []),
+        disabled=not terms, placeholder="Choose findings the model does not list" if terms
+        else "PadChest term tree not found: use the free-text box",
+        help="findings you see that are not among the model's findings, from the PadChest term tree")
+    keep(f"{key}_{tag}_terms")
+    typed = st.text_input("Other findings (free text, separated by ';')",
+                          key=key_for(f"{key}_{tag}_free", ""), max_chars=1000,
+                          help="findings the model does not list, in your own words")
+    keep(f"{key}_{tag}_free")
+    others = ([{"finding": t, "source": "padchest"} for t in picked]
+              + [{"finding": t, "source": "free text"} for t in typed.split(";") if t.strip()])
     if not st.button("Submit feedback", type="primary", key=f"{key}_submit"):
         return None
     if unanswered:
@@ -264,7 +293,7 @@ def feedback_form(review, image_bytes: bytes | None, key: str = "feedback",
         model_positive=review.findings.tolist(), agreement=review.agreement.tolist(),
         decisions={review.labels[k]: st.session_state[state_key] for k, state_key in keys.items()},
         added_labels=[], comment=comment,
-        input_check=input_check_record(review),
+        input_check=input_check_record(review), other_findings=others,
     ), image_bytes=image_bytes)
     if not result.saved:
         st.error(result.message)  # the form keeps what was typed; the review stays on screen

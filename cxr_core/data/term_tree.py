@@ -112,3 +112,12 @@ def load_term_tree(path: str | Path) -> TermTree:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"Term tree file {path} could not be read: {exc}") from exc
     return parse_term_tree(text)
+
+
+def finding_terms(tree: TermTree) -> list[str]:
+    """Every finding and diagnosis term of the tree (below the grouping roots, not locations),
+    as the tree spells them, sorted: what an expert may add to a review."""
+    terms = {tree.display[key] for key in tree.parents
+             if key not in tree.roots and not tree.is_location(key)
+             and any(path[0] in GROUPING_ROOTS for path in tree.ancestors_paths(key))}
+    return sorted(terms, key=str.lower)

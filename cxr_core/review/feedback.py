@@ -35,6 +35,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     text,
 )
@@ -51,7 +52,10 @@ from ..imaging.deidentify import deidentified_bytes
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: findings an expert may add that the model does not list: at most this many, each this long
+MAX_OTHER_FINDINGS = 20
+MAX_FINDING_CHARS = 200
 DECISIONS = ("agree", "disagree")
 MAX_REVIEWER_CHARS = 200
 MAX_COMMENT_CHARS = 2000
@@ -77,6 +81,10 @@ reviews = Table(
     Column("expert_labels", JSON, nullable=False),  # the expert's final positive labels
     Column("comment", Text, nullable=False, default=""),
     Column("image_stored", Boolean, nullable=False, default=False),
+    # schema version 3: findings the expert added that the model does not list, each
+    # {"finding": text, "source": "padchest" (a term of the PadChest tree) or "free text"};
+    # NULL in rows written before it
+    Column("other_findings", JSON, nullable=True),
     UniqueConstraint("image_sha256", "bundle_id", "reviewer", "version", name="uq_review_version"),
 )
 # schema version 2: indexes for the Feedback page's filters and time ordering
@@ -90,8 +98,14 @@ def _migrate_1_to_2(conn: Connection) -> None:
         index.create(conn, checkfirst=True)
 
 
+def _migrate_2_to_3(conn: Connection) -> None:
+    """Add the other_findings column (SQLite and PostgreSQL both take ADD COLUMN ... JSON)."""
+    if "other_findings" not in {c["name"] for c in inspect(conn).get_columns("reviews")}:
+        conn.execute(text("ALTER TABLE reviews ADD COLUMN other_findings JSON"))
+
+
 #: version reached -> step from the version before it (each step is idempotent)
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _migrate_1_to_2}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _migrate_1_to_2, 3: _migrate_2_to_3}
 
 
 def _clean_text(value: str) -> str:
@@ -116,6 +130,19 @@ class Submission:
     added_labels: list[str] = field(default_factory=list)
     comment: str = ""
     input_check: dict | None = None  # the review's input-check verdict and score (`InputCheck.record`)
+    #: findings the model does not list, added by the expert: {"finding", "source"} each
+    other_findings: list[dict] = field(default_factory=list)
+
+    def cleaned_other_findings(self) -> list[dict]:
+        """The added findings as stored: text trimmed, duplicates (any case) dropped."""
+        seen, out = set(), []
+        for item in self.other_findings:
+            finding = " ".join(_clean_text(str(item.get("finding", ""))).split())
+            if finding and finding.lower() not in seen:
+                seen.add(finding.lower())
+                source = "padchest" if item.get("source") == "padchest" else "free text"
+                out.append({"finding": finding, "source": source})
+        return out
 
     def expert_labels(self) -> list[str]:
         """Final labels: model positives the expert agreed with, model negatives the expert
@@ -144,6 +171,11 @@ class Submission:
         bad = [d for d in self.decisions.values() if d not in DECISIONS]
         if bad:
             raise FeedbackError(f"A decision must be 'agree' or 'disagree', not {bad[0]!r}.")
+        others = self.cleaned_other_findings()
+        if len(others) > MAX_OTHER_FINDINGS:
+            raise FeedbackError(f"At most {MAX_OTHER_FINDINGS} other findings can be added.")
+        if any(len(o["finding"]) > MAX_FINDING_CHARS for o in others):
+            raise FeedbackError(f"An added finding is longer than {MAX_FINDING_CHARS} characters.")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -272,6 +304,7 @@ class FeedbackStore:
             "expert_labels": expert,
             "comment": _clean_text(submission.comment),
             "image_stored": image_bytes is not None and self.image_dir is not None,
+            "other_findings": submission.cleaned_other_findings(),
         }
         for attempt in range(200):
             placed: Path | None = None
@@ -383,8 +416,11 @@ def latest_version(store: FeedbackStore, submission: Submission) -> dict | None:
 
 def same_answers(row: dict, submission: Submission) -> bool:
     """Whether a stored review holds the same decisions, added findings and comment."""
+    stored_others = row.get("other_findings")
+    stored_others = [] if stored_others is None or (isinstance(stored_others, float)) else stored_others
     return (dict(row["decisions"]) == dict(submission.decisions)
             and list(row["added_labels"]) == list(submission.added_labels)
+            and list(stored_others) == submission.cleaned_other_findings()
             and (row["comment"] or "") == (submission.comment or ""))
 
 

@@ -39,6 +39,16 @@ def _as_dict(value) -> dict:
     return dict(value) if isinstance(value, dict) else {}
 
 
+def _other_findings(value) -> list[str]:
+    """The findings an expert added that the model does not list (none in older rows)."""
+    return [str(item.get("finding", "")) for item in _as_list(value) if isinstance(item, dict)]
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """A column of the stored rows, or empty values when an older frame lacks it."""
+    return frame[name] if name in frame.columns else pd.Series([None] * len(frame), index=frame.index)
+
+
 def mark_latest(frame: pd.DataFrame) -> pd.Series:
     """True where the row is its reviewer's latest version for that image and bundle (computed
     on the rows given: pass every row, then filter)."""
@@ -72,6 +82,8 @@ def review_rows(frame: pd.DataFrame, latest: pd.Series, thumbnails: dict[str, st
         "Model findings": frame["model_labels"].map(lambda v: ", ".join(_as_list(v)) or EMPTY),
         "Expert findings": frame["expert_labels"].map(lambda v: ", ".join(_as_list(v)) or EMPTY),
         "Added by expert": frame["added_labels"].map(lambda v: ", ".join(_as_list(v)) or EMPTY),
+        "Other findings (not in the model)": _column(frame, "other_findings").map(
+            lambda v: ", ".join(_other_findings(v)) or EMPTY),
         "Decisions": frame["decisions"].map(_decisions_text),
         "Comment": frame["comment"].map(lambda c: c if isinstance(c, str) and c else EMPTY),
         "Model": frame["bundle_id"],
@@ -108,8 +120,8 @@ def _safe_cell(value: str) -> str:
 def export_frame(frame: pd.DataFrame, latest: pd.Series) -> pd.DataFrame:
     """The rows given, with everything a retraining or an audit needs, one column per fact."""
     columns = ["image_sha256", "bundle_id", "label_set", "reviewer", "version", "latest",
-               "created_at", "model_labels", "expert_labels", "added_labels", "decisions",
-               "probabilities", "thresholds", "comment"]
+               "created_at", "model_labels", "expert_labels", "added_labels", "other_findings",
+               "decisions", "probabilities", "thresholds", "comment"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     output = frame["model_output"].map(_as_dict)
@@ -129,6 +141,8 @@ def export_frame(frame: pd.DataFrame, latest: pd.Series) -> pd.DataFrame:
         "model_labels": frame["model_labels"].map(lambda v: "|".join(_as_list(v))),
         "expert_labels": frame["expert_labels"].map(lambda v: "|".join(_as_list(v))),
         "added_labels": frame["added_labels"].map(lambda v: "|".join(_as_list(v))),
+        "other_findings": _column(frame, "other_findings").map(
+            lambda v: _safe_cell("|".join(_other_findings(v)))),
         "decisions": frame["decisions"].map(lambda v: "|".join(f"{k}={d}" for k, d in _as_dict(v).items())),
         "probabilities": by_label("probabilities"),
         "thresholds": by_label("thresholds"),

@@ -1,4 +1,4 @@
-from cxr_core.data.term_tree import normalise_label, parse_term_tree
+from cxr_core.data.term_tree import finding_terms, normalise_label, parse_term_tree
 
 TREE = """\
 label: normal
@@ -70,3 +70,10 @@ def test_real_term_tree_parses(term_tree_path):
     assert tree.roots[:3] == ["normal", "exclude", "suboptimal study"]
     assert sorted(tree.general_labels("calcified granuloma")) == ["calcified densities", "granuloma"]
     assert "hypoexpansion basal" not in tree and "lipomatosis" not in tree
+
+
+def test_finding_terms_are_the_findings_and_diagnoses_without_roots_or_locations():
+    """What an expert may add to a review: no 'normal'/'exclude' roots, no locations."""
+    assert finding_terms(parse_term_tree(TREE)) == [
+        "atypical pneumonia", "Calcified Densities", "calcified granuloma", "granuloma",
+        "pleural effusion", "pneumonia"]

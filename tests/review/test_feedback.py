@@ -111,11 +111,11 @@ def test_bare_postgresql_urls_get_the_pinned_driver():
 
 def test_new_database_gets_the_current_schema(backend):
     store = FeedbackStore(backend.url)
-    assert store.schema_version() == SCHEMA_VERSION == 2
+    assert store.schema_version() == SCHEMA_VERSION == 3
     assert {"ix_reviews_reviewer", "ix_reviews_bundle_id", "ix_reviews_created_at"} <= index_names(backend.url)
     FeedbackStore(backend.url)  # opening again changes nothing
     with store.engine.connect() as conn:
-        assert conn.execute(select(schema_info.c.version)).scalars().all() == [2]
+        assert conn.execute(select(schema_info.c.version)).scalars().all() == [3]
     store.close()
 
 
@@ -123,13 +123,38 @@ def test_version_1_database_is_migrated_in_place(backend):
     make_v1_database(backend.url)
     assert "ix_reviews_reviewer" not in index_names(backend.url)
     store = FeedbackStore(backend.url)
-    assert store.schema_version() == 2
+    assert store.schema_version() == 3
     assert "ix_reviews_reviewer" in index_names(backend.url)
     old = store.reviews_frame()
     assert old["comment"].tolist() == ["from v1"] and old["reviewer"].tolist() == ["Dr Old"]
+    assert old["other_findings"].tolist() == [None]  # rows from before the column: none added
     row = store.submit(make_submission("Dr Old"))
     assert row["version"] == 2  # the revision follows the migrated row
     assert len(latest_reviews(store.reviews_frame())) == 1
+    store.close()
+
+
+def test_an_expert_adds_findings_the_model_does_not_list(backend):
+    """Free text or a PadChest term, stored in the other_findings column (schema 3), trimmed and
+    without repeats; a change to them is a new version; the model's labels are unaffected."""
+    store = FeedbackStore(backend.url)
+    sub = make_submission()
+    sub.other_findings = [{"finding": "  rib   fracture ", "source": "free text"},
+                          {"finding": "Pneumothorax", "source": "padchest"},
+                          {"finding": "pneumothorax", "source": "free text"}, {"finding": ""}]
+    row = store.submit(sub)
+    stored = store.reviews_frame().iloc[-1]
+    assert stored["other_findings"] == [{"finding": "rib fracture", "source": "free text"},
+                                        {"finding": "Pneumothorax", "source": "padchest"}]
+    assert row["expert_labels"] == ["COVID-19"]  # model labels as before; added ones kept apart
+    again = save_feedback(lambda: store, sub)
+    assert again.unchanged  # the same added findings: nothing new
+    sub.other_findings = sub.other_findings[:1]
+    assert save_feedback(lambda: store, sub).row["version"] == 2
+    too_long = make_submission()
+    too_long.other_findings = [{"finding": "x" * 201}]
+    with pytest.raises(FeedbackError, match="longer than 200"):
+        store.submit(too_long)
     store.close()
 
 
@@ -148,7 +173,7 @@ def test_several_processes_migrate_a_version_1_database_once(backend):
     assert [p.exitcode for p in procs] == [0, 0, 0]
     store = FeedbackStore(backend.url)
     with store.engine.connect() as conn:
-        assert sorted(conn.execute(select(schema_info.c.version)).scalars()) == [1, 2]
+        assert sorted(conn.execute(select(schema_info.c.version)).scalars()) == [1, 2, 3]
     assert store.count() == 1
     store.close()
 
@@ -157,7 +182,7 @@ def test_newer_schema_is_refused(backend):
     store = FeedbackStore(backend.url)
     with store.engine.begin() as conn:
         conn.execute(insert(schema_info).values(version=SCHEMA_VERSION + 1))
-    with pytest.raises(FeedbackError, match="schema version 3"):
+    with pytest.raises(FeedbackError, match="schema version 4"):
         FeedbackStore(backend.url)
     store.close()
 

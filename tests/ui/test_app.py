@@ -394,3 +394,32 @@ def test_the_threshold_method_is_explained_where_it_appears():
     assert f"thresholds: {review.threshold_method}" in line.value
     assert line.proto.help == threshold_words(review.threshold_method)
     assert threshold_words("f1+isotonic").endswith("on isotonic-calibrated probabilities")
+
+
+def test_an_expert_adds_findings_the_model_does_not_list_and_the_feedback_page_shows_them():
+    from cxr_core.base.config import settings
+    from cxr_core.review.feedback import FeedbackStore
+    from ui.common import padchest_terms
+
+    name, data = sample_bytes()
+    at = run_review((name, data, "image/png"))
+    next(b for b in at.button if b.label.startswith("Agree with the model")).click()
+    at.run()
+    at.text_input[0].input("Dr Added")
+    next(t for t in at.text_input if t.label.startswith("Other findings (free text")).input(
+        "rib fracture; old granuloma")
+    terms = padchest_terms()  # the PadChest tree when ../shared has it (it is not shipped)
+    picker = next(m for m in at.multiselect if m.label == "Other findings (PadChest terms)")
+    if terms:
+        picker.set_value([terms[0]])
+    submit(at)
+    assert any("version 1" in s.value for s in at.success), [e.value for e in at.error]
+    stored = FeedbackStore(settings().db_url).reviews_frame()["other_findings"].iloc[0]
+    expected = ([{"finding": terms[0], "source": "padchest"}] if terms else []) + [
+        {"finding": "rib fracture", "source": "free text"}, {"finding": "old granuloma", "source": "free text"}]
+    assert stored == expected
+    page = AppTest.from_file(str(REPO / "app_pages" / "2_Feedback.py"), default_timeout=TIMEOUT)
+    page.run()
+    assert not page.exception
+    rows = page.dataframe[0].value
+    assert "rib fracture, old granuloma" in rows["Other findings (not in the model)"].iloc[0]

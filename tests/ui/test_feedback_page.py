@@ -57,6 +57,13 @@ def test_feedback_page_is_readable_and_filters_everything():
     assert table["Image"].str.startswith("data:image/png;base64,").sum() == 3  # all stored
     assert not table.astype(str).isin(["None", "nan", ""]).drop(columns="Image").any().any()
     assert sorted(table["Latest"]) == ["no", "yes", "yes"]
+    # every column is sized to its longest text (the table scrolls sideways, nothing is cut)
+    import json
+
+    config = json.loads(at.dataframe[0].proto.columns)
+    for column in ("Decisions", "Comment", "Model findings", "Other findings (not in the model)"):
+        longest = max(table[column].astype(str).str.len().max(), len(column))
+        assert config[column]["width"] >= 7.5 * longest, (column, config[column])
     assert any("Showing 3 of 3" in c.value for c in at.caption)
     assert at.get("download_button")[0].label == "Download the 3 shown rows (CSV)"
     stats = at.dataframe[1].value
