@@ -324,3 +324,48 @@ def test_worklist_viewer_and_feedback_in_a_real_browser(server, tmp_path):  # no
 
     frame = FeedbackStore(f"sqlite:///{server_tmp / 'data' / 'feedback.sqlite'}").reviews_frame()
     assert frame["reviewer"].tolist() == ["Dr Browser Worklist"]
+
+
+def test_viewer_presets_invert_page_cutoff_measure_and_first_view():
+    """Window presets and invert change the picture; the heatmap uses the page's cut-off (no
+    colour where the map is at or below it); a box is measured in pixels without spacing and
+    in mm with it; an image over 2048 px is first shown downsampled."""
+    from types import SimpleNamespace
+
+    from cxr_core.explain.overlay import DEFAULT_CUTOFF
+    from ui.viewer import FIRST_VIEW_SIDE, PRESETS, measure, viewer_figure
+
+    at = reviewed_worklist()
+    _, review = current_review(at)
+    widget(at, "toggle", "Heatmap").set_value(False)
+    widget(at, "toggle", "Lung outline").set_value(False)
+    at.run()
+    at.get("button_group")[0].set_value("bone")  # the segmented control
+    at.run()
+    assert widget(at, "slider", "Window centre").value == pytest.approx(PRESETS["bone"][0])
+    assert widget(at, "slider", "Window width").value == pytest.approx(PRESETS["bone"][1])
+    plain = shown_image(figure(at)[0]).astype(int)
+    widget(at, "toggle", "Invert").set_value(True)
+    at.run()
+    inverted = shown_image(figure(at)[0]).astype(int)
+    assert np.abs(plain + inverted - 255).max() <= 1
+    # the heatmap's cut-off is the page's: no colour at or below it
+    k = int(np.argmax([review.heatmap_original(j).max() for j in range(len(review.labels))]))
+    fig = viewer_figure(review, k, 0.6, False, 0.5, 1.0, cutoff=DEFAULT_CUTOFF)
+    coloured = shown_image(json.loads(fig.to_json())).astype(int)
+    cool = review.heatmap_original(k) <= DEFAULT_CUTOFF
+    assert (coloured[..., 0] == coloured[..., 2])[cool].all()
+    # measuring: pixels without spacing (a PNG), mm with it
+    assert measure(review, (0, 30), (0, 40)).startswith("Distance: 50 pixels (this image has no pixel spacing")
+    spaced = SimpleNamespace(image=SimpleNamespace(patient_study=SimpleNamespace(pixel_spacing=(0.2, 0.1))))
+    assert measure(spaced, (0, 30), (0, 40)) .startswith("Distance: 8.5 mm")
+    widget(at, "toggle", "Measure").set_value(True)
+    at.run()
+    assert figure(at)[0]["layout"]["dragmode"] == "select"
+    # a large image is first sent at FIRST_VIEW_SIDE px
+    big = SimpleNamespace(**{**review.__dict__})
+    big.image = SimpleNamespace(**{**review.image.__dict__, "pixels": np.zeros((3000, 2500), np.float32),
+                                   "original_size": (3000, 2500)})
+    first = shown_image(json.loads(viewer_figure(big, None, 0.6, False, 0.5, 1.0,
+                                                 max_side=FIRST_VIEW_SIDE).to_json()))
+    assert max(first.shape[:2]) == FIRST_VIEW_SIDE
