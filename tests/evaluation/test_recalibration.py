@@ -15,7 +15,7 @@ from cxr_core.evaluation.recalibration import (
     store_val_predictions,
     val_predictions,
 )
-from cxr_core.modeling.bundle import Bundle
+from cxr_core.modeling.bundle import Bundle, write_manifest
 from cxr_core.modeling.calibration import apply_calibration
 from cxr_core.modeling.thresholds import THRESHOLD_METHODS, threshold_table
 from tests.modeling.bundle_factory import binormal, make_split, write_synthetic_bundle
@@ -128,3 +128,33 @@ def test_missing_predictions_are_computed_from_the_cache_first(tmp_path, monkeyp
     np.testing.assert_allclose(stored["member_probs"], probs[:, [rows[i] for i in val["ImageID"]]],
                                rtol=1e-6)
     assert summary["val_ece_ctp_after"] < summary["val_ece_ctp_before"]
+
+
+def test_bundle_calibration_is_stored_used_and_thresholds_follow(tmp_path):
+    labels = ["effusion", "nodule"]
+    split = make_split(600, labels, [0.3, 0.2], seed=1)
+    path = write_synthetic_bundle(tmp_path / "b", split, labels, [1.5, 1.0], distort=3.0)
+    summary = calibrate_bundle(path, "temperature", make_default=True)
+    assert summary["val_ece_ctp_after"] < summary["val_ece_ctp_before"]
+    bundle = Bundle.load(path)
+    assert bundle.manifest["threshold_method"] == "f1+temperature"
+    assert {"f1+temperature", "youden+temperature", "fixed+temperature"} <= set(bundle.manifest["thresholds"])
+    raw = bundle.test_predictions()["member_probs"]
+    calibrated = bundle.calibrate(raw)
+    assert not np.allclose(calibrated, raw)
+    assert np.allclose(bundle.calibrate(raw, "f1"), raw)  # the raw method leaves them alone
+    raw_t, _ = bundle.thresholds("f1")
+    cal_t, _ = bundle.thresholds("f1+temperature")
+    assert not np.allclose(raw_t, cal_t)  # chosen again on the calibrated probabilities
+    # a threshold method pointing at a calibration the bundle lacks is refused on load
+    del bundle.manifest["calibration"]
+    write_manifest(path, bundle.manifest)
+    with pytest.raises(BundleError, match="temperature"):
+        Bundle.load(path)
+
+
+def test_calibration_without_validation_predictions_says_what_is_needed(tmp_path):
+    split = make_split(100, ["a"], [0.3])
+    path = write_synthetic_bundle(tmp_path / "b", split, ["a"], [1.0], val=False)
+    with pytest.raises(BundleError, match="validation predictions"):
+        calibrate_bundle(path, "isotonic")

@@ -1,5 +1,5 @@
-"""Calibration metrics on generators with known answers; calibrators fitted on validation and
-stored in a bundle, with thresholds that follow the calibrated probabilities."""
+"""Calibration metrics on generators with known answers; calibrators fitted on validation
+(storing them in a bundle: tests/evaluation/test_recalibration.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 from scipy.special import expit, logit
 
-from cxr_core.base.errors import BundleError
-from cxr_core.modeling.bundle import Bundle, write_manifest
 from cxr_core.modeling.calibration import (
     apply_calibration,
     brier_score,
@@ -17,8 +15,6 @@ from cxr_core.modeling.calibration import (
     fit_calibration,
     reliability_curve,
 )
-from cxr_core.evaluation.recalibration import calibrate_bundle
-from tests.modeling.bundle_factory import make_split, write_synthetic_bundle
 
 
 def calibrated_sample(n: int, seed: int):
@@ -70,36 +66,6 @@ def test_temperature_scaling_keeps_the_ranking():
     fitted = fit_calibration("temperature", y[:, None], (p ** 2)[None, :, None])
     out = apply_calibration(fitted, (p ** 2)[None, :, None])[0, :, 0]
     assert np.array_equal(np.argsort(out, kind="stable"), np.argsort(p ** 2, kind="stable"))
-
-
-def test_bundle_calibration_is_stored_used_and_thresholds_follow(tmp_path):
-    labels = ["effusion", "nodule"]
-    split = make_split(600, labels, [0.3, 0.2], seed=1)
-    path = write_synthetic_bundle(tmp_path / "b", split, labels, [1.5, 1.0], distort=3.0)
-    summary = calibrate_bundle(path, "temperature", make_default=True)
-    assert summary["val_ece_ctp_after"] < summary["val_ece_ctp_before"]
-    bundle = Bundle.load(path)
-    assert bundle.manifest["threshold_method"] == "f1+temperature"
-    assert {"f1+temperature", "youden+temperature", "fixed+temperature"} <= set(bundle.manifest["thresholds"])
-    raw = bundle.test_predictions()["member_probs"]
-    calibrated = bundle.calibrate(raw)
-    assert not np.allclose(calibrated, raw)
-    assert np.allclose(bundle.calibrate(raw, "f1"), raw)  # the raw method leaves them alone
-    raw_t, _ = bundle.thresholds("f1")
-    cal_t, _ = bundle.thresholds("f1+temperature")
-    assert not np.allclose(raw_t, cal_t)  # chosen again on the calibrated probabilities
-    # a threshold method pointing at a calibration the bundle lacks is refused on load
-    del bundle.manifest["calibration"]
-    write_manifest(path, bundle.manifest)
-    with pytest.raises(BundleError, match="temperature"):
-        Bundle.load(path)
-
-
-def test_calibration_without_validation_predictions_says_what_is_needed(tmp_path):
-    split = make_split(100, ["a"], [0.3])
-    path = write_synthetic_bundle(tmp_path / "b", split, ["a"], [1.0], val=False)
-    with pytest.raises(BundleError, match="validation predictions"):
-        calibrate_bundle(path, "isotonic")
 
 
 def test_unknown_labels_are_left_out_of_calibration_fits_and_tables():
