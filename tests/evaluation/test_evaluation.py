@@ -163,6 +163,18 @@ def test_evaluate_predictions_gives_one_table_per_model_and_an_overall_one():
     assert with_ci["overall"].attrs["resampling"]["resamples"] == 30
 
 
+def test_comparison_table_marks_best_and_survives_labels_without_auc():
+    y = np.array([[1, 0], [0, 0], [1, 0], [0, 0]])
+    member_probs = np.array([[[0.9, 0.1], [0.1, 0.2], [0.8, 0.3], [0.3, 0.1]],
+                             [[0.6, 0.1], [0.5, 0.2], [0.4, 0.3], [0.7, 0.1]]])
+    tables = evaluate_predictions(member_probs, y, ["a", "b"], ["m1", "m2"],
+                                  np.array([0.5, 0.5]), np.full((2, 2), 0.5))
+    table = comparison_table(tables, ["m1", "m2"], "auc")
+    assert table.loc[0, "best_member"] == "m1" and table.loc[0, "m1"] == 1.0
+    assert table.loc[1, "best_member"] == ""  # label b has no positives: no AUC, no crash
+    assert table.loc[0, "ensembles_beating_all_members"] == ""  # nothing beats a perfect AUC
+
+
 def test_macro_auc_averages_the_labels_with_both_classes():
     targets = np.array([[1, 0, 1], [0, 0, 1], [1, 0, 1], [0, 0, 1]])
     probs = np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.5], [0.4, 0.2, 0.5], [0.6, 0.4, 0.5]])

@@ -28,20 +28,6 @@ def test_label_without_positives_is_reported_not_crashing():
     assert overall_metrics(y, p, p >= 0.5)["labels_without_auc"] == 1
 
 
-def test_comparison_table_marks_best_and_survives_labels_without_auc():
-    from cxr_core.evaluation.evaluation import comparison_table, evaluate_predictions
-
-    y = np.array([[1, 0], [0, 0], [1, 0], [0, 0]])
-    member_probs = np.array([[[0.9, 0.1], [0.1, 0.2], [0.8, 0.3], [0.3, 0.1]],
-                             [[0.6, 0.1], [0.5, 0.2], [0.4, 0.3], [0.7, 0.1]]])
-    tables = evaluate_predictions(member_probs, y, ["a", "b"], ["m1", "m2"],
-                                  np.array([0.5, 0.5]), np.full((2, 2), 0.5))
-    table = comparison_table(tables, ["m1", "m2"], "auc")
-    assert table.loc[0, "best_member"] == "m1" and table.loc[0, "m1"] == 1.0
-    assert table.loc[1, "best_member"] == ""  # label b has no positives: no AUC, no crash
-    assert table.loc[0, "ensembles_beating_all_members"] == ""  # nothing beats a perfect AUC
-
-
 def test_unknown_labels_are_left_out_of_every_metric_of_their_label():
     """NaN targets (not annotated) count in no AUC, F1, precision, recall or Hamming loss."""
     rng = np.random.default_rng(1)
