@@ -8,6 +8,11 @@ held out when its bytes match a held-out image, when the split knows its patient
 file name) and that patient has held-out images, or when its pixels match a held-out image
 (`perceptual_hash`: catches re-encoded or resized copies). A reviewed image that is also an
 original training image (same bytes) takes the experts' labels instead of the original ones.
+
+The child is at least as safe as its parent: it carries the parent's test-time flips decision
+(so the before/after comparison is made under one flips policy) and its input check (fitted on
+the X-rays, not on the classifier), refits its thresholds and calibrations on validation with
+those flips, and records each decision under `lineage.kept_from_parent`.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from ..data.split_table import read_split
 from ..explain.engines import compile_bundle
 from ..imaging.batch_preprocess import list_images, preprocess_split
 from ..imaging.image_io import load_image, perceptual_hash, same_pixels
-from ..modeling.bundle import Bundle, publish_bundle, write_manifest
+from ..modeling.bundle import Bundle, publish_bundle
 from ..evaluation.model_card import write_model_card
 from .feedback import FeedbackStore, latest_reviews
 
@@ -75,6 +80,45 @@ def held_out_part(path: Path, sha: str, frame: pd.DataFrame, held_out_hashes: di
         if any(same_pixels(pixels, other) for other in held_out_hashes[part]):
             return part
     return None
+
+
+def carry_parent_decisions(parent: Bundle, child: Bundle) -> dict:
+    """Copy the parent's test-time flips decision and input check into the child (in memory;
+    `save()` writes them); returns what was carried, for the lineage."""
+    kept = {"test_time_flips": {"decision": "carried", "tta_flip": parent.tta_flip}}
+    child.replace(inference={**parent.inference, "carried_from": parent.bundle_id})
+    check = parent.input_check
+    if check:
+        shutil.copyfile(parent.path / check["file"], child.path / check["file"])
+        child.replace(input_check={**check, "carried_from": parent.bundle_id})
+        kept["input_check"] = {"decision": "carried", "threshold": check["threshold"]}
+    else:
+        kept["input_check"] = {"decision": "none: the parent has no input check"}
+    return kept
+
+
+def refit_on_validation(parent: Bundle, child_dir: Path, cache: Path, split_csv: Path) -> dict:
+    """Choose the child's built-in thresholds and the parent's calibrations again on the
+    validation split, with the child's flips; the default threshold method follows the
+    parent's when it can. Returns what was refitted, for the lineage."""
+    from ..evaluation.recalibration import calibrate_bundle, predict_validation
+    from ..modeling.thresholds import THRESHOLD_METHODS, threshold_table
+
+    child = Bundle.load(child_dir)
+    stored = predict_validation(child, cache, split_csv)
+    for name, entry in threshold_table(stored["member_probs"], stored["targets"].astype(float)).items():
+        child.set_thresholds(name, entry)
+    child.save()
+    for name in parent.calibrations:
+        calibrate_bundle(child_dir, name)
+    child = Bundle.load(child_dir)
+    wanted = parent.threshold_method
+    if wanted not in child.threshold_methods:  # a saved operating point: its base method instead
+        wanted = parent.threshold_entry().get("derived_from", "f1")
+        wanted = wanted if wanted in child.threshold_methods else THRESHOLD_METHODS[0]
+    child.update(threshold_method=wanted).save()
+    return {"thresholds": {"decision": "refitted on validation", "default": wanted},
+            "calibrations": {"decision": "refitted on validation", "names": sorted(parent.calibrations)}}
 
 
 def retrain(bundle_dir: str | Path, feedback_url: str, images_dir: str | Path, out_dir: str | Path,
@@ -166,15 +210,24 @@ def retrain(bundle_dir: str | Path, feedback_url: str, images_dir: str | Path, o
     out_dir = publish_bundle(run_bundle, out_dir, merged_split, {
         "lineage": lineage,
         "preprocessing": {"segmenter": parent.manifest["preprocessing"]["segmenter"]}})
+    child = Bundle.load(out_dir)
+    kept = carry_parent_decisions(parent, child)
+    child.save()
+    kept.update(refit_on_validation(parent, out_dir, cache, merged_split))
     metrics = evaluate_bundle(out_dir, cache, merged_split)
     child = Bundle.load(out_dir)
-    child.manifest["lineage"]["after"] = metrics["overall"]
-    write_manifest(out_dir, child.manifest)
+    # 'before' is the parent's stored evaluation: the same flips and threshold method as 'after'
+    comparison = {"tta_flip": child.tta_flip, "threshold_method": child.threshold_method}
+    if child.threshold_method != parent.threshold_method:
+        comparison["parent_threshold_method"] = parent.threshold_method
+    child.update(lineage={"after": metrics["overall"], "kept_from_parent": kept,
+                          "comparison": comparison}).save()
     write_model_card(out_dir)
     if parent.has_lite:  # keep the parent's fast start
         compile_bundle(out_dir)
     summary = {**{k: v for k, v in lineage.items() if k != "before"},
                "bundle": str(out_dir),
                "test_auc_ctp_before": lineage["before"].get("CTP", {}).get("auc_macro"),
-               "test_auc_ctp_after": metrics["overall"]["CTP"]["auc_macro"]}
+               "test_auc_ctp_after": metrics["overall"]["CTP"]["auc_macro"],
+               "kept_from_parent": kept, "comparison": comparison}
     return {"summary": summary, "bundle": out_dir}

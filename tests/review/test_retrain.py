@@ -4,6 +4,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cxr_core.base.config import settings
@@ -68,6 +69,34 @@ def test_retrain_end_to_end_on_default_bundle(tmp_path, cxr_public):
         assert relabelled.loc[image_id, parent.labels[0]] == 0  # the expert said absent
     assert result["summary"]["test_auc_ctp_after"] is not None
     assert child.has_lite  # verified by Bundle.load above, checksums included
+    # at least as safe as the parent: flips, thresholds and input check refitted or carried
+    assert parent.tta_flip and parent.input_check
+    kept = lineage["kept_from_parent"]
+    assert kept["test_time_flips"] == {"decision": "carried", "tta_flip": True}
+    assert child.tta_flip is True and child.inference["tta_flip"] is True
+    assert kept["thresholds"]["decision"] == "refitted on validation"
+    assert {child.threshold_split(m) for m in child.threshold_methods} == {"validation"}
+    assert kept["input_check"]["decision"] == "carried"
+    assert child.input_check["threshold"] == parent.input_check["threshold"]
+    assert (tmp_path / "child" / "input_check.npz").read_bytes() == (parent_dir / "input_check.npz").read_bytes()
+    # the before/after comparison is made under one flips policy and one threshold method
+    assert lineage["comparison"] == {"tta_flip": True, "threshold_method": parent.threshold_method}
+    assert child.metrics["thresholds"]["method"] == parent.threshold_method
+    import cv2
+
+    from cxr_core.imaging.input_negatives import document_image, noise_image
+    from cxr_core.review.pipeline import Reviewer
+
+    rng = np.random.default_rng(0)
+    others = []
+    for name, pixels in (("noise.png", noise_image(rng)), ("page.png", document_image(rng))):
+        cv2.imwrite(str(tmp_path / name), np.round(pixels * 255).astype(np.uint8))
+        others.append(tmp_path / name)
+    for bundle_dir in (parent_dir, tmp_path / "child"):  # the child refuses what the parent refuses
+        reviewer = Reviewer.from_paths(bundle_dir)
+        assert reviewer.input_model is not None
+        reviews = reviewer.review([reviewer.load(path.read_bytes(), path.name) for path in others])
+        assert all(r.refused for r in reviews), [r.input_check.record() for r in reviews]
 
 
 def test_a_reviewer_counts_once_per_image_across_bundles(tmp_path):
