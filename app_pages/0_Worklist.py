@@ -26,6 +26,7 @@ from ui.common import (
     session_worklist,
 )
 from ui.input_check import render_input_check
+from ui.shortcuts import keyboard_shortcuts
 from ui.reading import at_chosen_point, reading_caption
 from ui.pacs import node_queue_panel, pacs_source, pacs_store_buttons
 from ui.uploads import ARCHIVE_TYPES, IMAGE_TYPES, too_large, upload_limit_mb
@@ -161,8 +162,10 @@ if worklist.current is None:
 
 # --- the open study ----------------------------------------------------------------------------
 st.session_state["worklist_open"] = worklist.current
-pick_col, next_col = st.columns([4, 1])
+pick_col, next_col, keys_col = st.columns([4, 1, 1])
 pick_col.selectbox("Open study", ready_names, key="worklist_open", on_change=open_from_picker)
+with keys_col:
+    keyboard_shortcuts()
 next_col.button("Reviewed, next ▶", on_click=next_study, width="stretch",
                 help="mark this study as seen (a report needs the feedback below) and open the "
                      "next one down the list")

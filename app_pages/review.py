@@ -36,6 +36,7 @@ from ui.common import (
 )
 from ui.glossary import threshold_words
 from ui.input_check import render_input_check
+from ui.shortcuts import keyboard_shortcuts
 from ui.reading import at_chosen_point, reading_caption, validation_rates
 from ui.tab_state import kept_key, remember, tab_state
 from ui.uploads import IMAGE_TYPES, too_large, upload_limit_mb
@@ -43,6 +44,7 @@ from ui.uploads import IMAGE_TYPES, too_large, upload_limit_mb
 log = logging.getLogger("cxr_app")
 SAMPLES_DIR = REPO_ROOT / "assets" / "samples"
 NO_SAMPLE = "(none)"
+KEPT_STUDIES = 6  # images of this tab the next/previous control walks through (held in memory)
 
 st.set_page_config(page_title="CXR Review", page_icon="🩻", layout="wide")
 
@@ -74,6 +76,26 @@ def _take_upload(uploaded) -> None:
     kept["upload_id"] = uploaded.file_id
     st.session_state["w_sample"] = NO_SAMPLE
     remember("sample")
+
+
+def _remember_study(source: dict) -> None:
+    """Add an image to this tab's studies (the next/previous control), once, newest last."""
+    studies = tab_state().setdefault("studies", [])
+    if all(study["digest"] != source["digest"] for study in studies):
+        studies.append(source)
+        del studies[:-KEPT_STUDIES]
+
+
+def _step_study(step: int) -> None:
+    """Open the previous (-1) or next (+1) image this tab has reviewed."""
+    kept = tab_state()
+    studies, source = kept.get("studies", []), kept.get("source")
+    digests = [study["digest"] for study in studies]
+    if source is None or source["digest"] not in digests:
+        return
+    index = digests.index(source["digest"]) + step
+    if 0 <= index < len(studies):
+        kept["source"] = studies[index]
 
 
 def _clear_source() -> None:
@@ -109,9 +131,19 @@ def review_page() -> None:
         st.info("Upload an X-ray or pick a sample to see the findings.")
         st.stop()
     data = source["data"]
-    name_col, clear_col = st.columns([5, 1])
+    _remember_study(source)
+    studies = [study["digest"] for study in kept["studies"]]
+    position = studies.index(source["digest"])
+    name_col, prev_col, next_col, keys_col, clear_col = st.columns([5, 1, 1, 1, 1])
     name_col.markdown(f"Reviewing **{_escape(source['name'])}** ({source['kind']}, "
                       f"SHA-256 `{source['digest'][:12]}`)")
+    prev_col.button("◀ Previous study", on_click=_step_study, args=(-1,), disabled=position == 0,
+                    help=f"study {position + 1} of the {len(studies)} this tab has reviewed")
+    next_col.button("Next study ▶", on_click=_step_study, args=(1,),
+                    disabled=position == len(studies) - 1,
+                    help=f"study {position + 1} of the {len(studies)} this tab has reviewed")
+    with keys_col:
+        keyboard_shortcuts()
     clear_col.button("Clear image", on_click=_clear_source)
     refusal = too_large(len(data), limit)
     if refusal:

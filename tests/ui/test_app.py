@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -423,3 +424,33 @@ def test_an_expert_adds_findings_the_model_does_not_list_and_the_feedback_page_s
     assert not page.exception
     rows = page.dataframe[0].value
     assert "rib fracture, old granuloma" in rows["Other findings (not in the model)"].iloc[0]
+
+
+def test_previous_and_next_study_walk_the_images_this_tab_reviewed():
+    from ui.shortcuts import SHORTCUTS
+
+    first_name, first = sample_bytes(0)
+    second_name, second = sample_bytes(1)
+    at = run_review((first_name, first, "image/png"))
+    at.file_uploader[0].set_value((second_name, second, "image/png"))
+    at.run()
+
+    def shown() -> str:
+        return at.session_state["review"].image.sha256
+
+    def button(label: str):
+        return next(b for b in at.button if b.label == label)
+
+    assert shown() == hashlib.sha256(second).hexdigest()
+    assert button("Next study ▶").disabled and not button("◀ Previous study").disabled
+    button("◀ Previous study").click()
+    at.run()
+    assert shown() == hashlib.sha256(first).hexdigest()
+    assert any(first_name.split("_")[0] in m.value and "Reviewing" in m.value for m in at.markdown)
+    button("Next study ▶").click()
+    at.run()
+    assert shown() == hashlib.sha256(second).hexdigest()
+    # the shortcuts are listed in a help popover
+    assert any(p.proto.popover.label.endswith("Keyboard shortcuts") for p in at.get("popover"))
+    listed = " ".join(m.value for m in at.markdown)
+    assert all(f"**{key}**: {what}" in listed for key, what in SHORTCUTS.items())

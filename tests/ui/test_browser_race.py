@@ -139,3 +139,62 @@ def test_worklist_keeps_both_files_each_with_its_own_review(browser_page):
         assert seen == {first.name: _digest(first), second.name: _digest(second)}
     finally:
         page.close()
+
+
+ANSWERS = """() => Array.from(document.querySelectorAll('[data-testid="stRadio"]'))
+    .filter(g => g.innerText.includes('(model:'))
+    .map(g => { const inputs = Array.from(g.querySelectorAll('[role="radiogroup"] input'));
+                return inputs.findIndex(i => i.checked); })"""
+
+
+def test_keyboard_shortcuts_walk_studies_and_answer_findings(browser_page):
+    """n / p open the next / previous image of the tab, a / d answer the first unanswered
+    finding (agree / disagree), h toggles the viewer's heatmap: clicks on the page's own controls."""
+    from playwright.sync_api import expect
+
+    browser, url = browser_page
+    first, second = _samples()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(url, wait_until="domcontentloaded")
+        page.get_by_text("Upload an X-ray or pick a sample").wait_for(timeout=TIMEOUT_MS)
+        for path in (first, second):
+            page.locator(FILE_INPUT).set_input_files(str(path))
+            page.wait_for_function("(d) => document.body.innerText.includes(d)", arg=_digest(path),
+                                   timeout=TIMEOUT_MS)
+            _settle(page)
+        page.locator("h1").first.click()  # focus on the page, not in a field
+
+        def press_and_wait_for(key: str, path: Path) -> None:
+            page.keyboard.press(key)
+            page.wait_for_function(f"""() => {{ const t = ({VISIBLE})(); return t.source
+                && t.source.includes({path.name!r}) && t.findings
+                && t.findings.includes({_digest(path)!r}); }}""", timeout=TIMEOUT_MS)
+            _settle(page)
+
+        press_and_wait_for("p", first)
+        press_and_wait_for("n", second)
+        assert set(page.evaluate(ANSWERS)) == {-1}  # nothing answered yet
+        page.locator("h1").first.click()
+        page.keyboard.press("a")
+        page.wait_for_function(f"() => ({ANSWERS})()[0] === 0", timeout=60_000)
+        _settle(page)
+        page.locator("h1").first.click()
+        page.keyboard.press("d")
+        page.wait_for_function(f"() => ({ANSWERS})()[1] === 1", timeout=60_000)
+        answers = page.evaluate(ANSWERS)
+        assert answers[:2] == [0, 1] and set(answers[2:]) <= {-1}
+        # typing in a field never triggers a shortcut
+        page.get_by_label("Comment").fill("n a d")
+        assert page.evaluate(ANSWERS)[:2] == [0, 1]
+        # h: the viewer's heatmap switch
+        page.get_by_text("Zoomable viewer").click()
+        switch = page.get_by_role("switch", name="Heatmap", exact=True)
+        switch.wait_for(timeout=TIMEOUT_MS)
+        _settle(page)
+        assert switch.is_checked()
+        page.locator("h1").first.click()
+        page.keyboard.press("h")
+        expect(switch).not_to_be_checked(timeout=60_000)
+    finally:
+        page.close()
