@@ -90,19 +90,38 @@ def _audit_lines(audit: dict | None) -> list[str]:
             audit_markdown(audit["rows"])]
 
 
+def _imagenet_origin(bundle: Bundle) -> str | None:
+    """'Keras Applications <arch> alpha <a>' for the members trained from ImageNet weights (the
+    card must say where the starting weights came from), or None when none was."""
+    from ..modeling.registry import get_arch
+
+    runs = bundle.training.get("members") or []
+    names = []
+    for run in runs:
+        if (run.get("config") or {}).get("weights") != "imagenet":
+            continue
+        alpha = dict(get_arch(run["arch"]).kwargs).get("alpha")
+        names.append(f"{run['arch']}" + (f" alpha {alpha}" if alpha is not None else ""))
+    return f"Keras Applications {', '.join(names)}" if names else None
+
+
 def render_model_card(bundle: Bundle) -> str:
     """Markdown text of the model card for one bundle."""
     data = bundle.data_summary
     metrics = bundle.metrics
     lines = [f"# Model card: {bundle.bundle_id}", ""]
+    imagenet = _imagenet_origin(bundle)
     if bundle.is_demo:
-        lines += ["**Demonstration model: not for clinical use.** Trained from scratch on CPU on about "
+        start = (f"Fine-tuned from ImageNet weights ({imagenet}, Apache-2.0)" if imagenet
+                 else "Trained from scratch")
+        lines += [f"**Demonstration model: not for clinical use.** {start} on CPU on about "
                   "a thousand public X-rays; it shows how the tool works, not what a PadChest-scale "
                   "model achieves.", ""]
     members = ", ".join(f"{m['arch']} ({m['input_size']} px)" for m in bundle.members)
     chosen_on = bundle.threshold_split() or "the validation split"
     lines += [f"- Label set: `{bundle.label_set}`; {len(bundle.labels)} findings",
-              f"- Members: {members}",
+              f"- Members: {members}"
+              + (f"; initialised from ImageNet ({imagenet}, Apache-2.0)" if imagenet else ""),
               f"- Thresholds: `{bundle.threshold_method}` per label, chosen on {chosen_on}",
               f"- Preprocessing: {_fmt(bundle.preprocessing)}"]
     if bundle.calibrations:

@@ -51,6 +51,20 @@ def test_the_demo_warning_and_an_unrecorded_threshold_split():
     assert "- Thresholds: `f1` per label, chosen on the validation split" in card
 
 
+def test_members_started_from_imagenet_are_named_with_their_origin():
+    runs = [{"arch": "MobileNet", "config": {"weights": "imagenet"}},
+            {"arch": "Xception", "config": {"weights": None}}]
+    card = _card(demo=True, members=[{"arch": "MobileNet", "input_size": 224},
+                                     {"arch": "Xception", "input_size": 299}],
+                 training={"members": runs})
+    origin = "Keras Applications MobileNet alpha 0.25, Apache-2.0"
+    assert f"Fine-tuned from ImageNet weights ({origin}) on CPU" in card.splitlines()[2]
+    assert (f"- Members: MobileNet (224 px), Xception (299 px); initialised from ImageNet "
+            f"({origin})") in card
+    scratch = _card(demo=True, training={"members": [{"arch": "DenseNet201", "config": {"weights": None}}]})
+    assert "Trained from scratch on CPU" in scratch and "ImageNet" not in scratch
+
+
 def test_calibration_revision_and_flips_are_stated():
     card = _card(calibration={"temperature": {}, "isotonic": {}}, threshold_method="f1+temperature",
                  thresholds={"f1+temperature": {"ensemble": [0.5, 0.5], "members": [[0.5, 0.5]] * 2,
