@@ -71,13 +71,13 @@ def test_retrain_end_to_end_on_default_bundle(tmp_path, cxr_public):
     assert child.has_lite  # verified by Bundle.load above, checksums included
     # at least as safe as the parent: flips, thresholds and input check refitted or carried
     assert parent.tta_flip and parent.input_check
+    assert child.tta_flip is True and child.inference["tta_flip"] is True
+    assert child.input_check and child.input_check["threshold"] == parent.input_check["threshold"]
     kept = lineage["kept_from_parent"]
     assert kept["test_time_flips"] == {"decision": "carried", "tta_flip": True}
-    assert child.tta_flip is True and child.inference["tta_flip"] is True
     assert kept["thresholds"]["decision"] == "refitted on validation"
     assert {child.threshold_split(m) for m in child.threshold_methods} == {"validation"}
     assert kept["input_check"]["decision"] == "carried"
-    assert child.input_check["threshold"] == parent.input_check["threshold"]
     assert (tmp_path / "child" / "input_check.npz").read_bytes() == (parent_dir / "input_check.npz").read_bytes()
     # the before/after comparison is made under one flips policy and one threshold method
     assert lineage["comparison"] == {"tta_flip": True, "threshold_method": parent.threshold_method}
