@@ -18,9 +18,9 @@ TERMS = {
 
 THRESHOLD_METHODS = {
     "f1": "each label's threshold maximises its F1 score (the balance of precision and recall) "
-          "on the validation split",
+          "on the split it was chosen on",
     "youden": "each label's threshold maximises sensitivity + specificity - 1 (Youden's J) on "
-              "the validation split",
+              "the split it was chosen on",
     "fixed": "every label's threshold is 0.5",
 }
 

@@ -255,6 +255,12 @@ def _table(doc: _Document, review, usable: float) -> None:
     row_h = 0.2
     width_of = {"finding": 0.28, "group": 0.22, "probability": 0.11, "threshold": 0.1,
                 "models positive": 0.13, "call": 0.16}
+    # the call column as wide as its longest text (7 pt, with the cell padding: 0.064 inch a character)
+    longest = max((len(r.get("call", "")) for r in rows), default=0)
+    font = 7.5
+    if longest * 0.057 > width_of["call"] * usable:
+        font = 7.0
+        width_of.update(finding=0.18, probability=0.1, call=longest * 0.064 / usable)
     widths = np.array([width_of[c] for c in columns])
     start = 0
     while start < len(rows):
@@ -267,7 +273,7 @@ def _table(doc: _Document, review, usable: float) -> None:
                          colWidths=list(widths / widths.sum()), loc="upper left",
                          cellLoc="left", bbox=(0, 0, 1, 1))
         table.auto_set_font_size(False)
-        table.set_fontsize(7.5)
+        table.set_fontsize(font)
         for (r, _), cell in table.get_celld().items():
             cell.set_edgecolor("0.8")
             if r == 0:
