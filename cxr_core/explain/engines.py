@@ -33,9 +33,13 @@ class KerasEngine:
     kind = "tensorflow"
 
     def __init__(self, classifier):
+        from ..modeling.feature_geometry import classifier_grid
+
         self.classifier = classifier
         self.arch = classifier.arch.name
         self.input_size = int(classifier.input_size)
+        #: where the map cells look in the input (`modeling.feature_geometry`)
+        self.map_grid = tuple(classifier_grid(classifier).as_record())
 
     def explain(self, x: np.ndarray):
         """(probabilities (N, K), raw maps (N, h, w, K)) as tensors for images (N, S, S, 1)."""
@@ -64,10 +68,13 @@ class LiteEngine:
 
     kind = "lite"
 
-    def __init__(self, path: str | Path, arch: str, input_size: int, threads: int | None = None):
+    def __init__(self, path: str | Path, arch: str, input_size: int, threads: int | None = None,
+                 map_grid=None):
         self.path = Path(path)
         self.arch = arch
         self.input_size = int(input_size)
+        #: where the map cells look in the input, as the bundle records it (None: naive placement)
+        self.map_grid = tuple(map_grid) if map_grid is not None else None
         try:
             self._interpreter = interpreter_class()(model_path=str(self.path),
                                                      num_threads=threads or os.cpu_count() or 1)
@@ -169,8 +176,9 @@ def bundle_engines(bundle, kind: str | None = None) -> list:
     key = f"engines:{kind}"
     if key not in bundle.cache:
         if kind == "lite":
-            bundle.cache[key] = [LiteEngine(bundle.path / m["lite"], m["arch"], m["input_size"])
-                                 for m in bundle.members]
+            grids = bundle.map_grids()
+            bundle.cache[key] = [LiteEngine(bundle.path / m["lite"], m["arch"], m["input_size"],
+                                            map_grid=grid) for m, grid in zip(bundle.members, grids)]
         else:
             bundle.cache[key] = [KerasEngine(c) for c in bundle.classifiers]
     return bundle.cache[key]
@@ -182,12 +190,14 @@ def compile_bundle(bundle_dir: str | Path):
     tracing each Keras model (and the Lite path needs no TensorFlow at all)."""
     from ..imaging.segmenter_lite import LITE_NAME, export_segmenter_lite
     from ..modeling.bundle import Bundle
+    from ..modeling.feature_geometry import classifier_grid
 
     bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.load(bundle_dir)
     for index, (member, classifier) in enumerate(zip(bundle.members, bundle.classifiers)):
         rel = f"members/{member['arch']}.tflite"
         export_lite(classifier, bundle.path / rel)
         bundle.set_member_file(index, "lite", rel)
+        bundle.set_member_file(index, "map_grid", classifier_grid(classifier).as_record())
     segmenter_dir = bundle.segmenter_dir()
     if not (segmenter_dir / LITE_NAME).is_file():
         export_segmenter_lite(segmenter_dir)

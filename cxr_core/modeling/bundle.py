@@ -22,6 +22,7 @@ from ..base.errors import BundleError
 from ..base.weights_io import load_member_weights, save_member_weights, sha256_file
 from .calibration import apply_calibration
 from .ensemble import EnsemblePrediction, combine
+from .feature_geometry import classifier_grid
 from .model_building import GRAPH
 from .thresholds import threshold_table
 
@@ -54,7 +55,8 @@ def write_bundle(out_dir: str | Path, classifiers: list, labels: list[str], labe
         rel = f"members/{classifier.arch.name}.npz"
         save_member_weights(classifier.model, out_dir / rel)
         members.append({"arch": classifier.arch.name, "weights": rel,
-                        "input_size": classifier.input_size, "graph": GRAPH})
+                        "input_size": classifier.input_size, "graph": GRAPH,
+                        "map_grid": classifier_grid(classifier).as_record()})
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "bundle_id": bundle_id or f"{label_set}-{time.strftime('%Y%m%d')}-{uuid.uuid4().hex[:8]}",
@@ -311,9 +313,22 @@ class Bundle:
         self.manifest.update(fields)
         return self
 
-    def set_member_file(self, index: int, key: str, rel: str) -> None:
-        """Record a file of one member (e.g. its Lite export) by its path inside the bundle."""
-        self.manifest["members"][index][key] = rel
+    def set_member_file(self, index: int, key: str, value) -> None:
+        """Record a fact of one member: a file by its path inside the bundle (its Lite export),
+        or where its map cells look (`map_grid`)."""
+        self.manifest["members"][index][key] = value
+
+    def map_grids(self) -> list:
+        """Each member's feature grid ([centre of cell 0, stride, input side], see
+        `feature_geometry`): as recorded, else measured on the rebuilt Keras member (a bundle
+        written before the record existed)."""
+        from .feature_geometry import classifier_grid
+
+        records = [m.get("map_grid") for m in self.manifest["members"]]
+        if any(r is None for r in records):
+            records = [r if r is not None else classifier_grid(c).as_record()
+                       for r, c in zip(records, self.classifiers)]
+        return [tuple(r) for r in records]
 
     def save(self) -> "Bundle":
         """Re-checksum every file and write the manifest: the one way a bundle is written."""

@@ -94,6 +94,8 @@ class Review:
     normal_overruled: bool = False
     calibration: str | None = None  # the calibration the probabilities went through, if any
     operating_point: str | None = None  # the reading point ('balanced', ...) when one is used
+    #: M member grids: where each member's map cells look (`explain.ensemble_maps.Grid`)
+    map_grids: list = field(default_factory=list)
     _display: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -170,7 +172,8 @@ class Review:
     def crop_map(self, k: int, kind: str = "mean", member: int | None = None) -> np.ndarray:
         """Heatmap of label k in crop space (S x S): the ensemble mean, its std or a member's."""
         if member is not None:
-            return resize_maps(self.member_cams[member][:, :, k], self.mean_maps.shape[-1])
+            grid = self.map_grids[member] if member < len(self.map_grids) else None
+            return resize_maps(self.member_cams[member][:, :, k], self.mean_maps.shape[-1], grid)
         return self.std_maps[k] if kind == "std" else self.mean_maps[k]
 
     def display_size(self, max_side: int = DISPLAY_MAX_SIDE) -> tuple[int, int]:
@@ -307,7 +310,8 @@ class Reviewer:
                 archs=self.bundle.archs, probs=ensemble.probs[i], member_probs=ensemble.member_probs[:, i],
                 thresholds=ens_t, findings=findings[i], agreement=ensemble.agreement[i],
                 mean_maps=expl.mean_maps[i], std_maps=expl.std_maps[i],
-                member_cams=[cams[i] for cams in expl.member_cams], bundle_id=self.bundle.bundle_id,
+                member_cams=[cams[i] for cams in expl.member_cams], map_grids=list(expl.map_grids),
+                bundle_id=self.bundle.bundle_id,
                 label_set=self.bundle.label_set,
                 threshold_method=method or self.bundle.threshold_method,
                 is_demo=self.bundle.is_demo,

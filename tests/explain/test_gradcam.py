@@ -48,7 +48,7 @@ def test_interpolation_matrix_matches_opencv_bilinear():
 def test_ensemble_maps_match_numpy_reference():
     """The in-graph resize, normalisation, mean and std equal a plain NumPy/OpenCV computation
     from each member's raw all-label maps; member maps on demand are the same numbers."""
-    import cv2
+    from scipy.ndimage import map_coordinates
 
     from cxr_core.imaging.resize import resize_batch
 
@@ -63,11 +63,19 @@ def test_ensemble_maps_match_numpy_reference():
         for m, member in enumerate(members):
             probs, cams = all_label_cams(member, resize_batch(crops, member.input_size))
             np.testing.assert_allclose(expl.member_probs[m], probs, atol=1e-6)
-            resized = cv2.resize(cams[n], (64, 64), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)
+            # an independent reference: SciPy samples each cell where the member's grid says it
+            # looks (centre of cell 0 and stride in input pixels, scaled to the 64 px map)
+            first, stride, pixels = expl.map_grids[m]
+            q = ((np.arange(64) + 0.5) * pixels / 64 - 0.5 - first) / stride
+            coords = np.stack(np.meshgrid(q, q, indexing="ij"))
+            resized = np.stack([map_coordinates(cams[n][:, :, k].astype(np.float64), coords, order=1,
+                                                mode="nearest") for k in range(len(LABELS))])
+            resized = resized.astype(np.float32)
             refs.append(normalise_maps(resized))
         refs = np.stack(refs)  # (M, K, 64, 64)
         for k in range(len(LABELS)):
-            on_demand = np.stack([resize_maps(cams[n, :, :, k], 64) for cams in expl.member_cams])
+            on_demand = np.stack([resize_maps(cams[n, :, :, k], 64, grid)
+                                  for cams, grid in zip(expl.member_cams, expl.map_grids)])
             assert np.abs(on_demand - refs[:, k]).max() < 1e-4
         peaks = refs.max(axis=(2, 3))
         assert np.all(np.isclose(peaks, 1.0, atol=1e-5) | (peaks == 0.0)) and (peaks > 0).any()
