@@ -47,21 +47,45 @@ SEGMENTER_AUGMENT = AugmentConfig(rotation=15.0, zoom=0.15, shift=0.08, shear=4.
                                   blur=1.5)
 
 
+def _uniform(shape, low=0.0, high=1.0, seed=None):
+    """Uniform draws: TensorFlow's stateful generator, or `keras.random.uniform` from `seed` (a
+    Keras SeedGenerator, whose state training sets at each epoch so that a resumed run draws
+    what an uninterrupted one would)."""
+    import tensorflow as tf
+
+    if seed is None:
+        return tf.random.uniform(shape, low, high)
+    import keras
+
+    return keras.random.uniform(shape, low, high, seed=seed)
+
+
+def _normal(shape, stddev: float, seed=None):
+    """Normal draws with mean 0, from the same source as `_uniform`."""
+    import tensorflow as tf
+
+    if seed is None:
+        return tf.random.normal(shape, stddev=stddev)
+    import keras
+
+    return keras.random.normal(shape, stddev=stddev, seed=seed)
+
+
 def random_affine(batch: int, height, width, cfg: AugmentConfig, seed=None):
     """(batch, 8) projective transforms mapping output to input pixels, about the image centre:
     input = Rotation(angle) Shear(shear) Zoom(zx, zy) Flip (output - centre) + centre - shift,
-    the matrices of ImageDataGenerator.apply_affine_transform."""
+    the matrices of ImageDataGenerator.apply_affine_transform. `seed`: see `_uniform`."""
     import tensorflow as tf
 
     h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
     degrees = math.pi / 180
-    angle = tf.random.uniform([batch], -cfg.rotation, cfg.rotation) * degrees
-    zoom_x = tf.random.uniform([batch], 1 - cfg.zoom, 1 + cfg.zoom)
-    zoom_y = tf.random.uniform([batch], 1 - cfg.zoom, 1 + cfg.zoom)
-    shear = tf.random.uniform([batch], -cfg.shear, cfg.shear) * degrees
-    tx = tf.random.uniform([batch], -cfg.shift, cfg.shift) * w
-    ty = tf.random.uniform([batch], -cfg.shift, cfg.shift) * h
-    flip = (tf.cast(tf.random.uniform([batch]) < 0.5, tf.float32) * 2 - 1
+    angle = _uniform([batch], -cfg.rotation, cfg.rotation, seed) * degrees
+    zoom_x = _uniform([batch], 1 - cfg.zoom, 1 + cfg.zoom, seed)
+    zoom_y = _uniform([batch], 1 - cfg.zoom, 1 + cfg.zoom, seed)
+    shear = _uniform([batch], -cfg.shear, cfg.shear, seed) * degrees
+    tx = _uniform([batch], -cfg.shift, cfg.shift, seed) * w
+    ty = _uniform([batch], -cfg.shift, cfg.shift, seed) * h
+    flip = (tf.cast(_uniform([batch], seed=seed) < 0.5, tf.float32) * 2 - 1
             if cfg.horizontal_flip else tf.ones([batch]))
     # [[cos a, -sin a], [sin a, cos a]] @ [[1, -sin s], [0, cos s]] @ diag(zx * flip, zy)
     a0 = tf.cos(angle) * zoom_x * flip
@@ -84,52 +108,53 @@ def warp(images, transforms, fill_mode: str = "NEAREST", interpolation: str = "B
         fill_value=0.0, interpolation=interpolation, fill_mode=fill_mode)
 
 
-def intensity(images, cfg: AugmentConfig):
+def intensity(images, cfg: AugmentConfig, seed=None):
     """Brightness, channel shift, gamma, contrast and noise on [0, 1] images; clipped."""
     import tensorflow as tf
 
     n = tf.shape(images)[0]
     if cfg.gamma:
-        gamma = tf.exp(tf.random.uniform([n, 1, 1, 1], -cfg.gamma, cfg.gamma))
+        gamma = tf.exp(_uniform([n, 1, 1, 1], -cfg.gamma, cfg.gamma, seed))
         images = tf.clip_by_value(images, 0.0, 1.0) ** gamma
     if cfg.contrast:
         mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
-        factor = tf.random.uniform([n, 1, 1, 1], 1 - cfg.contrast, 1 + cfg.contrast)
+        factor = _uniform([n, 1, 1, 1], 1 - cfg.contrast, 1 + cfg.contrast, seed)
         images = (images - mean) * factor + mean
     low, high = cfg.brightness
-    images = images * tf.random.uniform([n, 1, 1, 1], low, high)
+    images = images * _uniform([n, 1, 1, 1], low, high, seed)
     if cfg.channel_shift:
-        images = images + tf.random.uniform([n, 1, 1, 1], -cfg.channel_shift, cfg.channel_shift)
+        images = images + _uniform([n, 1, 1, 1], -cfg.channel_shift, cfg.channel_shift, seed)
     if cfg.blur:
-        images = random_blur(images, cfg.blur)
+        images = random_blur(images, cfg.blur, seed)
     if cfg.noise:
-        images = images + tf.random.normal(tf.shape(images), stddev=cfg.noise)
+        images = images + _normal(tf.shape(images), cfg.noise, seed)
     return tf.clip_by_value(images, 0.0, 1.0)
 
 
-def random_blur(images, max_sigma: float):
+def random_blur(images, max_sigma: float, seed=None):
     """Separable Gaussian blur of a (N, H, W, 1) batch with one random sigma in (0, max_sigma]
     for half the calls (the other half unchanged); reflected edges, so borders keep their level."""
     import tensorflow as tf
 
     radius = max(1, int(math.ceil(3 * max_sigma)))
-    sigma = tf.random.uniform([], 0.05, max_sigma)
+    sigma = _uniform([], 0.05, max_sigma, seed)
     taps = tf.range(-radius, radius + 1, dtype=tf.float32)
     kernel = tf.exp(-0.5 * tf.square(taps / sigma))
     kernel = kernel / tf.reduce_sum(kernel)
     padded = tf.pad(images, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
     blurred = tf.nn.conv2d(padded, tf.reshape(kernel, [1, -1, 1, 1]), 1, "VALID")
     blurred = tf.nn.conv2d(blurred, tf.reshape(kernel, [-1, 1, 1, 1]), 1, "VALID")
-    return tf.where(tf.random.uniform([]) < 0.5, blurred, images)
+    return tf.where(_uniform([], seed=seed) < 0.5, blurred, images)
 
 
-def augment_images(images, cfg: AugmentConfig = METHOD_AUGMENT):
-    """Augment a (N, H, W, 1) batch of [0, 1] X-rays."""
+def augment_images(images, cfg: AugmentConfig = METHOD_AUGMENT, seed=None):
+    """Augment a (N, H, W, 1) batch of [0, 1] X-rays; `seed`: a Keras SeedGenerator to draw
+    from (see `_uniform`), or None for TensorFlow's stateful generator."""
     import tensorflow as tf
 
     shape = tf.shape(images)
-    transforms = random_affine(shape[0], shape[1], shape[2], cfg)
-    return intensity(warp(images, transforms, cfg.fill_mode), cfg)
+    transforms = random_affine(shape[0], shape[1], shape[2], cfg, seed)
+    return intensity(warp(images, transforms, cfg.fill_mode), cfg, seed)
 
 
 def augment_image_and_mask(image, mask, cfg: AugmentConfig = SEGMENTER_AUGMENT):

@@ -64,12 +64,15 @@ def _register_layers():
             super().__init__(**kwargs)
             self.enabled = enabled
             self.preset = preset
+            # its draws come from a state training sets at every epoch (training.EpochSeeds),
+            # so that a resumed run augments as the uninterrupted one would; not a weight
+            self.seed_generator = keras.random.SeedGenerator(0)
 
         def call(self, x, training=None):
             if training and self.enabled:
                 from ..imaging.augment import CLASSIFIER_AUGMENTS, augment_images
 
-                return augment_images(x, CLASSIFIER_AUGMENTS[self.preset])
+                return augment_images(x, CLASSIFIER_AUGMENTS[self.preset], seed=self.seed_generator)
             return x
 
         def compute_output_shape(self, input_shape):

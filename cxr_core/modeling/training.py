@@ -154,6 +154,32 @@ def _callback_state_class():
     return CallbackState
 
 
+def _epoch_seeds_class():
+    import keras
+
+    class EpochSeeds(keras.callbacks.Callback):
+        """At each epoch's start, set the data order's epoch and every random generator of the
+        model (augmentation, dropout) from (seed, epoch): an epoch draws the same whether the
+        run was interrupted before it or not, so a resumed run continues the uninterrupted one
+        instead of replaying epoch 0's shuffle and augmentation."""
+
+        def __init__(self, seed: int, epoch_variable):
+            super().__init__()
+            self.seed, self.epoch_variable = int(seed), epoch_variable
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_variable.assign(epoch)
+            index = 0
+            for layer in self.model._flatten_layers():
+                for generator in getattr(layer, "_seed_generators", []):
+                    dtype = keras.backend.standardize_dtype(generator.state.dtype)
+                    start = (self.seed * 7919 + index) % 2**31
+                    generator.state.assign(np.array([start, epoch], dtype=dtype))
+                    index += 1
+
+    return EpochSeeds
+
+
 def _epoch_log(out_dir: Path):
     """The whole run's per-epoch log (all sessions of a resumed run), one row per epoch."""
     import pandas as pd
@@ -198,9 +224,13 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
     # XLA cannot compile the augmentation's image warp, so under --xla the same augmentation
     # runs in the input pipeline and the compiled training step gets augmented batches
     pipeline_augment = config.augment if config.xla else False
+    import tensorflow as tf
+
+    # the epoch whose data order the pipeline draws; set by EpochSeeds at each epoch's start
+    epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False)
     train_ds = shard_by_data(make_dataset(cached_paths(cache_dir, train), y_train, config.input_size,
                             config.batch_size, shuffle=True, seed=config.seed,
-                            augment=pipeline_augment))
+                            augment=pipeline_augment, epoch=epoch_variable))
     val_ds = shard_by_data(make_dataset(cached_paths(cache_dir, val), y_val, config.input_size,
                                         config.batch_size, shuffle=False))
     with strategy.scope():
@@ -236,6 +266,7 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
         keras.callbacks.TensorBoard(str(out_dir / "tensorboard"), write_graph=False),
         keras.callbacks.BackupAndRestore(str(out_dir / BACKUP_DIR), delete_checkpoint=True),
         _callback_state_class()(out_dir / BACKUP_DIR / CALLBACK_STATE, checkpoint, stopping),
+        _epoch_seeds_class()(config.seed, epoch_variable),
         *(callbacks or []),
     ]
     if config.max_minutes:

@@ -348,3 +348,33 @@ def test_thresholds_are_chosen_on_float32_predictions_after_mixed_float16_traini
     expected = threshold_table(val_probs, table.targets("val"))
     for method, entry in bundle.manifest["thresholds"].items():
         assert np.allclose(entry["ensemble"], expected[method]["ensemble"], rtol=0, atol=1e-7), method
+
+
+def test_a_resumed_run_with_augmentation_and_several_batches_is_bit_identical(synthetic, tmp_path):
+    """Op determinism on, augmentation on, two batches per epoch: interrupted after its first
+    epoch and resumed, a run ends bit for bit as the uninterrupted one (the resumed epochs draw
+    their own data order, augmentation and dropout, not epoch 0's again)."""
+    import keras
+
+    from cxr_core.modeling.training import train_member
+
+    cache, split = synthetic
+    config = TrainConfig(**{**TINY, "epochs": 3, "patience": 10, "augment": "mild",
+                            "deterministic": True})
+    assert config.batch_size * 2 == len(read_split(split).part("train"))  # two batches an epoch
+    full = train_member(ARCH, cache, split, tmp_path / "full", config)
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        train_member(ARCH, cache, split, tmp_path / "cut", config, callbacks=[Interrupt()])
+    resumed = train_member(ARCH, cache, split, tmp_path / "cut", config)
+    logs = [pd.read_csv(tmp_path / run / "training_log.csv") for run in ("full", "cut")]
+    assert logs[0]["epoch"].tolist() == logs[1]["epoch"].tolist() == [0, 1, 2]
+    for column in ("loss", "val_loss"):
+        assert logs[0][column].tolist() == logs[1][column].tolist(), column
+    weights = [full["classifier"].model.get_weights(), resumed["classifier"].model.get_weights()]
+    assert all(np.array_equal(a, b) for a, b in zip(*weights))
