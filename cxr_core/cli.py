@@ -216,7 +216,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from .modeling.compare import compare_bundles, write_comparison
+    from .evaluation.compare import compare_bundles, write_comparison
 
     if args.resamples < 1:
         raise CxrError("compare needs --resamples of at least 1.")
@@ -272,14 +272,10 @@ def _cmd_audit(args) -> int:
 
 
 def _cmd_fit_input_check(args) -> int:
-    from .imaging.segmentation import LungSegmenter
-    from .modeling.bundle import Bundle
     from .modeling.input_model import fit_input_check
-    from .review.pipeline import resolve_segmenter
 
     bundle_dir = args.bundle or _default_bundle()
-    segmenter = LungSegmenter.load(resolve_segmenter(Bundle.load(bundle_dir)))
-    summary = fit_input_check(bundle_dir, args.images, segmenter, split_csv=args.split,
+    summary = fit_input_check(bundle_dir, args.images, split_csv=args.split,
                               max_images=args.max_images, margin=args.margin, seed=args.seed)
     print(f"input check fitted on {summary['train_images']} training and {summary['val_images']} "
           f"validation X-rays ({summary['negatives']} generated non-X-rays): threshold "
@@ -289,14 +285,9 @@ def _cmd_fit_input_check(args) -> int:
 
 def _cmd_compile_bundle(args) -> int:
     from .explain.engines import compile_bundle
-    from .imaging.segmenter_lite import LITE_NAME, export_segmenter_lite
-    from .review.pipeline import resolve_segmenter
 
     bundle = compile_bundle(args.bundle)
-    segmenter_dir = resolve_segmenter(bundle)
-    if not (segmenter_dir / LITE_NAME).is_file():
-        export_segmenter_lite(segmenter_dir)  # the Lite path then needs no TensorFlow at all
-    sizes = {m["arch"]: (bundle.path / m["lite"]).stat().st_size / 1e6 for m in bundle.manifest["members"]}
+    sizes = {m["arch"]: (bundle.path / m["lite"]).stat().st_size / 1e6 for m in bundle.members}
     print(f"{bundle.bundle_id}: TensorFlow Lite members added ("
           + ", ".join(f"{a} {mb:.1f} MB" for a, mb in sizes.items()) + ")")
     return 0
@@ -320,22 +311,24 @@ def _imagenet_weights_argument(p) -> None:
 
 def _training_arguments(p) -> None:
     from .modeling.runtime import STRATEGIES
+    from .modeling.training import MONITORS, TrainConfig
 
+    defaults = TrainConfig()  # the library's defaults, not retyped here
     p.add_argument("--data", required=True, type=Path, help="preprocessed cache folder")
     p.add_argument("--split", required=True, type=Path, help="DIR/<set>/split.csv")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--learning-rate", type=float, default=1e-4)
-    p.add_argument("--epochs", type=int, default=350)
-    p.add_argument("--patience", type=int, default=25)
-    p.add_argument("--weights", default="imagenet", choices=["imagenet", "none"])
+    p.add_argument("--input-size", type=int, default=defaults.input_size)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--patience", type=int, default=defaults.patience)
+    p.add_argument("--weights", default=defaults.weights or "none", choices=["imagenet", "none"])
     _imagenet_weights_argument(p)
     p.add_argument("--mixed-precision", default="auto", choices=["auto", "on", "off"])
     p.add_argument("--xla", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time")
-    p.add_argument("--monitor", default="val_loss", choices=["val_loss", "val_auc"],
+    p.add_argument("--monitor", default=defaults.monitor, choices=list(MONITORS),
                    help="checkpoint and early-stopping criterion (the method: val_loss)")
     p.add_argument("--strategy", default="auto", choices=list(STRATEGIES),
                    help="auto: multi-worker when TF_CONFIG names a cluster, mirrored over "
@@ -344,6 +337,8 @@ def _training_arguments(p) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
+    from .explain.engines import ENGINE_CHOICES
+    from .modeling.calibration import CALIBRATION_METHODS
     from .modeling.registry import ARCHITECTURES, METHOD_ARCHITECTURES
 
     parser = _Parser(prog="python -m cxr_core", description=__doc__)
@@ -423,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resamples", type=int, default=1000,
                    help="patient-level bootstrap resamples for the 95%% intervals (0: none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--calibrate", choices=["temperature", "isotonic"], default=None,
+    p.add_argument("--calibrate", choices=list(CALIBRATION_METHODS), default=None,
                    help="fit this post-hoc calibration per member and label on validation first")
     p.add_argument("--calibrated-default", action="store_true",
                    help="with --calibrate: make the calibrated thresholds the bundle's default")
@@ -447,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-labels", action="store_true", help="a panel for every label")
     p.add_argument("--uncertainty", action="store_true", help="add uncertainty maps")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--engine", choices=["auto", "lite", "tensorflow"], default=None,
+    p.add_argument("--engine", choices=list(ENGINE_CHOICES), default=None,
                    help="inference engine (default: CXR_ENGINE or auto)")
     p.add_argument("--dicom-out", action="store_true",
                    help="for DICOM inputs also write a Structured Report of the findings and a "
@@ -569,7 +564,7 @@ def _register_operating_points(sub) -> None:
 
 
 def _cmd_build_demo(args) -> int:
-    from .modeling.demo import build_demo_bundle, demo_train_config
+    from .evaluation.demo import build_demo_bundle, demo_train_config
 
     config = demo_train_config(args.seed, input_size=args.input_size,
                                learning_rate=args.learning_rate, patience=args.patience,
@@ -577,20 +572,18 @@ def _cmd_build_demo(args) -> int:
                                batch_size=args.batch_size, monitor=args.monitor,
                                augment=args.augment)
     _use_imagenet_files(args.imagenet_weights, args.arch or args.arch_default)
-    from .explain.engines import compile_bundle
-    from .modeling.bundle import Bundle
-
     out = build_demo_bundle(args.data, args.out, args.work, args.segmenter,
                             tuple(args.arch or args.arch_default), config, seed=args.seed,
                             term_tree=args.term_tree)
-    compile_bundle(out)  # Lite members: the app's fast start
-    Bundle.load(out)  # verify what ships
     print(f"demo bundle written to {out}")
     return 0
 
 
 def _register_build_demo(sub) -> None:
-    from .modeling.demo import DEMO_ARCHITECTURES
+    from .evaluation.demo import DEMO_ARCHITECTURES
+    from .imaging.augment import CLASSIFIER_AUGMENTS
+    from .imaging.segmentation import DEFAULT_SEGMENTER_DIR
+    from .modeling.training import MONITORS
 
     p = sub.add_parser("build-demo", help="train the bundled demo model on the public X-rays "
                                            "(nih-sample + cxr-public)")
@@ -598,7 +591,7 @@ def _register_build_demo(sub) -> None:
                    help="folder holding nih-sample/, cxr-public/ and padchest/term_tree.txt")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--work", required=True, type=Path, help="folder for the cache and runs")
-    p.add_argument("--segmenter", type=Path, default=Path("models/segmenter"))
+    p.add_argument("--segmenter", type=Path, default=DEFAULT_SEGMENTER_DIR)
     p.add_argument("--term-tree", type=Path, default=None,
                    help="PadChest term tree (default: DATA/padchest/term_tree.txt)")
     p.add_argument("--arch", action="append", default=None)
@@ -608,9 +601,9 @@ def _register_build_demo(sub) -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-minutes", type=float, default=None, help="per member")
-    p.add_argument("--monitor", default=None, choices=["val_loss", "val_auc"],
+    p.add_argument("--monitor", default=None, choices=list(MONITORS),
                    help="checkpoint/early-stopping criterion (default val_auc: the val split is small)")
-    p.add_argument("--augment", default=None, choices=["mild", "method"],
+    p.add_argument("--augment", default=None, choices=list(CLASSIFIER_AUGMENTS),
                    help="classifier augmentation (default: mild)")
     p.add_argument("--seed", type=int, default=0)
     _imagenet_weights_argument(p)
