@@ -34,7 +34,9 @@ def test_collection_detector_is_exposed_by_within_source_auc():
 
 def test_recipe_overrides_only_what_is_given():
     base = demo_train_config(seed=3)
-    assert base.weights is None and base.seed == 3 and base.monitor == "val_auc"
+    # fine-tuned from ImageNet at 224 px (7 x 7 maps), as chosen in docs/explanations.md
+    assert base.weights == "imagenet" and base.input_size == 224 and base.bn_momentum == 0.9
+    assert base.seed == 3 and base.monitor == "val_auc" and base.deterministic
     assert base.augment == "mild"
     changed = demo_train_config(seed=3, epochs=2, learning_rate=None)
     assert changed.epochs == 2 and changed.learning_rate == base.learning_rate
