@@ -286,15 +286,10 @@ def feedback_form(review, image_bytes: bytes | None, key: str = "feedback",
         st.error(f"Answer every finding before submitting ({len(unanswered)} unanswered: "
                  f"{', '.join(unanswered[:5])}{'...' if len(unanswered) > 5 else ''}).")
         return None
-    result = save_feedback(feedback_store, Submission(
-        image_sha256=review.image.sha256, bundle_id=review.bundle_id,
-        label_set=review.label_set, reviewer=name or "", labels=review.labels,
-        probabilities=review.probs.tolist(), thresholds=review.thresholds.tolist(),
-        model_positive=review.findings.tolist(), agreement=review.agreement.tolist(),
-        decisions={review.labels[k]: st.session_state[state_key] for k, state_key in keys.items()},
-        added_labels=[], comment=comment,
-        input_check=input_check_record(review), other_findings=others,
-    ), image_bytes=image_bytes)
+    decisions = {review.labels[k]: st.session_state[state_key] for k, state_key in keys.items()}
+    result = save_feedback(feedback_store, Submission.from_review(
+        review, name or "", decisions, comment=comment, input_check=input_check_record(review),
+        other_findings=others), image_bytes=image_bytes)
     if not result.saved:
         st.error(result.message)  # the form keeps what was typed; the review stays on screen
         return None

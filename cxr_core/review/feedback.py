@@ -133,6 +133,21 @@ class Submission:
     #: findings the model does not list, added by the expert: {"finding", "source"} each
     other_findings: list[dict] = field(default_factory=list)
 
+    @classmethod
+    def from_review(cls, review, reviewer: str, decisions: dict[str, str], comment: str = "",
+                    input_check: dict | None = None,
+                    other_findings: list[dict] | None = None) -> "Submission":
+        """The submission for one review (`pipeline.Review`): the model's side (probabilities,
+        thresholds, calls, agreement) from the review, the expert's side as given."""
+        return cls(image_sha256=review.image.sha256, bundle_id=review.bundle_id,
+                   label_set=review.label_set, reviewer=reviewer or "", labels=list(review.labels),
+                   probabilities=[float(p) for p in review.probs],
+                   thresholds=[float(t) for t in review.thresholds],
+                   model_positive=[bool(f) for f in review.findings],
+                   agreement=[int(a) for a in review.agreement], decisions=dict(decisions),
+                   comment=comment, input_check=input_check,
+                   other_findings=list(other_findings or []))
+
     def cleaned_other_findings(self) -> list[dict]:
         """The added findings as stored: text trimmed, duplicates (any case) dropped."""
         seen, out = set(), []

@@ -331,3 +331,31 @@ def test_input_check_is_stored_inside_the_model_output(tmp_path):
     assert "input_check" not in plain["model_output"]
     stored = store.reviews_frame()
     assert len(stored) == 2 and "input_check" not in stored.columns  # no new column
+
+
+def test_a_submission_is_made_from_a_review(tmp_path):
+    """The model's side of a submission comes from the review as plain Python values; what the
+    expert said is kept as given; the store takes it."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from cxr_core.review.feedback import FeedbackStore, Submission, save_feedback
+
+    review = SimpleNamespace(
+        image=SimpleNamespace(sha256="ab" * 32), bundle_id="b1", label_set="specific",
+        labels=["pneumonia", "normal"], probs=np.array([0.8, 0.1], np.float32),
+        thresholds=np.array([0.5, 0.4]), findings=np.array([True, False]),
+        agreement=np.array([2, 0]))
+    sub = Submission.from_review(review, "Dr A", {"pneumonia": "agree"}, comment="ok",
+                                 input_check={"verdict": "accepted"},
+                                 other_findings=[{"finding": "kyphosis", "source": "padchest"}])
+    assert sub.image_sha256 == "ab" * 32 and sub.bundle_id == "b1" and sub.reviewer == "Dr A"
+    assert sub.labels == ["pneumonia", "normal"] and sub.model_positive == [True, False]
+    assert sub.probabilities == [pytest.approx(0.8), pytest.approx(0.1)]
+    assert all(type(v) is float for v in sub.probabilities + sub.thresholds)
+    assert sub.agreement == [2, 0] and all(type(v) is int for v in sub.agreement)
+    assert sub.decisions == {"pneumonia": "agree"} and sub.comment == "ok"
+    assert sub.other_findings == [{"finding": "kyphosis", "source": "padchest"}]
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'f.sqlite'}")
+    assert save_feedback(lambda: store, sub).saved
