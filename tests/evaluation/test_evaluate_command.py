@@ -12,7 +12,12 @@ import pytest
 
 from cxr_core.cli import main
 from cxr_core.modeling.bundle import Bundle
-from tests.modeling.bundle_factory import binormal, make_split, write_synthetic_bundle
+from tests.modeling.bundle_factory import (
+    binormal,
+    make_split,
+    split_with_empty_cache,
+    write_synthetic_bundle,
+)
 
 LABELS = ["copd signs", "cardiomegaly"]
 
@@ -62,13 +67,7 @@ def test_evaluate_with_calibration_writes_intervals_calibration_and_paper_tables
 def test_choose_flips_keeps_them_only_when_validation_auc_rises(tmp_path, monkeypatch, capsys):
     """`evaluate --choose-flips`: members whose flip-averaged probabilities separate the classes
     better get flips on (and the test predictions are the flipped ones); worse, they stay off."""
-    split = make_split(400, LABELS, [0.3, 0.25], seed=3)
-    split_csv = tmp_path / "split.csv"
-    split.to_csv(split_csv, index=False)
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    for image_id in split["ImageID"]:
-        (cache / image_id).write_bytes(b"")  # the fake members below never read the crops
+    split, split_csv, cache = split_with_empty_cache(tmp_path, 400, LABELS, [0.3, 0.25], seed=3)
     targets = split.set_index("ImageID")[LABELS].to_numpy(float)
     rows = {image_id: i for i, image_id in enumerate(split["ImageID"])}
     rng = np.random.default_rng(1)
@@ -101,13 +100,7 @@ def test_calibrate_with_choose_flips_fits_the_calibration_on_the_flipped_predict
     from cxr_core.modeling.calibration import apply_calibration, fit_calibration
     from cxr_core.modeling.thresholds import threshold_table
 
-    split = make_split(400, LABELS, [0.3, 0.25], seed=5)
-    split_csv = tmp_path / "split.csv"
-    split.to_csv(split_csv, index=False)
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    for image_id in split["ImageID"]:
-        (cache / image_id).write_bytes(b"")  # the fake members below never read the crops
+    split, split_csv, cache = split_with_empty_cache(tmp_path, 400, LABELS, [0.3, 0.25], seed=5)
     targets = split.set_index("ImageID")[LABELS].to_numpy(float)
     rows = {image_id: i for i, image_id in enumerate(split["ImageID"])}
     rng = np.random.default_rng(2)
@@ -144,13 +137,7 @@ def test_changing_flips_drops_the_calibrations_fitted_without_them(tmp_path, mon
     from cxr_core.evaluation.evaluation import choose_test_time_flips
     from cxr_core.evaluation.recalibration import calibrate_bundle
 
-    split = make_split(300, LABELS, [0.3, 0.25], seed=6)
-    split_csv = tmp_path / "split.csv"
-    split.to_csv(split_csv, index=False)
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    for image_id in split["ImageID"]:
-        (cache / image_id).write_bytes(b"")
+    split, split_csv, cache = split_with_empty_cache(tmp_path, 300, LABELS, [0.3, 0.25], seed=6)
     targets = split.set_index("ImageID")[LABELS].to_numpy(float)
     rows = {image_id: i for i, image_id in enumerate(split["ImageID"])}
     rng = np.random.default_rng(3)
@@ -179,8 +166,8 @@ def test_evaluate_leaves_unknown_labels_out_of_every_figure(tmp_path, monkeypatc
     stored as unknown and count in no metric of that label (AUC, F1, intervals, calibration)."""
     from sklearn.metrics import roc_auc_score
 
-    from cxr_core.evaluation.evaluation import evaluate_bundle
     from cxr_core.evaluation.demo import auc_by_source
+    from cxr_core.evaluation.evaluation import evaluate_bundle
 
     split = make_split(500, LABELS, [0.3, 0.25], seed=9)
     unknown_rows = split["PatientID"].str[-1].isin(["1", "2", "3"]).to_numpy()  # another source

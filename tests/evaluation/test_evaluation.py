@@ -27,7 +27,13 @@ from cxr_core.evaluation.evaluation import (
 )
 from cxr_core.modeling.bundle import Bundle
 from cxr_core.modeling.thresholds import threshold_table
-from tests.modeling.bundle_factory import ARCHS, binormal, make_split, write_synthetic_bundle
+from tests.modeling.bundle_factory import (
+    ARCHS,
+    binormal,
+    make_split,
+    split_with_empty_cache,
+    write_synthetic_bundle,
+)
 
 LABELS = ["effusion", "nodule"]
 
@@ -36,13 +42,7 @@ LABELS = ["effusion", "nodule"]
 def evaluable(tmp_path, monkeypatch):
     """A synthetic bundle without stored validation predictions, its split and an (empty) crop
     cache; the members are replaced by fixed probabilities per image, one set per flip setting."""
-    split = make_split(240, LABELS, [0.35, 0.25], seed=11)
-    split_csv = tmp_path / "split.csv"
-    split.to_csv(split_csv, index=False)
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    for image_id in split["ImageID"]:
-        (cache / image_id).write_bytes(b"")  # the stand-in members never read the crops
+    split, split_csv, cache = split_with_empty_cache(tmp_path, 240, LABELS, [0.35, 0.25], seed=11)
     targets = split[LABELS].to_numpy(float)
     rng = np.random.default_rng(2)
     probs = {False: binormal(rng, np.stack([targets, targets]), 1.5),

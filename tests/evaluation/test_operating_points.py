@@ -6,14 +6,18 @@ import numpy as np
 import pytest
 
 from cxr_core.base.errors import BundleError
-from cxr_core.modeling.bundle import Bundle
 from cxr_core.evaluation.operating_points import (
     operating_curve,
     rates_at,
     save_threshold_method,
     threshold_for,
 )
-from tests.modeling.bundle_factory import make_split, write_synthetic_bundle
+from cxr_core.modeling.bundle import Bundle
+from tests.modeling.bundle_factory import (
+    make_split,
+    split_with_empty_cache,
+    write_synthetic_bundle,
+)
 
 
 def test_rates_at_a_threshold_and_predictive_values_at_another_prevalence():
@@ -78,13 +82,7 @@ def _fake_members(monkeypatch, split, labels, seed=0):
 
 
 def _evaluable_bundle(tmp_path, monkeypatch, labels):
-    split = make_split(300, labels, [0.3, 0.3], seed=4)
-    split_csv = tmp_path / "split.csv"
-    split.to_csv(split_csv, index=False)
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    for image_id in split["ImageID"]:
-        (cache / image_id).write_bytes(b"")
+    split, split_csv, cache = split_with_empty_cache(tmp_path, 300, labels, [0.3, 0.3], seed=4)
     _fake_members(monkeypatch, split, labels)
     return write_synthetic_bundle(tmp_path / "b", split, labels, [1.5, 1.5]), cache, split_csv
 

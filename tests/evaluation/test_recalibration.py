@@ -18,7 +18,12 @@ from cxr_core.evaluation.recalibration import (
 from cxr_core.modeling.bundle import Bundle, write_manifest
 from cxr_core.modeling.calibration import apply_calibration
 from cxr_core.modeling.thresholds import THRESHOLD_METHODS, threshold_table
-from tests.modeling.bundle_factory import binormal, make_split, write_synthetic_bundle
+from tests.modeling.bundle_factory import (
+    binormal,
+    make_split,
+    split_with_empty_cache,
+    write_synthetic_bundle,
+)
 
 LABELS = ["effusion", "nodule"]
 
@@ -99,13 +104,7 @@ def test_without_stored_predictions_the_cache_and_split_are_asked_for(tmp_path):
 
 
 def test_missing_predictions_are_computed_from_the_cache_first(tmp_path, monkeypatch):
-    split = make_split(300, LABELS, [0.3, 0.3], seed=4)
-    split_csv = tmp_path / "split.csv"
-    split.to_csv(split_csv, index=False)
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    for image_id in split["ImageID"]:
-        (cache / image_id).write_bytes(b"")  # the stand-in members never read the crops
+    split, split_csv, cache = split_with_empty_cache(tmp_path, 300, LABELS, [0.3, 0.3], seed=4)
     targets = split[LABELS].to_numpy(float)
     probs = binormal(np.random.default_rng(6), np.stack([targets, targets]), 1.5) ** 3
     rows = {image_id: i for i, image_id in enumerate(split["ImageID"])}

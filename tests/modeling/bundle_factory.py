@@ -74,3 +74,16 @@ def write_synthetic_bundle(out_dir: Path, split: pd.DataFrame, labels: list[str]
                             targets=val_targets.astype(np.uint8), member_probs=val_probs.astype(np.float32))
     write_manifest(out_dir, manifest)
     return out_dir
+
+
+def split_with_empty_cache(tmp_path, n: int, labels: list[str], prevalences: list[float], seed: int):
+    """A synthetic split written to tmp_path/split.csv and a crop cache of empty files (for
+    stand-in members that never read the crops): (split, split_csv, cache)."""
+    split = make_split(n, labels, prevalences, seed=seed)
+    split_csv = tmp_path / "split.csv"
+    split.to_csv(split_csv, index=False)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for image_id in split["ImageID"]:
+        (cache / image_id).write_bytes(b"")
+    return split, split_csv, cache
