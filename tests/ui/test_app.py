@@ -56,8 +56,9 @@ def test_upload_shows_findings_heatmaps_colour_scale_and_demo_banner():
     assert any("not for clinical use" in w.value for w in at.warning)
     assert DEMO_BANNER == DEMO_DISCLAIMER  # the report carries the app's own disclaimer
     table = at.dataframe[0].value
+    # the demo bundle carries reading points: each finding's sensitivity / specificity on validation
     assert list(table.columns) == ["finding", "group", "probability", "threshold",
-                                   "models positive", "call"]
+                                   "sens. / spec. (val)", "models positive", "call"]
     others = at.session_state["review"].normal_with_findings()
     contradiction = [w.value for w in at.warning if "together with" in w.value]
     assert contradiction == ([f"The models call 'normal' together with {', '.join(others)}, which "
