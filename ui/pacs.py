@@ -29,13 +29,19 @@ def _pacs_names() -> set[str]:
     return st.session_state.setdefault("pacs_names", set())
 
 
-def pacs_source(worklist) -> None:
-    """'From PACS': search studies (QIDO-RS), retrieve the chosen ones (WADO-RS) into the worklist."""
+def _client_or_error():
+    """The configured DICOMweb client; None (with the reason on the page when it is an error)
+    when there is none."""
     try:
-        client = _client()
+        return _client()
     except CxrError as exc:
         st.error(str(exc))
-        return
+        return None
+
+
+def pacs_source(worklist) -> None:
+    """'From PACS': search studies (QIDO-RS), retrieve the chosen ones (WADO-RS) into the worklist."""
+    client = _client_or_error()
     if client is None:
         return
     with st.expander("From PACS (DICOMweb)", expanded=not worklist.items):
@@ -99,11 +105,7 @@ def pacs_store_buttons(worklist, item) -> None:
     names = _pacs_names()
     if item.name not in names:
         return
-    try:
-        client = _client()
-    except CxrError as exc:
-        st.error(str(exc))
-        return
+    client = _client_or_error()
     if client is None:
         return
     stored = st.session_state.setdefault("pacs_stored", set())

@@ -14,7 +14,6 @@ from cxr_core.imaging.input_descriptor import (
     edge_strength,
 )
 from cxr_core.imaging.lung_geometry import LungGeometry, measure_lungs
-from cxr_core.imaging.postprocess import MaskResult
 
 LAYOUT = slice(0, THUMB * THUMB)
 MIRROR = THUMB * THUMB  # right after the 16 x 16 layout thumbnail
@@ -22,16 +21,7 @@ HIST = slice(MIRROR + 1, MIRROR + 1 + BINS)
 LUNGS = slice(MIRROR + 1 + BINS, MIRROR + 1 + BINS + THUMB * THUMB)
 
 
-def _lungs(size=256, centres=((0.3, 0.45), (0.7, 0.45)), axes=(0.12, 0.25)) -> np.ndarray:
-    mask = np.zeros((size, size), np.uint8)
-    for cx, cy in centres:
-        cv2.ellipse(mask, (int(cx * size), int(cy * size)), (int(axes[0] * size), int(axes[1] * size)),
-                    0, 0, 360, 1, -1)
-    return mask
-
-
-def _result(mask, fallback=False, reason=""):
-    return MaskResult(mask, mask.copy(), (0, 0, mask.shape[1], mask.shape[0]), fallback, reason)
+from tests.imaging.test_lung_geometry import _lungs, _result  # noqa: E402  (the same synthetic masks)
 
 
 def _xray_like(size: int = 512) -> np.ndarray:
