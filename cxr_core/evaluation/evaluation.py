@@ -178,7 +178,7 @@ def evaluate_bundle(bundle_path: str | Path, cache_dir: str | Path, split_csv: s
     """Evaluate a bundle on the test split with threshold `method` (default: the bundle's),
     store predictions and metrics in it; refuses thresholds chosen on the test split."""
     from ..base.errors import BundleError
-    from ..modeling.bundle import Bundle, write_manifest
+    from ..modeling.bundle import Bundle
 
     bundle = Bundle.load(bundle_path)
     table = read_split(split_csv)
@@ -191,8 +191,9 @@ def evaluate_bundle(bundle_path: str | Path, cache_dir: str | Path, split_csv: s
         val_probs = predict_members(bundle.classifiers, cached_paths(cache_dir, table.part("val")),
                                     bundle.input_size, flip=bundle.tta_flip)
         # built-in methods chosen again; saved and calibrated methods are kept
-        bundle.manifest["thresholds"].update(threshold_table(val_probs, table.targets("val")))
-        write_manifest(bundle.path, bundle.manifest)
+        for name, entry in threshold_table(val_probs, table.targets("val")).items():
+            bundle.set_thresholds(name, entry)
+        bundle.save()
         from .recalibration import store_val_predictions
 
         store_val_predictions(bundle, table.part("val")["ImageID"].tolist(), table.targets("val"),
@@ -210,7 +211,7 @@ def evaluate_bundle(bundle_path: str | Path, cache_dir: str | Path, split_csv: s
     write_tables(tables, bundle.archs, bundle.path / "metrics")
     write_calibration_tables(table.targets("test"), calibrated, bundle.labels, bundle.archs,
                              bundle.path / "metrics")
-    write_side_by_side(tables, bundle.manifest.get("label_set", ""), bundle.path / "metrics")
+    write_side_by_side(tables, bundle.label_set, bundle.path / "metrics")
     overall = tables["overall"].set_index("model").to_dict(orient="index")
     metrics = {"split": "test", "images": int(len(test)), "overall": overall,
                "thresholds": {"method": method or bundle.threshold_method, "chosen_on": chosen_on},
@@ -244,13 +245,13 @@ def drop_fits_of_other_flips(bundle) -> dict:
     from ..modeling.thresholds import THRESHOLD_METHODS
     from .recalibration import VAL_PREDICTIONS
 
-    calibrations = sorted(bundle.manifest.pop("calibration", {}) or {})
+    calibrations = bundle.drop_calibrations()
     methods = [name for name in bundle.threshold_methods if name not in THRESHOLD_METHODS]
-    for name in methods:
-        del bundle.manifest["thresholds"][name]
     if bundle.threshold_method not in THRESHOLD_METHODS:
         base = bundle.threshold_method.split("+")[0]
-        bundle.manifest["threshold_method"] = base if base in THRESHOLD_METHODS else "f1"
+        bundle.set_default_threshold_method(base if base in THRESHOLD_METHODS else "f1")
+    for name in methods:
+        bundle.drop_threshold_method(name)
     (bundle.path / VAL_PREDICTIONS).unlink(missing_ok=True)
     if calibrations or methods:
         log.warning("test-time flips changed: dropped calibrations %s and threshold methods %s "
@@ -264,7 +265,7 @@ def choose_test_time_flips(bundle_path: str | Path, cache_dir: str | Path,
     mirror raises the CTP ensemble's macro AUC; store the choice and both figures under the
     manifest's `inference` key. Re-evaluate with `refit_thresholds=True` afterwards: the
     thresholds must follow the probabilities the pipeline will produce."""
-    from ..modeling.bundle import Bundle, write_manifest
+    from ..modeling.bundle import Bundle
 
     bundle = Bundle.load(bundle_path)
     table = read_split(split_csv)
@@ -277,8 +278,7 @@ def choose_test_time_flips(bundle_path: str | Path, cache_dir: str | Path,
     dropped = drop_fits_of_other_flips(bundle) if choice["tta_flip"] != bundle.tta_flip else {}
     choice.update({"dropped_calibrations": dropped.get("calibrations", []),
                    "dropped_threshold_methods": dropped.get("threshold_methods", [])})
-    bundle.manifest["inference"] = choice
-    write_manifest(bundle.path, bundle.manifest)
+    bundle.replace(inference=choice).save()
     log.info("test-time flips %s: validation macro AUC %.4f plain, %.4f with flips",
              "on" if choice["tta_flip"] else "off", plain, flipped)
     return choice

@@ -14,7 +14,7 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from ..base.errors import BundleError
-from ..modeling.bundle import Bundle, write_manifest
+from ..modeling.bundle import Bundle
 from ..modeling.thresholds import THRESHOLD_METHODS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,39}$")
@@ -121,8 +121,8 @@ def save_threshold_method(bundle: Bundle | str | Path, name: str, ensemble_thres
     values = np.asarray(ensemble_thresholds, dtype=float)
     if values.shape != (len(bundle.labels),) or not np.all((values >= 0) & (values <= 1)):
         raise BundleError(f"Give one threshold between 0 and 1 for each of the {len(bundle.labels)} labels.")
-    base_name = bundle.manifest["threshold_method"]
-    base = bundle.manifest["thresholds"][base_name]
+    base_name = bundle.threshold_method
+    base = bundle.threshold_entry(base_name)
     members = base["members"] if member_thresholds is None else np.asarray(member_thresholds).tolist()
     entry = {"ensemble": values.tolist(), "members": members, "source": "operating points",
              "chosen_on": chosen_on, "derived_from": base_name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -130,8 +130,6 @@ def save_threshold_method(bundle: Bundle | str | Path, name: str, ensemble_thres
         entry["note"] = note
     if base.get("calibration"):
         entry["calibration"] = base["calibration"]
-    bundle.manifest["thresholds"][name] = entry
-    if make_default:
-        bundle.manifest["threshold_method"] = name
-    write_manifest(bundle.path, bundle.manifest)
+    bundle.set_thresholds(name, entry, make_default=make_default)
+    bundle.save()
     return Bundle.load(bundle.path)

@@ -165,7 +165,7 @@ def fit_reading_points(bundle_path: str | Path, cache_dir: str | Path | None = N
 
 def reading_of(bundle: Bundle) -> dict | None:
     """The bundle's stored reading points record, or None when it has none."""
-    reading = bundle.manifest.get("reading")
+    reading = bundle.reading
     if not reading or any(p not in bundle.threshold_methods for p in reading.get("points", [])):
         return None
     return dict(reading)

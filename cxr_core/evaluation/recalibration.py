@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..base.errors import BundleError
-from ..modeling.bundle import Bundle, stored_targets, write_manifest
+from ..modeling.bundle import Bundle, stored_targets
 from ..modeling.calibration import apply_calibration, expected_calibration_error, fit_calibration
 from ..modeling.thresholds import threshold_table
 
@@ -25,7 +25,7 @@ def store_val_predictions(bundle: Bundle, image_ids, targets: np.ndarray,
     np.savez_compressed(bundle.path / VAL_PREDICTIONS, image_ids=np.asarray(image_ids).astype(str),
                         targets=stored_targets(targets),
                         member_probs=np.asarray(member_probs, np.float32))
-    write_manifest(bundle.path, bundle.manifest)
+    bundle.save()
 
 
 def val_predictions(bundle: Bundle) -> dict | None:
@@ -67,19 +67,17 @@ def calibrate_bundle(bundle_path: str | Path, method: str, cache_dir: str | Path
     targets, raw = stored["targets"].astype(np.float64), stored["member_probs"]
     calibration = fit_calibration(method, targets, raw)
     calibrated = apply_calibration(calibration, raw)
-    manifest = bundle.manifest
-    manifest.setdefault("calibration", {})[method] = calibration
+    bundle.set_calibration(method, calibration)
     added = []
     for base, entry in threshold_table(calibrated, targets).items():
         name = f"{base}+{method}"
-        manifest["thresholds"][name] = {**entry, "calibration": method}
+        bundle.set_thresholds(name, {**entry, "calibration": method})
         added.append(name)
     if make_default:
-        base = manifest["threshold_method"].split("+")[0]
-        manifest["threshold_method"] = f"{base}+{method}"
-    write_manifest(bundle.path, manifest)
+        bundle.set_default_threshold_method(f"{bundle.threshold_method.split('+')[0]}+{method}")
+    bundle.save()
     summary = {"method": method, "validation_images": int(targets.shape[0]),
-               "threshold_methods_added": added, "default_threshold_method": manifest["threshold_method"],
+               "threshold_methods_added": added, "default_threshold_method": bundle.threshold_method,
                "val_ece_ctp_before": expected_calibration_error(targets, raw.mean(axis=0)),
                "val_ece_ctp_after": expected_calibration_error(targets, calibrated.mean(axis=0))}
     log.info("calibration %s stored in %s", method, bundle.path)

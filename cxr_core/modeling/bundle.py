@@ -265,6 +265,31 @@ class Bundle:
         if make_default:
             self.manifest["threshold_method"] = name
 
+    def set_default_threshold_method(self, name: str) -> None:
+        """Make a stored threshold method the default; `save()` writes it."""
+        if name not in self.manifest.get("thresholds", {}):
+            raise BundleError(f"Bundle {self.path} has no threshold method '{name}'.")
+        self.manifest["threshold_method"] = name
+
+    def drop_threshold_method(self, name: str) -> None:
+        """Remove a stored threshold method (never the default one)."""
+        if name == self.threshold_method:
+            raise BundleError(f"'{name}' is the default threshold method of bundle {self.path}.")
+        self.manifest.get("thresholds", {}).pop(name, None)
+
+    def set_calibration(self, name: str, calibration: dict) -> None:
+        """Store a post-hoc calibrator fitted on validation."""
+        self.manifest.setdefault("calibration", {})[name] = calibration
+
+    def drop_calibrations(self) -> list[str]:
+        """Remove every stored calibrator; returns their names."""
+        return sorted(self.manifest.pop("calibration", {}) or {})
+
+    @property
+    def reading(self) -> dict | None:
+        """The reader's operating points record (`evaluation.reading_points`), if any."""
+        return self.manifest.get("reading")
+
     @property
     def calibrations(self) -> dict:
         """Post-hoc calibrators fitted on validation, by name."""

@@ -137,7 +137,7 @@ def retrain(bundle_dir: str | Path, feedback_url: str, images_dir: str | Path, o
     table = read_split(split_path)
     if table.labels != parent.labels:
         raise DataError("The bundle's split.csv does not match its labels.")
-    root = Path(data_root or parent.manifest.get("data", {}).get("images_root", ""))
+    root = Path(data_root or parent.data_summary.get("images_root", ""))
     if not root.is_dir():
         raise DataError(f"The bundle's original images are not at {root}; pass data_root.")
     images_dir = Path(images_dir)
@@ -146,7 +146,7 @@ def retrain(bundle_dir: str | Path, feedback_url: str, images_dir: str | Path, o
 
     store = FeedbackStore(feedback_url)
     reviews = store.reviews_frame()
-    reviews = reviews[reviews["label_set"] == parent.manifest["label_set"]] if not reviews.empty else reviews
+    reviews = reviews[reviews["label_set"] == parent.label_set] if not reviews.empty else reviews
     if reviews.empty:
         raise CxrError("The feedback store holds no review for this bundle's label set.")
     consensus = consensus_labels(reviews, parent.labels).set_index("image_sha256")
@@ -200,16 +200,16 @@ def retrain(bundle_dir: str | Path, feedback_url: str, images_dir: str | Path, o
                "relabelled_training_images": len(used) - len(new_rows),
                "excluded_test_images": len(excluded_test),
                "excluded_validation_images": len(excluded_val),
-               "before": parent.manifest.get("metrics", {}).get("overall", {})}
+               "before": parent.metrics.get("overall", {})}
     initial = [c.model.get_weights() for c in parent.classifiers]
     run_bundle = train_ensemble(cache, merged_split, work / "runs", tuple(parent.archs), config,
-                                label_set=parent.manifest["label_set"], groups=parent.groups,
+                                label_set=parent.label_set, groups=parent.groups,
                                 bundle_id=f"{parent.bundle_id}-ft{len(used)}",
-                                data_summary=parent.manifest.get("data", {}), initial=initial,
+                                data_summary=parent.data_summary, initial=initial,
                                 extra_manifest={"demo": parent.is_demo})
     out_dir = publish_bundle(run_bundle, out_dir, merged_split, {
         "lineage": lineage,
-        "preprocessing": {"segmenter": parent.manifest["preprocessing"]["segmenter"]}})
+        "preprocessing": {"segmenter": parent.segmenter_ref}})
     child = Bundle.load(out_dir)
     kept = carry_parent_decisions(parent, child)
     child.save()
