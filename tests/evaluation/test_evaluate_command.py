@@ -22,6 +22,26 @@ from tests.modeling.bundle_factory import (
 LABELS = ["copd signs", "cardiomegaly"]
 
 
+
+def _flip_dependent_members(monkeypatch, split, seed: int, cube: bool = False):
+    """Stand-in members: sharp probabilities with test-time flips, blurred without (cubed: sharp
+    but over-confident), read per image from the cache paths; no classifier is built. Returns
+    (sharp probabilities (M, N, K), row of each image id)."""
+    targets = split.set_index("ImageID")[LABELS].to_numpy(float)
+    rows = {image_id: i for i, image_id in enumerate(split["ImageID"])}
+    rng = np.random.default_rng(seed)
+    sharp = binormal(rng, np.stack([targets, targets]), 2.0)
+    sharp = sharp ** 3 if cube else sharp
+    blurred = binormal(rng, np.stack([targets, targets]), 0.5)
+
+    def fake_members(classifiers, paths, input_size, flip=False, **kwargs):
+        return (sharp if flip else blurred)[:, [rows[Path(p).name] for p in paths]]
+
+    monkeypatch.setattr("cxr_core.evaluation.evaluation.predict_members", fake_members)
+    monkeypatch.setattr("cxr_core.modeling.inference.predict_members", fake_members)
+    monkeypatch.setattr(Bundle, "classifiers", property(lambda self: []))
+    return sharp, rows
+
 def test_evaluate_with_calibration_writes_intervals_calibration_and_paper_tables(tmp_path, monkeypatch, capsys):
     split = make_split(600, LABELS, [0.3, 0.25], seed=8)
     split_csv = tmp_path / "split.csv"
@@ -101,18 +121,7 @@ def test_calibrate_with_choose_flips_fits_the_calibration_on_the_flipped_predict
     from cxr_core.modeling.thresholds import threshold_table
 
     split, split_csv, cache = split_with_empty_cache(tmp_path, 400, LABELS, [0.3, 0.25], seed=5)
-    targets = split.set_index("ImageID")[LABELS].to_numpy(float)
-    rows = {image_id: i for i, image_id in enumerate(split["ImageID"])}
-    rng = np.random.default_rng(2)
-    sharp = binormal(rng, np.stack([targets, targets]), 2.0) ** 3  # over-confident, but separating
-    blurred = binormal(rng, np.stack([targets, targets]), 0.5)
-
-    def fake_members(classifiers, paths, input_size, flip=False, **kwargs):
-        return (sharp if flip else blurred)[:, [rows[Path(p).name] for p in paths]]
-
-    monkeypatch.setattr("cxr_core.evaluation.evaluation.predict_members", fake_members)
-    monkeypatch.setattr("cxr_core.modeling.inference.predict_members", fake_members)
-    monkeypatch.setattr(Bundle, "classifiers", property(lambda self: []))
+    sharp, rows = _flip_dependent_members(monkeypatch, split, seed=2, cube=True)  # over-confident, but separating
     bundle_dir = write_synthetic_bundle(tmp_path / "bundle", split, LABELS, [1.5, 1.5], val=False)
     assert main(["evaluate", "--bundle", str(bundle_dir), "--data", str(cache), "--split", str(split_csv),
                  "--calibrate", "temperature", "--calibrated-default", "--choose-flips",
@@ -138,18 +147,7 @@ def test_changing_flips_drops_the_calibrations_fitted_without_them(tmp_path, mon
     from cxr_core.evaluation.recalibration import calibrate_bundle
 
     split, split_csv, cache = split_with_empty_cache(tmp_path, 300, LABELS, [0.3, 0.25], seed=6)
-    targets = split.set_index("ImageID")[LABELS].to_numpy(float)
-    rows = {image_id: i for i, image_id in enumerate(split["ImageID"])}
-    rng = np.random.default_rng(3)
-    sharp = binormal(rng, np.stack([targets, targets]), 2.0)
-    blurred = binormal(rng, np.stack([targets, targets]), 0.5)
-
-    def fake_members(classifiers, paths, input_size, flip=False, **kwargs):
-        return (sharp if flip else blurred)[:, [rows[Path(p).name] for p in paths]]
-
-    monkeypatch.setattr("cxr_core.evaluation.evaluation.predict_members", fake_members)
-    monkeypatch.setattr("cxr_core.modeling.inference.predict_members", fake_members)
-    monkeypatch.setattr(Bundle, "classifiers", property(lambda self: []))
+    _flip_dependent_members(monkeypatch, split, seed=3)
     bundle_dir = write_synthetic_bundle(tmp_path / "bundle", split, LABELS, [1.5, 1.5], val=False)
     calibrate_bundle(bundle_dir, "isotonic", cache, split_csv, make_default=True)
     choice = choose_test_time_flips(bundle_dir, cache, split_csv)
