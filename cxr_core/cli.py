@@ -112,7 +112,7 @@ def _train_config(args):
                        patience=args.patience, weights=None if args.weights == "none" else args.weights,
                        mixed_precision={"auto": None, "on": True, "off": False}[args.mixed_precision],
                        xla=args.xla, seed=args.seed, max_minutes=args.max_minutes,
-                       monitor=args.monitor)
+                       monitor=args.monitor, outside_lungs=args.outside_lungs)
 
 
 def _use_imagenet_files(paths: list[Path] | None, archs) -> None:
@@ -309,6 +309,13 @@ def _imagenet_weights_argument(p) -> None:
                    "default: Keras's own file name under ~/.keras/models)")
 
 
+def _outside_lungs_argument(p, default) -> None:
+    p.add_argument("--outside-lungs", type=float, default=default, metavar="SHARE",
+                   help="share of training X-rays whose region outside the lung fields is swapped "
+                        "with another X-ray's, so it cannot stand in for lung findings (0: the "
+                        "method; needs the cache's lung masks)")
+
+
 def _training_arguments(p) -> None:
     from .modeling.runtime import STRATEGIES
     from .modeling.training import MONITORS, TrainConfig
@@ -330,6 +337,7 @@ def _training_arguments(p) -> None:
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time")
     p.add_argument("--monitor", default=defaults.monitor, choices=list(MONITORS),
                    help="checkpoint and early-stopping criterion (the method: val_loss)")
+    _outside_lungs_argument(p, defaults.outside_lungs)
     p.add_argument("--strategy", default="auto", choices=list(STRATEGIES),
                    help="auto: multi-worker when TF_CONFIG names a cluster, mirrored over "
                         "several local GPUs, else default; --batch-size is the global batch")
@@ -570,7 +578,7 @@ def _cmd_build_demo(args) -> int:
                                learning_rate=args.learning_rate, patience=args.patience,
                                epochs=args.epochs, max_minutes=args.max_minutes,
                                batch_size=args.batch_size, monitor=args.monitor,
-                               augment=args.augment)
+                               augment=args.augment, outside_lungs=args.outside_lungs)
     _use_imagenet_files(args.imagenet_weights, args.arch or args.arch_default)
     out = build_demo_bundle(args.data, args.out, args.work, args.segmenter,
                             tuple(args.arch or args.arch_default), config, seed=args.seed,
@@ -605,6 +613,7 @@ def _register_build_demo(sub) -> None:
                    help="checkpoint/early-stopping criterion (default val_auc: the val split is small)")
     p.add_argument("--augment", default=None, choices=list(CLASSIFIER_AUGMENTS),
                    help="classifier augmentation (default: mild)")
+    _outside_lungs_argument(p, None)
     p.add_argument("--seed", type=int, default=0)
     _imagenet_weights_argument(p)
     p.set_defaults(func=_cmd_build_demo, arch_default=DEMO_ARCHITECTURES)

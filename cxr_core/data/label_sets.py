@@ -14,6 +14,26 @@ log = logging.getLogger(__name__)
 
 LABEL_SETS = ("specific", "general")
 
+#: Findings whose evidence lies on the lung fields (lungs plus the area below them, where
+#: effusions collect), in PadChest spelling: their labels stay true when what lies outside the
+#: lung fields is replaced (training's `outside_lungs` swap). Every other label (heart,
+#: mediastinum, bones, devices, "normal") is treated as unknown on a swapped image.
+FINDINGS_IN_LUNGS = frozenset({
+    "pneumonia", "infiltrates", "atelectasis", "pulmonary edema", "pleural effusion",
+    "consolidation", "nodule", "pulmonary mass", "mass", "pneumothorax", "emphysema",
+    "interstitial pattern", "alveolar pattern", "ground glass pattern", "reticular interstitial pattern",
+    "laminar atelectasis", "fibrotic band", "pulmonary fibrosis", "fibrosis", "granuloma",
+    "calcified granuloma", "bronchiectasis", "lobar atelectasis", "segmental atelectasis",
+    "costophrenic angle blunting", "pleural thickening", "apical pleural thickening",
+    "hyperinflated lung", "air trapping", "cavitation", "abscess",
+    "tuberculosis", "lung metastasis", "infiltration", "effusion", "edema",
+})
+
+
+def in_lungs(label: str) -> bool:
+    """True for a finding whose evidence lies on the lung fields (`FINDINGS_IN_LUNGS`)."""
+    return " ".join(str(label).lower().replace("_", " ").split()) in FINDINGS_IN_LUNGS
+
 
 @dataclass
 class LabelSet:

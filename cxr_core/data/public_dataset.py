@@ -114,9 +114,11 @@ def source_of(image_dirs: pd.Series) -> pd.Series:
 
 
 def build_split(data_root: Path, out_csv: Path, tree: TermTree, seed: int = 0,
-                min_each_class: int = MIN_EACH_CLASS) -> dict:
+                min_each_class: int = MIN_EACH_CLASS, test_images: set[str] | None = None) -> dict:
     """Write a `split.csv` over both sources (patient-level, stratified by label and source);
-    returns the data summary stored in the bundle manifest."""
+    returns the data summary stored in the bundle manifest. Every patient with an image (file
+    name) in `test_images` goes to test: X-rays kept unseen for a later check, such as the
+    radiologists' boxes of `localise`."""
     table, findings = combined_table(data_root, tree)
     labels = select_labels(table, findings, min_each_class=min_each_class)
     unknown = table[labels].isna().to_numpy()
@@ -124,8 +126,13 @@ def build_split(data_root: Path, out_csv: Path, tree: TermTree, seed: int = 0,
     by_source = np.stack([(table["source"] == s).to_numpy(np.uint8) for s in SOURCES], axis=1)
     # unknowns are stratified too, so every split gets its share of each label's known images
     with_unknown = unknown[:, unknown.any(axis=0)].astype(np.uint8)
-    split = stratified_patient_split(table["PatientID"].to_numpy(),
-                                     np.hstack([matrix, by_source, with_unknown]), seed=seed)
+    names = table["ImageID"].map(lambda i: Path(str(i)).name)
+    held_patients = set(table.loc[names.isin(set(test_images or ())), "PatientID"])
+    held = table["PatientID"].isin(held_patients).to_numpy()
+    split = np.full(len(table), "test", dtype=object)
+    split[~held] = stratified_patient_split(
+        table["PatientID"].to_numpy()[~held],
+        np.hstack([matrix, by_source, with_unknown])[~held], seed=seed)
     out = table[["ImageID", "ImageDir", "PatientID"]].assign(split=split)
     out = pd.concat([out, table[labels].astype("Int64").reset_index(drop=True)], axis=1)  # NaN: empty
     out_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -163,4 +170,5 @@ def build_split(data_root: Path, out_csv: Path, tree: TermTree, seed: int = 0,
         "worst_share_deviation": round(quality.worst_deviation, 4),
         "licences": licences.value_counts().to_dict(),
         "groups": {lab: tree.general_labels(lab) for lab in labels},
+        "held_out_for_test": {"patients": len(held_patients), "images": int(held.sum())},
     }

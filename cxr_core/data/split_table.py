@@ -47,6 +47,26 @@ def cache_path(cache_dir: str | Path, image_id: str) -> Path:
     return Path(cache_dir) / (Path(str(image_id)).stem + ".png")
 
 
+#: Subfolder of a crop cache with each crop's lung fields (lungs plus the area added below
+#: them) as an 8-bit 0/255 PNG in the crop's frame: what training may swap outside of.
+LUNGS_DIR = "lungs"
+
+
+def lungs_cache_path(cache_dir: str | Path, image_id: str) -> Path:
+    """Where `preprocess` writes the lung-fields mask of one crop (same name, `lungs/`)."""
+    return Path(cache_dir) / LUNGS_DIR / (Path(str(image_id)).stem + ".png")
+
+
+def cached_lung_paths(cache_dir: str | Path, frame: pd.DataFrame) -> list[str]:
+    """Lung-mask paths of the rows, refusing with a clear message when some are missing."""
+    paths = [lungs_cache_path(cache_dir, i) for i in frame["ImageID"]]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} of {len(paths)} crops in {cache_dir} have no lung mask "
+                        f"(first: {missing[0].name}); run 'preprocess' again to add them.")
+    return [str(p) for p in paths]
+
+
 def cached_paths(cache_dir: str | Path, frame: pd.DataFrame) -> list[str]:
     """Cache paths of the rows, refusing with a clear message when some are missing."""
     paths = [cache_path(cache_dir, i) for i in frame["ImageID"]]

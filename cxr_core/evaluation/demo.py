@@ -84,6 +84,20 @@ def evaluate_by_source(bundle_dir: str | Path, split_csv: str | Path) -> pd.Data
     return table
 
 
+#: Radiologists' boxes shipped with the NIH sample (`localise`): their patients are kept out of
+#: training and validation, so the maps are checked on X-rays the model never saw.
+BOXES_CSV = Path("nih-sample") / "boxes.csv"
+
+
+def boxed_images(data_root: Path) -> set[str]:
+    """File names of the X-rays that carry a radiologist's box under `data_root` (none when the
+    boxes file is absent)."""
+    path = Path(data_root) / BOXES_CSV
+    if not path.is_file():
+        return set()
+    return {Path(str(name)).name for name in pd.read_csv(path)["image"]}
+
+
 def build_demo_bundle(data_root: Path, out_dir: Path, work_dir: Path, segmenter_dir: Path,
                       archs: tuple[str, ...] = DEMO_ARCHITECTURES, config=None,
                       seed: int = 0, term_tree: Path | None = None) -> Path:
@@ -105,7 +119,10 @@ def build_demo_bundle(data_root: Path, out_dir: Path, work_dir: Path, segmenter_
     tree = load_term_tree(term_tree or data_root / "padchest" / "term_tree.txt")
     work_dir.mkdir(parents=True, exist_ok=True)
     split_csv = work_dir / "split.csv"
-    summary = build_split(data_root, split_csv, tree, seed=seed)
+    boxed = boxed_images(data_root)
+    summary = build_split(data_root, split_csv, tree, seed=seed, test_images=boxed)
+    log.info("%d X-rays with radiologists' boxes: their patients are kept for the test split",
+             len(boxed))
     cache = work_dir / "cache"
     segmenter = LungSegmenter.load(segmenter_dir)
     pre = preprocess_split(data_root, split_csv, cache, segmenter, workers=1)
@@ -113,7 +130,7 @@ def build_demo_bundle(data_root: Path, out_dir: Path, work_dir: Path, segmenter_
     config = config or demo_train_config(seed)
     bundle_dir = train_ensemble(cache, split_csv, work_dir / "runs", archs, config,
                                 label_set="public-padchest-terms", groups=summary["groups"],
-                                bundle_id=f"{DEMO_BUNDLE_NAME}-v4-seed{seed}", data_summary=summary)
+                                bundle_id=f"{DEMO_BUNDLE_NAME}-v5-seed{seed}", data_summary=summary)
     out_dir = publish_bundle(bundle_dir, out_dir, split_csv,
                              {"demo": True, "preprocessing": {"segmenter": DEFAULT_SEGMENTER}})
     choose_test_time_flips(out_dir, cache, split_csv)  # decided on validation

@@ -166,3 +166,22 @@ def augment_image_and_mask(image, mask, cfg: AugmentConfig = SEGMENTER_AUGMENT):
     warped = warp(stacked, random_affine(1, shape[1], shape[2], cfg), cfg.fill_mode)[0]
     new_image = intensity(warped[None, ..., :1], cfg)[0]
     return new_image, tf.cast(warped[..., 1:] > 0.5, tf.float32)
+
+
+def swap_outside_lungs(images, lungs, chosen, margin: float = 0.02):
+    """Replace what lies outside the lung fields of the `chosen` images of a (N, H, W, 1) batch
+    by the same region of the next image in the batch (a rolled batch; the batch is shuffled).
+
+    What a model sees outside the lungs (tubes, markers, collimation, the neck) then no longer
+    goes with the lung findings of the image, so it cannot stand in for them. `lungs` is the
+    (N, H, W, 1) lung-field mask in [0, 1]; it is grown by `margin` of the width and feathered
+    over as much again so the seam is soft and the lungs' borders stay the image's own."""
+    import tensorflow as tf
+
+    radius = max(1, int(round(margin * int(images.shape[2] or 224))))
+    window = 2 * radius + 1
+    grown = tf.nn.max_pool2d(lungs, window, 1, "SAME")
+    soft = tf.nn.avg_pool2d(grown, window, 1, "SAME")
+    donors = tf.roll(images, shift=1, axis=0)
+    swapped = soft * images + (1.0 - soft) * donors
+    return tf.where(tf.reshape(chosen, (-1, 1, 1, 1)), swapped, images)

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..base.errors import CxrError, DataError
-from ..data.split_table import cache_path, read_split
+from ..data.split_table import cache_path, lungs_cache_path, read_split
 from .image_io import SUPPORTED_EXTENSIONS, load_image
 from .preprocessing import CROP_VERSION, crop_to_box, segment_works, to_work
 
@@ -191,9 +191,11 @@ def shard_of(image_id: str, count: int) -> int:
 def preprocess_split(images_dir: Path, split_csv: Path, out_dir: Path, segmenter,
                      batch_size: int = 16, workers: int | None = None,
                      shard: Shard | str | None = None) -> dict:
-    """Write the 512 px 16-bit PNG crop of every row (of this shard); skips rows already done
-    (resumable) and appends one line per image to the shard's log in `out_dir`. The cache
-    records which segmenter and preprocessing version made it (`cache_identity`)."""
+    """Write the 512 px 16-bit PNG crop of every row (of this shard) and its lung fields
+    (`lungs/`, 8-bit, the crop's frame); skips rows already done (resumable; a crop without its
+    mask, from before masks were kept, is done again) and appends one line per image to the
+    shard's log in `out_dir`. The cache records which segmenter and preprocessing version made
+    it (`cache_identity`)."""
     shard = shard if isinstance(shard, Shard) else Shard.parse(shard)
     table = read_split(split_csv).frame
     out_dir = Path(out_dir)
@@ -202,7 +204,9 @@ def preprocess_split(images_dir: Path, split_csv: Path, out_dir: Path, segmenter
     log_path = out_dir / shard.log_name
     mine = [(str(r.ImageID), getattr(r, "ImageDir", None)) for r in table.itertuples()
             if shard.owns(str(r.ImageID))]
-    todo = [(i, d) for i, d in mine if not cache_path(out_dir, i).is_file()]
+    todo = [(i, d) for i, d in mine
+            if not (cache_path(out_dir, i).is_file() and lungs_cache_path(out_dir, i).is_file())]
+    (out_dir / "lungs").mkdir(exist_ok=True)
     summary = {"rows": len(mine), "split_rows": len(table), "shard": f"{shard.index}/{shard.count}",
                "already_done": len(mine) - len(todo), "written": 0,
                "fallbacks": 0, "failed": 0, "failures": []}
@@ -232,6 +236,7 @@ def preprocess_split(images_dir: Path, split_csv: Path, out_dir: Path, segmenter
                         tmp = target.with_suffix(".tmp.png")
                         cv2.imwrite(str(tmp), (np.clip(crop, 0, 1) * 65535).round().astype(np.uint16))
                         tmp.replace(target)  # atomic: a crash never leaves half a file
+                        _write_lungs(lungs_cache_path(out_dir, image_id), result)
                         summary["written"] += 1
                         summary["fallbacks"] += int(result.fallback)
                         writer.writerow([image_id, "ok", int(result.fallback), result.reason, *result.box])
@@ -241,6 +246,14 @@ def preprocess_split(images_dir: Path, split_csv: Path, out_dir: Path, segmenter
         if pool:
             pool.shutdown()
     return summary
+
+
+def _write_lungs(target: Path, result) -> None:
+    """The lung fields (lungs plus the area below them) cut and sized like the crop, 0/255."""
+    fields = crop_to_box(result.full.astype(np.float32), result.box) >= 0.5
+    tmp = target.with_suffix(".tmp.png")
+    cv2.imwrite(str(tmp), fields.astype(np.uint8) * 255)
+    tmp.replace(target)
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -19,23 +19,67 @@ def decode_cached(path, size: int):
 
 
 def make_dataset(paths: list[str], targets: np.ndarray, size: int, batch_size: int,
-                 shuffle: bool, seed: int = 0, augment: bool | str = False, epoch=None):
+                 shuffle: bool, seed: int = 0, augment: bool | str = False, epoch=None,
+                 outside_lungs: float = 0.0, lung_paths: list[str] | None = None,
+                 lung_labels: np.ndarray | None = None):
     """Parallel decode, optional shuffle and input-pipeline augmentation (on/off for the
     method's, or a name in CLASSIFIER_AUGMENTS), batch, prefetch.
 
     With `epoch` (an integer tf.Variable that training sets at each epoch's start), each pass
     is shuffled in an order that depends on `seed` and the epoch alone, so a resumed run sees
-    the order the uninterrupted run would have (not epoch 0's again)."""
+    the order the uninterrupted run would have (not epoch 0's again).
+
+    `outside_lungs` > 0: that share of the images gets what lies outside its lung fields
+    (`lung_paths`, the cache's masks) from another image of the batch (`swap_outside_lungs`),
+    and on those images the labels not marked in `lung_labels` become unknown (NaN)."""
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((paths, targets.astype(np.float32)))
+    targets = targets.astype(np.float32)
+    swapping = outside_lungs > 0 and len(paths) > 0
+    if swapping and (lung_paths is None or len(lung_paths) != len(paths) or lung_labels is None):
+        raise ValueError("swapping outside the lungs needs each image's lung mask and the "
+                         "labels that lie on the lungs")
+    # the mask path travels with its image through the shuffle
+    items = [f"{p}\n{m}" for p, m in zip(paths, lung_paths)] if swapping else list(paths)
+    ds = tf.data.Dataset.from_tensor_slices((items, targets))
     if shuffle and epoch is not None and len(paths):
-        ds = _epoch_shuffled(paths, targets.astype(np.float32), seed, epoch)
+        ds = _epoch_shuffled(items, targets, seed, epoch)
     elif shuffle:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda p, y: (decode_cached(p, size), y), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = augment_batches(ds.batch(batch_size), augment)
+    if swapping:
+        def decode_pair(item, y):
+            parts = tf.strings.split(item, "\n")
+            return (decode_cached(parts[0], size), decode_cached(parts[1], size)), y
+
+        ds = ds.map(decode_pair, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+        ds = _swapped_outside_lungs(ds, outside_lungs, np.asarray(lung_labels, bool), seed, epoch)
+    else:
+        ds = ds.map(lambda p, y: (decode_cached(p, size), y), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size)
+    ds = augment_batches(ds, augment)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _swapped_outside_lungs(ds, probability: float, lung_labels: np.ndarray, seed: int, epoch):
+    """Batches of ((images, lungs), targets) -> (images, targets) with `swap_outside_lungs`
+    applied to a `probability` share of the images, drawn statelessly from (seed, epoch, batch
+    index) so that a resumed run draws what the uninterrupted one would."""
+    import tensorflow as tf
+
+    from ..imaging.augment import swap_outside_lungs
+
+    keep = tf.constant(lung_labels.reshape(1, -1))
+
+    def swap(index, batch):
+        (images, lungs), y = batch
+        epoch_now = tf.cast(epoch.read_value(), tf.int64) if epoch is not None else tf.constant(0, tf.int64)
+        key = tf.stack([tf.constant(seed, tf.int64) * 7919 + 17, epoch_now * 1_000_003 + index])
+        chosen = tf.random.stateless_uniform([tf.shape(images)[0]], seed=key) < probability
+        images = swap_outside_lungs(images, lungs, chosen)
+        unknown = tf.logical_and(chosen[:, None], tf.logical_not(keep))
+        return images, tf.where(unknown, tf.fill(tf.shape(y), float("nan")), y)
+
+    return ds.enumerate().map(swap, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _epoch_shuffled(paths: list[str], targets: np.ndarray, seed: int, epoch):

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..base.config import DEFAULT_SEGMENTER
-from ..data.split_table import cached_paths, read_split
+from ..data.label_sets import in_lungs
+from ..data.split_table import cached_lung_paths, cached_paths, read_split
 from ..imaging.batch_preprocess import cache_identity
 from .datasets import make_dataset
 from .losses import label_weights, make_weighted_bce, masked_auc
@@ -63,6 +64,10 @@ class TrainConfig:
     #: What checkpointing and early stopping watch: the method's "val_loss", or "val_auc"
     #: (macro AUC over labels) for tiny validation sets where the loss favours constant models.
     monitor: str = "val_loss"
+    #: Share of training images whose region outside the lung fields is swapped with another
+    #: X-ray's (`imaging.augment.swap_outside_lungs`): 0 (the method) to 1. Needs the crop
+    #: cache's lung masks; labels that do not lie on the lungs count as unknown on those images.
+    outside_lungs: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -228,9 +233,19 @@ def train_member(arch: str, cache_dir: str | Path, split_csv: str | Path, out_di
 
     # the epoch whose data order the pipeline draws; set by EpochSeeds at each epoch's start
     epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False)
+    swap = {}
+    if config.outside_lungs:
+        if not 0 < config.outside_lungs <= 1:
+            raise ValueError("outside_lungs is a share of the training images, from 0 to 1.")
+        swap = dict(outside_lungs=config.outside_lungs,
+                    lung_paths=cached_lung_paths(cache_dir, train),
+                    lung_labels=np.array([in_lungs(label) for label in table.labels]))
+        log.info("swapping outside the lung fields on %.0f%% of training images; labels kept "
+                 "there: %s", 100 * config.outside_lungs,
+                 ", ".join(l for l, k in zip(table.labels, swap["lung_labels"]) if k) or "none")
     train_ds = shard_by_data(make_dataset(cached_paths(cache_dir, train), y_train, config.input_size,
                             config.batch_size, shuffle=True, seed=config.seed,
-                            augment=pipeline_augment, epoch=epoch_variable))
+                            augment=pipeline_augment, epoch=epoch_variable, **swap))
     val_ds = shard_by_data(make_dataset(cached_paths(cache_dir, val), y_val, config.input_size,
                                         config.batch_size, shuffle=False))
     with strategy.scope():

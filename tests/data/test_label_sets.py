@@ -32,3 +32,11 @@ def test_general_set_groups_and_counts_union_once():
     assert dict(zip(ls.labels, ls.matrix.sum(axis=0))) == {
         "pneumonia": 2, "calcified densities": 1, "granuloma": 1, "lipomatosis": 1}
     assert ls.missing_from_tree == ["lipomatosis"]
+
+
+def test_findings_on_the_lung_fields_are_known_by_name_in_any_spelling():
+    from cxr_core.data.label_sets import in_lungs
+
+    assert in_lungs("pneumonia") and in_lungs("Pleural Effusion") and in_lungs("pulmonary_edema")
+    assert not in_lungs("normal") and not in_lungs("cardiomegaly")
+    assert not in_lungs("aortic elongation") and not in_lungs("NSG tube")

@@ -148,3 +148,23 @@ def test_real_cxr_public_rows_are_unknown_for_the_findings_it_does_not_annotate(
     for label in ("infiltrates", "atelectasis", "pulmonary edema", "pleural effusion"):
         assert cohen[label].isna().sum() == 420
         assert table.loc[table["source"] == NIH, label].notna().all()
+
+
+def test_patients_of_held_out_images_all_go_to_test_and_the_rest_split_as_before(tmp_path):
+    """X-rays kept for a later check (the radiologists' boxes) and every other X-ray of their
+    patients land in test; without them the split is what it was."""
+    _tiny_sources(tmp_path)
+    build_split(tmp_path, tmp_path / "plain.csv", TREE, min_each_class=5)
+    held = {"nih_004.png", "c_007.png"}  # patients n2 (nih_004, nih_005) and c7
+    summary = build_split(tmp_path, tmp_path / "held.csv", TREE, min_each_class=5, test_images=held)
+    frame = read_split(tmp_path / "held.csv").frame
+    patients = frame.set_index("ImageID").loc[sorted(held), "PatientID"]
+    rows = frame[frame["PatientID"].isin(patients)]
+    assert len(rows) == 3 and (rows["split"] == "test").all()
+    assert summary["held_out_for_test"] == {"patients": 2, "images": 3}
+    assert (frame.groupby("PatientID")["split"].nunique() == 1).all()
+    plain = read_split(tmp_path / "plain.csv").frame
+    assert set(plain["split"]) == set(frame["split"]) == {"train", "val", "test"}
+    none = build_split(tmp_path, tmp_path / "none.csv", TREE, min_each_class=5, test_images=set())
+    assert (tmp_path / "none.csv").read_bytes() == (tmp_path / "plain.csv").read_bytes()
+    assert none["held_out_for_test"] == {"patients": 0, "images": 0}

@@ -55,3 +55,23 @@ def test_random_blur_smooths_sometimes_and_keeps_the_level():
     for out in blurred:
         assert out.std() < image.numpy().std()  # smoother
         assert abs(out.mean() - image.numpy().mean()) < 0.01  # reflected edges: same level
+
+
+def test_swap_outside_lungs_keeps_the_lungs_and_takes_the_rest_from_the_next_image():
+    """Inside the lung fields the chosen image is its own; well outside them it is the next
+    image of the batch (rolled); the seam is soft; an image not chosen is untouched."""
+    import tensorflow as tf
+
+    from cxr_core.imaging.augment import swap_outside_lungs
+
+    images = np.stack([np.full((64, 64, 1), v, np.float32) for v in (0.1, 0.5, 0.9)])
+    lungs = np.zeros_like(images)
+    lungs[:, 16:48, 8:56] = 1.0
+    chosen = tf.constant([True, True, False])
+    out = swap_outside_lungs(tf.constant(images), tf.constant(lungs), chosen).numpy()
+    assert np.allclose(out[0, 20:44, 12:52], 0.1) and np.allclose(out[1, 20:44, 12:52], 0.5)
+    assert np.allclose(out[0, :5, :5], 0.9)  # image 0's donor is the last image (roll by 1)
+    assert np.allclose(out[1, -5:, -5:], 0.1)
+    assert np.array_equal(out[2], images[2])
+    seam = out[0, 15, 30]  # on the grown, feathered border (1 px at 64 px): a mix of both
+    assert 0.1 < seam < 0.9

@@ -127,3 +127,58 @@ def test_the_pipeline_reads_a_split_through_the_cache(tmp_path):
     batches = _batches(ds)
     assert sum(len(x) for x, _ in batches) == 6
     np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), table.targets("train"))
+
+
+def _lung_masks(paths, root):
+    """A lung-field mask per crop: the central block (rows 8-24, columns 4-28), 0/255 8-bit."""
+    masks = []
+    for path in paths:
+        mask = np.zeros((32, 32), np.uint8)
+        mask[8:24, 4:28] = 255
+        target = root / ("lungs_" + path.split("/")[-1])
+        cv2.imwrite(str(target), mask)
+        masks.append(str(target))
+    return masks
+
+
+def test_outside_the_lungs_comes_from_another_image_and_other_labels_become_unknown(cache, tmp_path):
+    """With every image swapped: the lungs keep the image's own grey level (its targets travel
+    with it through the shuffle), the corner holds another image's, the labels that lie on the
+    lungs stay and the others are unknown. Drawn from (seed, epoch): the same twice, not the
+    same for another epoch."""
+    import tensorflow as tf
+
+    paths, targets = cache
+    masks = _lung_masks(paths, tmp_path)
+    keep = np.array([True, False, True, False])
+    epoch = tf.Variable(0, dtype=tf.int64)
+
+    def run(share):
+        ds = make_dataset(paths, targets, 32, 5, shuffle=True, seed=3, epoch=epoch,
+                          outside_lungs=share, lung_paths=masks, lung_labels=keep)
+        return _batches(ds)
+
+    batches = run(1.0)
+    for x, y in batches:
+        assert np.isnan(y[:, ~keep]).all() and np.isfinite(y[:, keep]).all()
+        assert not np.allclose(x[:, 0, 0, 0], x[:, 16, 16, 0], atol=0.02)
+    # the lungs' grey identifies the image, whose kept labels match
+    for x, y in batches:
+        numbers = np.round(x[:, 16, 16, 0] * (N_IMAGES + 1) - 1).astype(int)
+        for number, row in zip(numbers, y):
+            assert np.array_equal(row[keep], targets[number][keep])
+    again = run(1.0)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(batches, again))
+    none = run(0.0)
+    assert all(np.isfinite(y).all() for _, y in none)
+    half = [np.isnan(y[:, 1]) for _, y in run(0.5)]
+    epoch.assign(1)
+    other = [np.isnan(y[:, 1]) for _, y in run(0.5)]
+    assert 0 < np.concatenate(half).sum() < N_IMAGES
+    assert not all(np.array_equal(a, b) for a, b in zip(half, other))
+
+
+def test_swapping_without_masks_is_refused(cache):
+    paths, targets = cache
+    with pytest.raises(ValueError, match="lung mask"):
+        make_dataset(paths, targets, 32, 5, shuffle=False, outside_lungs=0.5)
