@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from cxr_core.cli import main
-from cxr_core.data.split_table import cache_path
+from cxr_core.data.split_table import cache_path, lungs_cache_path
 
 
 def _real_images(cxr_public, n):
@@ -51,8 +51,17 @@ def test_preprocess_cli_is_resumable_and_summarises(cxr_public, tmp_path, capsys
     assert "4 crops written" in out and "1 failed" in out
     crop = cv2.imread(str(cache_path(tmp_path / "cache", split["ImageID"][0])), cv2.IMREAD_UNCHANGED)
     assert crop.shape == (512, 512) and crop.dtype.name == "uint16"
+    # each crop's lung fields, in the crop's frame: most of a lung crop, never all of it
+    lungs = cv2.imread(str(lungs_cache_path(tmp_path / "cache", split["ImageID"][0])), 0)
+    assert lungs.shape == (512, 512) and set(np.unique(lungs)) <= {0, 255}
+    assert 0.3 < (lungs > 0).mean() < 0.95
     main(args)
     assert "0 crops written, 4 already done" in capsys.readouterr().out
+    # a crop from before masks were kept is done again, so training can swap outside its lungs
+    lungs_cache_path(tmp_path / "cache", split["ImageID"][1]).unlink()
+    main(args)
+    assert "1 crops written, 3 already done" in capsys.readouterr().out
+    assert lungs_cache_path(tmp_path / "cache", split["ImageID"][1]).is_file()
 
 
 def _synthetic_tree(root, n):
