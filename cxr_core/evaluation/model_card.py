@@ -8,14 +8,42 @@ from ..modeling.bundle import Bundle
 from .shortcut_audit import audit_markdown
 
 
-def _fmt(value) -> str:
+#: the split names, in the order the card lists them
+_SPLITS = ("train", "val", "test")
+
+
+def _fmt(value, nested: bool = False) -> str:
+    """A manifest value as text: never a raw Python dict or list (a dict inside another is
+    put in brackets)."""
     if value is None:
         return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.3f}"
     if isinstance(value, dict):
-        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
+        if not value:
+            return "none"
+        if _is_split_counts(value):
+            text = _per_split(value)
+        else:
+            text = ", ".join(f"{k}: {_fmt(v, nested=True)}"
+                             for k, v in value.items())
+        return f"({text})" if nested else text
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v, nested=True) for v in value) if value else "none"
     return str(value)
+
+
+def _is_split_counts(value: dict) -> bool:
+    return bool(value) and set(value) <= set(_SPLITS) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values())
+
+
+def _per_split(counts: dict) -> str:
+    """{'train': 600, 'val': 90, 'test': 150} -> 'train 600, val 90, test 150'."""
+    ordered = [k for k in _SPLITS if k in counts] + [k for k in counts if k not in _SPLITS]
+    return ", ".join(f"{k} {counts[k]}" for k in ordered)
 
 
 def _with_interval(row: dict, key: str) -> str:
@@ -141,8 +169,9 @@ def render_model_card(bundle: Bundle) -> str:
             if key in data:
                 lines.append(f"- {key.replace('_', ' ')}: {_fmt(data[key])}")
         for source, info in (data.get("per_source") or {}).items():
-            lines.append(f"- {source}: {info['images']} images of {info['patients']} patients, "
-                         f"per split {info['images_per_split']}")
+            split = info.get("images_per_split")
+            lines.append(f"- {source}: {info.get('images')} images of {info.get('patients')} patients"
+                         + (f"; per split: {_fmt(split)}" if split else ""))
         if data.get("labels_not_kept"):
             lines.append(f"- labels not kept (positives): {_fmt(data['labels_not_kept'])}")
         if data.get("licences"):

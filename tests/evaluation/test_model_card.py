@@ -90,9 +90,9 @@ def test_the_data_section_lists_sources_licences_and_label_counts():
                        "nodule": {"train": 7, "val": 2, "test": 1}}}
     lines = _card(data=data).splitlines()
     assert "## Data" in lines and "- source: public sample" in lines
-    assert "- images per split: train: 80, val: 20, test: 20" in lines
+    assert "- images per split: train 80, val 20, test 20" in lines
     assert "- worst share deviation: 0.012" in lines  # floats with three decimals
-    assert any(line.startswith("- nih: 70 images of 40 patients, per split") for line in lines)
+    assert "- nih: 70 images of 40 patients; per split: train 50, val 10, test 10" in lines
     assert "- labels not kept (positives): hernia: 2" in lines
     assert "| CC BY 4.0 | 100 |" in lines and "| empty | 20 |" in lines
     assert "| effusion | pleural, fluid | 12 | 3 | 4 |" in lines
@@ -133,6 +133,32 @@ def test_lineage_is_a_chain_from_the_parent():
     assert "- reviews used: 12" in section and "- refitted: thresholds" in section
     assert "before" not in section and "after" not in section
     assert "`chest-20260101-abcd`" in _card(lineage={"reviews_used": 3}).split("## Lineage")[1]
+
+
+def test_no_raw_python_dict_or_list_reaches_the_card():
+    """Per-source split sizes, nested lineage entries and lists read as text, never as
+    {'train': 600, ...} or ['isotonic']."""
+    data = {"images": 840, "patients_per_split": {"test": 100, "train": 400, "val": 60},
+            "per_source": {"nih": {"images": 840, "patients": 560,
+                                   "images_per_split": {"train": 600, "val": 90, "test": 150},
+                                   "positives": {"effusion": 3}}}}
+    lineage = {"parent_bundle_id": "chest-old", "reviews_used": 2,
+               "kept_from_parent": {"test_time_flips": {"decision": "carried", "tta_flip": True}},
+               "refitted": {"calibrations": {"decision": "refitted on validation",
+                                             "names": ["isotonic", "temperature"]}},
+               "excluded": []}
+    card = _card(data=data, lineage=lineage,
+                 inference={"tta_flip": False, "val_auc_plain": 0.8, "val_auc_flip": 0.79,
+                            "dropped_calibrations": ["temperature"]})
+    lines = card.splitlines()
+    assert "- nih: 840 images of 560 patients; per split: train 600, val 90, test 150" in lines
+    assert "- patients per split: train 400, val 60, test 100" in lines  # in split order
+    assert ("- kept from parent: test_time_flips: (decision: carried, tta_flip: yes)" in lines)
+    assert ("- refitted: calibrations: (decision: refitted on validation, names: isotonic, "
+            "temperature)") in lines
+    assert "- excluded: none" in lines
+    for raw in ("{", "}", "[", "]", "'"):
+        assert raw not in card.replace("`", ""), raw
 
 
 def test_writing_the_card_into_a_bundle_keeps_it_verifiable(tmp_path):
