@@ -19,10 +19,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..base.errors import CxrError, DataError
+from ..data.label_sets import in_lungs
+from ..explain.attention import lung_energy_share
 from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ..evaluation.localisation import (
     SAMENESS_FLAG,
     average_map,
+    bootstrap_mean,
     box_measures,
     map_sameness,
     markdown_table,
@@ -43,6 +46,7 @@ SUMMARY_CSV = "localisation.csv"
 SUMMARY_MD = "localisation.md"
 BOXES_CSV = "localisation_boxes.csv"
 SAMENESS_CSV = "localisation_sameness.csv"
+LUNG_ENERGY_CSV = "localisation_lung_energy.csv"
 SHEET_PNG = "localisation_cases.png"
 #: Cases of each kind (best, worst) on the contact sheet.
 SHEET_CASES = 4
@@ -59,6 +63,9 @@ class LocalisationResult:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (image, reason)
     sheet: bytes = b""  # the contact sheet's PNG
     written: list[Path] = field(default_factory=list)
+    #: per lung finding and for all of them: share of its map on the lung fields over every
+    #: reviewed X-ray (boxed for that finding or not), beside a map uniform over the crop
+    lung_energy: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def read_boxes(path: Path) -> pd.DataFrame:
@@ -143,7 +150,9 @@ def localise(bundle_dir: Path, images_dir: Path, boxes_csv: Path, out_dir: Path,
     for row in sameness[sameness["flagged"]].itertuples():
         log.warning("label '%s': its map is nearly the same on every X-ray (sameness %.2f)",
                     row.label, row.sameness)
-    result = LocalisationResult(summary, records, sameness, unknown, failures)
+    patient_of = dict(zip(boxes["image"], boxes["patient"].astype(str)))
+    lung_energy = lung_energy_table(reviews, labels, patient_of, n_resamples, seed)
+    result = LocalisationResult(summary, records, sameness, unknown, failures, lung_energy=lung_energy)
     result.sheet = contact_sheet(records, reviews)
     result.written = write_results(result, Path(out_dir), n_resamples, seed)
     if store:
@@ -201,6 +210,58 @@ def _measure(boxes: pd.DataFrame, reviews: dict[str, Review], averages: list[np.
     return pd.DataFrame(rows)
 
 
+#: The row of `lung_energy_table` over every lung finding together.
+ALL_LUNG_FINDINGS = "all lung findings"
+
+
+def lung_energy_table(reviews: dict[str, Review], labels: list[str], patient_of: dict[str, str],
+                      n_resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> pd.DataFrame:
+    """Per finding that lies on the lungs (`label_sets.in_lungs`), and for all of them: the mean
+    share of its map's energy on the lung fields over the reviewed X-rays, with a patient-level
+    interval, beside a map uniform over the crop box (what a map that ignores the lungs gets).
+    X-rays whose segmentation fell back (lungs unknown) are left out."""
+    rows, pooled, pooled_groups, pooled_uniform = [], [], [], []
+    usable = {name: r for name, r in reviews.items() if not r.pre.fallback and r.lungs_display().any()}
+    for k, label in enumerate(labels):
+        if not in_lungs(label):
+            continue
+        values, groups, uniform = [], [], []
+        for name, review in usable.items():
+            lungs = review.lungs_display()
+            values.append(lung_energy_share(review.heatmap_display(k), lungs))
+            groups.append(patient_of.get(name, name))
+            crop = np.zeros(lungs.shape, np.float32)
+            x0, y0, x1, y1 = review.box_display()
+            crop[y0:y1, x0:x1] = 1.0
+            uniform.append(lung_energy_share(crop, lungs))
+        mean, low, high = bootstrap_mean(values, groups, n_resamples, seed)
+        rows.append({"finding": label, "xrays": len(values), "energy_on_lungs": mean, "low": low,
+                     "high": high, "uniform_crop": float(np.nanmean(uniform)) if uniform else np.nan})
+        pooled += values
+        pooled_groups += groups
+        pooled_uniform += uniform
+    if rows:
+        mean, low, high = bootstrap_mean(pooled, pooled_groups, n_resamples, seed)
+        rows.append({"finding": ALL_LUNG_FINDINGS, "xrays": len(usable), "energy_on_lungs": mean,
+                     "low": low, "high": high, "uniform_crop": float(np.nanmean(pooled_uniform))})
+    return pd.DataFrame(rows, columns=["finding", "xrays", "energy_on_lungs", "low", "high",
+                                       "uniform_crop"])
+
+
+def lung_energy_markdown(table: pd.DataFrame) -> str:
+    lines = ["| finding | X-rays | energy on lungs | map uniform over the crop |", "|---|---|---|---|"]
+    for row in table.itertuples():
+        lines.append(f"| {row.finding} | {row.xrays} | {_fmt_interval(row.energy_on_lungs, row.low, row.high)} "
+                     f"| {row.uniform_crop:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt_interval(value: float, low: float, high: float) -> str:
+    if not np.isfinite(value):
+        return "–"
+    return f"{value:.2f} [{low:.2f}, {high:.2f}]" if np.isfinite(low) and np.isfinite(high) else f"{value:.2f}"
+
+
 def sameness_markdown(sameness: pd.DataFrame) -> str:
     lines = ["| label | map sameness | flagged |", "|---|---|---|"]
     for row in sameness.itertuples():
@@ -224,6 +285,10 @@ def report_markdown(result: LocalisationResult, n_resamples: int, seed: int) -> 
             ("\nMap sameness per label (median correlation of a map with the mean of the others; "
             f"flagged at >= {SAMENESS_FLAG}: the map hardly depends on the X-ray):\n\n"),
             sameness_markdown(result.sameness)]
+    if not result.lung_energy.empty:
+        text += [("\nEnergy on the lungs of each lung finding's map over every reviewed X-ray "
+                  "(whatever its box), beside a map uniform over the crop box:\n\n"),
+                 lung_energy_markdown(result.lung_energy)]
     if result.unknown:
         text.append(f"\nFindings not in the bundle's labels, skipped: {', '.join(result.unknown)}.\n")
     if result.failures:
@@ -237,9 +302,11 @@ def write_results(result: LocalisationResult, out_dir: Path, n_resamples: int, s
     result.summary.to_csv(out_dir / SUMMARY_CSV, index=False)
     result.boxes.to_csv(out_dir / BOXES_CSV, index=False)
     result.sameness.to_csv(out_dir / SAMENESS_CSV, index=False)
+    result.lung_energy.to_csv(out_dir / LUNG_ENERGY_CSV, index=False)
     (out_dir / SUMMARY_MD).write_text(report_markdown(result, n_resamples, seed))
     (out_dir / SHEET_PNG).write_bytes(result.sheet)
-    return [out_dir / name for name in (SUMMARY_CSV, BOXES_CSV, SAMENESS_CSV, SUMMARY_MD, SHEET_PNG)]
+    return [out_dir / name for name in (SUMMARY_CSV, BOXES_CSV, SAMENESS_CSV, LUNG_ENERGY_CSV,
+                                        SUMMARY_MD, SHEET_PNG)]
 
 
 def store_in_bundle(bundle: Bundle, result: LocalisationResult, n_resamples: int, seed: int) -> list[Path]:
@@ -248,6 +315,7 @@ def store_in_bundle(bundle: Bundle, result: LocalisationResult, n_resamples: int
     metrics_dir.mkdir(parents=True, exist_ok=True)
     result.summary.to_csv(metrics_dir / SUMMARY_CSV, index=False)
     result.sameness.to_csv(metrics_dir / SAMENESS_CSV, index=False)
+    result.lung_energy.to_csv(metrics_dir / LUNG_ENERGY_CSV, index=False)
     (metrics_dir / SUMMARY_MD).write_text(report_markdown(result, n_resamples, seed))
     if result.sheet:
         (metrics_dir / SHEET_PNG).write_bytes(result.sheet)
@@ -263,12 +331,26 @@ def store_in_bundle(bundle: Bundle, result: LocalisationResult, n_resamples: int
                               "average_map": row["average_map"]}
                     for measure, row in overall.iterrows()},
         "flagged_labels": result.sameness.loc[result.sameness["flagged"], "label"].tolist(),
+        "lung_energy": _lung_energy_entry(result.lung_energy),
         "tables": {"summary": f"metrics/{SUMMARY_CSV}", "sameness": f"metrics/{SAMENESS_CSV}",
+                   "lung_energy": f"metrics/{LUNG_ENERGY_CSV}",
                    "markdown": f"metrics/{SUMMARY_MD}", "cases": f"metrics/{SHEET_PNG}"},
     }})
     card = write_model_card(bundle)  # the card's localisation section; saves the manifest
-    return [metrics_dir / SUMMARY_CSV, metrics_dir / SAMENESS_CSV, metrics_dir / SUMMARY_MD,
-            metrics_dir / SHEET_PNG, card]
+    return [metrics_dir / SUMMARY_CSV, metrics_dir / SAMENESS_CSV, metrics_dir / LUNG_ENERGY_CSV,
+            metrics_dir / SUMMARY_MD, metrics_dir / SHEET_PNG, card]
+
+
+def _lung_energy_entry(table: pd.DataFrame) -> dict | None:
+    """The all-lung-findings row of the lung-energy table, for the manifest (None without one)."""
+    rows = table[table["finding"] == ALL_LUNG_FINDINGS] if not table.empty else table
+    if rows.empty:
+        return None
+    row = rows.iloc[0]
+    clean = lambda v: None if not np.isfinite(v) else round(float(v), 4)  # noqa: E731
+    return {"xrays": int(row["xrays"]), "model": clean(row["energy_on_lungs"]),
+            "model_low": clean(row["low"]), "model_high": clean(row["high"]),
+            "uniform_crop": clean(row["uniform_crop"])}
 
 
 def stored_localisation(bundle: Bundle) -> dict | None:

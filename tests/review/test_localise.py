@@ -74,6 +74,19 @@ def test_localise_measures_stores_and_flags_on_real_boxes(tmp_path, capsys):
     assert entry["overall"]["pointing"]["model"] == pytest.approx(
         summary.set_index(["finding", "measure"]).loc[("overall", "pointing"), "model"])
     assert (bundle / entry["tables"]["summary"]).is_file()
+    # every lung finding's map over all 8 X-rays (boxed for pneumonia or not), beside a map
+    # uniform over the crop box; 'normal' is not a lung finding
+    energy = pd.read_csv(out / "localisation_lung_energy.csv").set_index("finding")
+    lung_labels = [lab for lab in Bundle.load(bundle).labels if lab != "normal"]
+    assert list(energy.index) == lung_labels + ["all lung findings"]
+    assert (energy["xrays"] == 8).all()
+    assert energy["energy_on_lungs"].between(0, 1).all() and energy["uniform_crop"].between(0.3, 1).all()
+    inside = energy["energy_on_lungs"].between(energy["low"] - 1e-9, energy["high"] + 1e-9)
+    assert inside.all()
+    pooled = energy.loc["all lung findings", "energy_on_lungs"]
+    assert min(energy.loc[lung_labels, "energy_on_lungs"]) <= pooled <= max(energy.loc[lung_labels, "energy_on_lungs"])
+    assert entry["lung_energy"]["model"] == pytest.approx(pooled, abs=1e-4)
+    assert "Energy on the lungs of each lung finding's map" in text
 
 
 def test_read_boxes_refuses_bad_tables_in_one_sentence(tmp_path):
