@@ -13,7 +13,14 @@ import numpy as np
 import streamlit as st
 
 from cxr_core.base.errors import CxrError
-from cxr_core.explain.report import ReportOptions, report_name, report_pages, report_pdf, report_png
+from cxr_core.explain.report import (
+    ReportOptions,
+    no_finding_message,
+    report_name,
+    report_pages,
+    report_pdf,
+    report_png,
+)
 from cxr_core.review.dicom_out import dicom_results
 from cxr_core.review.worklist import CRITICAL_WEIGHT, OPENABLE
 from ui.common import (
@@ -27,7 +34,7 @@ from ui.common import (
 )
 from ui.input_check import render_input_check
 from ui.shortcuts import keyboard_shortcuts
-from ui.reading import at_chosen_point, reading_caption
+from ui.reading import at_point, chosen_point, reading_caption
 from ui.pacs import node_queue_panel, pacs_source, pacs_store_buttons
 from ui.uploads import ARCHIVE_TYPES, IMAGE_TYPES, too_large, upload_limit_mb
 from ui.viewer import show_viewer
@@ -98,6 +105,10 @@ def progress() -> None:
 progress()
 
 # --- the list --------------------------------------------------------------------------------
+# every study read where the Review page reads it (the sidebar's operating point, calibrated
+# when the bundle can): the same probabilities, calls and no-finding sentence on both pages
+point = chosen_point(bundle)
+worklist.read_at(bundle, point)
 table = worklist.table()
 ready_names = table.loc[table["status"].isin(OPENABLE), "file"].tolist()
 if worklist.current not in ready_names:
@@ -178,8 +189,10 @@ if not item.owns(review):  # never draw one file's findings under another file's
 st.caption(f"SHA-256 `{review.image.sha256[:12]}` (the image these findings were computed from)")
 if not render_input_check(review):  # refused: its sentence, no findings unless shown anyway
     st.stop()
-review = at_chosen_point(review)  # the reader's operating point (sidebar), as on the Review page
+review = at_point(review, point)  # the reader's operating point (sidebar), as on the Review page
 normal_warning(review)
+if no_finding_message(review):
+    st.info(no_finding_message(review))
 reading_caption(review)
 show_viewer(review, key="worklist_viewer")
 

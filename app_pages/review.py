@@ -24,7 +24,14 @@ from cxr_core.explain.overlay import (
     colorbar_png,
     overlay,
 )
-from cxr_core.explain.report import ReportOptions, report_name, report_pdf, report_png
+from cxr_core.explain.report import (
+    ReportOptions,
+    no_finding_message,
+    report_name,
+    report_pdf,
+    report_png,
+)
+from cxr_core.review.pipeline import normal_index
 from ui.common import (
     demo_banner,
     fallback_warning,
@@ -258,6 +265,8 @@ def show_overview(review):
                     f"with SHA-256 `{review.image.sha256[:12]}`.",
                     help=threshold_words(review.threshold_method))
         normal_warning(review)
+        if no_finding_message(review):  # the Worklist's words for it too
+            st.info(no_finding_message(review))
         reading_caption(review)
     return right
 
@@ -265,7 +274,10 @@ def show_overview(review):
 def findings_frame(review) -> pd.DataFrame:
     """The findings table as shown: positives first, one precision, the call in words."""
     table = review.table()
-    table["call"] = table["finding"].map({lab: review.call(k) for k, lab in enumerate(review.labels)})
+    # an overruled 'normal' says so in two words here (the note above the table says why)
+    calls = {lab: ("negative, overruled" if review.normal_overruled and k == normal_index(review.labels)
+                   else review.call(k)) for k, lab in enumerate(review.labels)}
+    table["call"] = table["finding"].map(calls)
     columns = ["finding", "group", "probability", "threshold", "models positive", "call"]
     rates = validation_rates(review)
     if rates is not None:  # the operating point's sensitivity / specificity on validation
@@ -288,28 +300,48 @@ def show_findings(review, column) -> None:
     # a label set whose groups are the findings themselves (the specific set) shows no group
     columns = [c for c in frame.columns if c != "group" or not (frame["group"] == frame["finding"]).all()]
     with column:
-        st.dataframe(styled, hide_index=True, width="stretch", column_order=columns, column_config={
-            "finding": st.column_config.TextColumn("finding", width=150),
-            "group": st.column_config.TextColumn("group", width="small",
-                                                 help="PadChest's general group of the finding"),
-            "probability": st.column_config.ProgressColumn(
-                ("probability (calibrated)" if review.calibration else "probability (not calibrated)")
-                if review.operating_point else "probability",
-                min_value=0.0, max_value=1.0, format="%.3f", width=130,
-                help="ensemble probability" + (f", calibrated on validation ({review.calibration})"
-                                               if review.calibration else "")),
-            "sens. / spec. (val)": st.column_config.TextColumn(
-                "sens. / spec. (val)", width="small",
-                help="sensitivity / specificity of this threshold on the validation split"),
-            "threshold": st.column_config.NumberColumn(
-                "threshold", format="%.3f", width="small", help="operating threshold, chosen on validation"),
-            "models positive": st.column_config.TextColumn(
-                "models positive", help="how many of the models call this finding positive, each "
-                "at its own threshold; the ensemble's call is in 'call'"),
-            "call": st.column_config.TextColumn(
-                "call", width="large", help="the ensemble's decision; borderline: within 0.05 of the threshold, "
-                "or the models disagree"),
-        })
+        st.dataframe(styled, hide_index=True, width="stretch", column_order=columns,
+                     column_config=findings_columns(review))
+
+
+#: the findings table fits the Findings column of a 1400 px wide window (two thirds of the page
+#: beside the sidebar, about 600 px): short headers whose help says the rest, fixed widths
+FINDINGS_WIDTHS = {"finding": 125, "group": 80, "probability": 118, "sens. / spec. (val)": 80,
+                   "threshold": 68, "models positive": 60}
+
+
+def findings_columns(review) -> dict:
+    """The findings table's column settings: short headers, their meaning in the help."""
+    calibrated = review.calibration
+    if review.operating_point:
+        prob_label = "p (calibrated)" if calibrated else "p (not calibrated)"
+    else:
+        prob_label = "probability"
+    widths = FINDINGS_WIDTHS
+    return {
+        "finding": st.column_config.TextColumn("finding", width=widths["finding"]),
+        "group": st.column_config.TextColumn("group", width=widths["group"],
+                                             help="PadChest's general group of the finding"),
+        "probability": st.column_config.ProgressColumn(
+            prob_label, min_value=0.0, max_value=1.0, format="%.3f", width=widths["probability"],
+            help="ensemble probability" + (f", calibrated on validation ({calibrated})" if calibrated
+                                           else ", not calibrated")),
+        "sens. / spec. (val)": st.column_config.TextColumn(
+            "sens/spec", width=widths["sens. / spec. (val)"],
+            help="sensitivity / specificity of this threshold on the validation split"),
+        "threshold": st.column_config.NumberColumn(
+            "thresh.", format="%.3f", width=widths["threshold"],
+            help="operating threshold, chosen on validation"),
+        "models positive": st.column_config.TextColumn(
+            "models", width=widths["models positive"],
+            help="models positive: how many of the models call this finding positive, each "
+                 "at its own threshold; the ensemble's call is in 'call'"),
+        # no width: the call takes the rest of the row
+        "call": st.column_config.TextColumn(
+            "call", help="the ensemble's decision; borderline: within 0.05 of the threshold, "
+            "or the models disagree; overruled: 'normal' above its threshold while other "
+            "findings are positive ('normal' means no other finding)"),
+    }
 
 
 @st.fragment
@@ -338,7 +370,7 @@ def heatmaps_and_report(review) -> None:
 def show_heatmaps(review, order: list[int], alpha: float, cutoff: float, uncertainty: bool,
                   members: bool) -> None:
     if not order:
-        st.info("No finding passes its threshold. Turn on 'Show all findings' to see every heatmap.")
+        st.info(f"{no_finding_message(review)} Turn on 'Show all findings' to see every heatmap.")
         return
     st.image(_colorbar(round(alpha, 2), round(cutoff, 2)), width=480, output_format="PNG")
     for k in order:

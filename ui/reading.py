@@ -8,7 +8,8 @@ import numpy as np
 import streamlit as st
 
 from cxr_core.evaluation.reading_points import reading_of
-from ui.common import active_bundle_path, get_bundle, get_reviewer
+from cxr_core.review.pipeline import displayed_review
+from ui.common import active_bundle_path, get_bundle
 from ui.tab_state import kept_key, remember
 
 POINT = "operating_point"
@@ -34,18 +35,17 @@ def chosen_point(bundle) -> str | None:
 
 
 def at_chosen_point(review):
-    """The review read at the chosen operating point (nothing is run again); unchanged when
-    the bundle has no reading points or the review is already at it."""
+    """The review read where both pages display it: at the operating point chosen in the
+    sidebar (drawn here), `at_point`."""
     path = active_bundle_path()
-    if path is None or review.raw_member_probs is None:
-        return review
-    bundle = get_bundle(str(path))
-    if bundle.bundle_id != review.bundle_id:
-        return review
-    point = chosen_point(bundle)
-    if point is None or review.threshold_method == point:
-        return review
-    return get_reviewer(str(path)).reread(review, point)
+    return review if path is None else at_point(review, chosen_point(get_bundle(str(path))))
+
+
+def at_point(review, point: str | None):
+    """The review read at reading `point` as both pages display it (`displayed_review`:
+    calibrated when the bundle can; nothing is run again)."""
+    path = active_bundle_path()
+    return review if path is None else displayed_review(get_bundle(str(path)), review, point)
 
 
 def reading_caption(review) -> None:

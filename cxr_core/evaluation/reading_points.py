@@ -169,3 +169,14 @@ def reading_of(bundle: Bundle) -> dict | None:
     if not reading or any(p not in bundle.threshold_methods for p in reading.get("points", [])):
         return None
     return dict(reading)
+
+
+def displayed_method(bundle: Bundle, chosen: str | None = None) -> str:
+    """The threshold method whose probabilities, thresholds and calls every page displays:
+    the reading point the reader chose (calibrated when the bundle stores a calibration for
+    it), the bundle's default reading point when none is chosen (or an unknown one), and the
+    bundle's own threshold method when it stores no reading points."""
+    reading = reading_of(bundle)
+    if reading is None:
+        return bundle.threshold_method
+    return chosen if chosen in reading["points"] else reading["default"]

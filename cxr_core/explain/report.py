@@ -92,15 +92,23 @@ def normal_contradiction(review) -> str:
             f"excludes: read these findings as uncertain.")
 
 
+def no_finding_message(review) -> str:
+    """The one sentence the Review and Worklist pages (and the report's impression) give when
+    no finding other than 'normal' passes its threshold; '' when one does."""
+    shown = review.order()
+    if any(not _is_normal(review.labels[k]) for k in shown):
+        return ""
+    return "No finding above threshold" + (" (the models call 'normal')" if shown else "") + "."
+
+
 def impression(review) -> str:
     """One line: the positive findings, or that none passes its threshold."""
     positives = [k for k in review.order() if not _is_normal(review.labels[k])]
     if positives:
         return "Impression: positive for " + ", ".join(
             f"{review.labels[k]} ({review.fmt(review.probs[k])})" for k in positives) + "."
-    if review.order():  # only 'normal' is positive
-        return "Impression: no finding above threshold (the models call 'normal')."
-    return "Impression: no finding above threshold."
+    message = no_finding_message(review)
+    return "Impression: " + message[0].lower() + message[1:]
 
 
 def _is_normal(label: str) -> bool:

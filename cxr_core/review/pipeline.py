@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..evaluation.reading_points import displayed_method
 from ..explain.attention import mostly_outside_lungs
 from ..explain.engines import bundle_engines, resolve_engine
 from ..explain.ensemble_maps import explain_arrays, resize_maps
@@ -260,6 +261,35 @@ def _check_columns(check: InputCheck | None) -> dict:
             "input_check_threshold": check.threshold, "input_check_reason": check.reason}
 
 
+def reread(bundle: Bundle, review: Review, method: str | None = None) -> Review:
+    """The same review read at another threshold method (a reading point): calibration,
+    thresholds and calls change, the maps stay (nothing is run again)."""
+    if review.raw_member_probs is None:
+        raise ValueError("this review keeps no raw member probabilities to re-read")
+    from dataclasses import replace
+
+    ens_t, mem_t = bundle.thresholds(method)
+    ensemble = combine(bundle.calibrate(review.raw_member_probs[:, None], method), ens_t, mem_t)
+    findings, overruled = coherent_findings(ensemble.findings[0], review.labels)
+    entry = bundle.threshold_entry(method)
+    return replace(review, probs=ensemble.probs[0], member_probs=ensemble.member_probs[:, 0],
+                   thresholds=ens_t, findings=findings, agreement=ensemble.agreement[0],
+                   threshold_method=method or bundle.threshold_method,
+                   normal_overruled=bool(overruled), calibration=entry.get("calibration"),
+                   operating_point=entry.get("reading_point"), _display=review._display)
+
+
+def displayed_review(bundle: Bundle, review: Review, chosen: str | None = None) -> Review:
+    """The review as the Review and Worklist pages display it: read at `displayed_method`
+    (the reader's chosen reading point, else the bundle's default one; calibrated when the
+    bundle has a calibration for it). Unchanged when it is already read there, when it keeps
+    no raw probabilities, or when it comes from another bundle."""
+    if review.raw_member_probs is None or review.bundle_id != bundle.bundle_id:
+        return review
+    method = displayed_method(bundle, chosen)
+    return review if review.threshold_method == method else reread(bundle, review, method)
+
+
 class Reviewer:
     """Holds the bundle and segmenter once per process and reviews images with them."""
 
@@ -324,21 +354,12 @@ class Reviewer:
         return reviews
 
     def reread(self, review: Review, method: str | None = None) -> Review:
-        """The same review read at another threshold method (a reading point): calibration,
-        thresholds and calls change, the maps stay (nothing is run again)."""
-        if review.raw_member_probs is None:
-            raise ValueError("this review keeps no raw member probabilities to re-read")
-        from dataclasses import replace
+        """The same review read at another threshold method (`reread`)."""
+        return reread(self.bundle, review, method)
 
-        ens_t, mem_t = self.bundle.thresholds(method)
-        ensemble = combine(self.bundle.calibrate(review.raw_member_probs[:, None], method), ens_t, mem_t)
-        findings, overruled = coherent_findings(ensemble.findings[0], review.labels)
-        entry = self.bundle.threshold_entry(method)
-        return replace(review, probs=ensemble.probs[0], member_probs=ensemble.member_probs[:, 0],
-                       thresholds=ens_t, findings=findings, agreement=ensemble.agreement[0],
-                       threshold_method=method or self.bundle.threshold_method,
-                       normal_overruled=bool(overruled), calibration=entry.get("calibration"),
-                       operating_point=entry.get("reading_point"), _display=review._display)
+    def displayed(self, review: Review, chosen: str | None = None) -> Review:
+        """The review as the pages display it (`displayed_review`)."""
+        return displayed_review(self.bundle, review, chosen)
 
     def warm_up(self) -> float:
         """Run one synthetic image through the whole pipeline so that graph compilation is done

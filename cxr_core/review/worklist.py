@@ -9,6 +9,9 @@ Triage score (`triage_score`), over every finding except 'normal':
 - the score is the largest of these: a study with a positive finding (score > 0) ranks above
   every study without one (score <= 0, the nearest miss first). `triage_reason` says why in words.
 'normal' is left out: 1 - p(normal) ranked a strong pulmonary edema below a 'No Finding' image.
+Every study is read where the Review page reads it (`pipeline.displayed_review`: the chosen
+reading point, calibrated when the bundle can): the list's probabilities, its no-finding
+sentence and its triage scores are the ones the reader sees on either page.
 Files that cannot be reviewed stay in the list as failed, with the loader's one sentence; files
 the input check refuses (not a frontal chest X-ray) are listed as refused, with its sentence
 instead of findings and no triage score, below the reviewed studies.
@@ -31,8 +34,10 @@ import numpy as np
 import pandas as pd
 
 from ..base.errors import CxrError
+from ..explain.report import no_finding_message
 from ..imaging.image_io import SUPPORTED_EXTENSIONS
-from .pipeline import Review, Reviewer, normal_index
+from ..modeling.bundle import Bundle
+from .pipeline import PRECISION, Review, Reviewer, displayed_review, normal_index
 
 log = logging.getLogger(__name__)
 
@@ -80,20 +85,26 @@ def triage_reason(review: Review) -> str:
     if not ks:
         return "no finding to rank"
     k = ks[int(np.argmax(weighted))]
-    p, t = float(review.probs[k]), float(review.thresholds[k])
+    p, t = _fmt(review.probs[k]), _fmt(review.thresholds[k])
     if weighted.max() > 0:
         critical = ", critical" if review.labels[k].lower() in CRITICAL_FINDINGS else ""
-        return f"{review.labels[k]} {p:.2f} above its threshold {t:.2f}{critical}"
-    return f"nothing above threshold; nearest: {review.labels[k]} {p:.2f} (threshold {t:.2f})"
+        return f"{review.labels[k]} {p} above its threshold {t}{critical}"
+    return f"nothing above threshold; nearest: {review.labels[k]} {p} (threshold {t})"
+
+
+def _fmt(value: float) -> str:
+    """A probability or threshold with the Review page's precision (`Review.fmt`)."""
+    return f"{float(value):.{PRECISION}f}"
 
 
 def top_findings(review: Review, n: int = TOP_FINDINGS) -> str:
-    """The positive findings (highest probability first, at most n), or 'none above threshold'."""
+    """The positive findings (highest probability first, at most n), or the pages' one
+    no-finding sentence (`no_finding_message`)."""
     k_normal = normal_index(review.labels)
     shown = [k for k in review.order() if k != k_normal][:n]
     if not shown:
-        return "none above threshold"
-    return ", ".join(f"{review.labels[k]} {review.probs[k]:.2f}" for k in shown)
+        return no_finding_message(review)
+    return ", ".join(f"{review.labels[k]} {_fmt(review.probs[k])}" for k in shown)
 
 
 def expand_uploads(files: list[tuple[str, bytes]], max_files: int = MAX_FILES
@@ -189,6 +200,9 @@ class Worklist:
         self.current: str | None = None  # the study open in the viewer
         self.uploads_seen: set[str] = set()  # upload ids already added (the page re-sends them)
         self.duplicates: list[str] = []  # names skipped because their image is already listed
+        #: the reading point the reader chose (None: the bundle's default): every review is
+        #: kept read where the pages display it (`displayed_review`), its triage score too
+        self.point: str | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -252,10 +266,32 @@ class Worklist:
                     self._finish(item, error="Something went wrong while analysing this image.")
                 continue
             for (item, _), review in zip(loaded, reviews):
-                self._finish(item, review=review)
+                self._finish(item, review=review, bundle=reviewer.bundle)
 
-    def _finish(self, item: WorkItem, review: Review | None = None, error: str | None = None) -> None:
+    def read_at(self, bundle: Bundle, point: str | None = None) -> bool:
+        """Read every study where the pages display them for the chosen reading `point`
+        (`displayed_review`: the Review page's calibrated probabilities, thresholds and
+        calls); the triage scores and the list order follow. Nothing is run again. True when
+        a study changed."""
+        changed = False
         with self._lock:
+            self.point = point
+            for item in self.items:
+                if item.review is None:
+                    continue
+                shown = displayed_review(bundle, item.review, point)
+                if shown is not item.review:
+                    changed = True
+                    item.review = shown
+                    if item.status == "ready":
+                        item.triage = triage_score(shown)
+        return changed
+
+    def _finish(self, item: WorkItem, review: Review | None = None, error: str | None = None,
+                bundle: Bundle | None = None) -> None:
+        with self._lock:
+            if review is not None and bundle is not None:
+                review = displayed_review(bundle, review, self.point)
             if review is None:
                 item.status, item.error = "failed", error
             elif review.input_check is not None and not review.input_check.passed:

@@ -76,15 +76,15 @@ def test_triage_ranks_a_strong_finding_above_a_no_finding_study_and_says_why():
     assert triage_score(no_finding) == pytest.approx((0.38 - 0.4) / 0.4)  # the nearest miss
     assert triage_score(nodule) == pytest.approx((0.86 - 0.5) / 0.5)
     assert triage_score(edema) > triage_score(nodule)  # 0.65 x 1.5 (critical) > 0.72
-    assert triage_reason(edema) == "pulmonary edema 0.86 above its threshold 0.60, critical"
-    assert triage_reason(nodule) == "nodule 0.86 above its threshold 0.50"
-    assert triage_reason(no_finding) == "nothing above threshold; nearest: pneumonia 0.38 (threshold 0.40)"
+    assert triage_reason(edema) == "pulmonary edema 0.860 above its threshold 0.600, critical"
+    assert triage_reason(nodule) == "nodule 0.860 above its threshold 0.500"
+    assert triage_reason(no_finding) == "nothing above threshold; nearest: pneumonia 0.380 (threshold 0.400)"
     assert normal_index(edema.labels) == 1
     without = fake_review(["a", "b"], [0.3, 0.2], [0.6, 0.1])
     assert normal_index(without.labels) is None
-    assert top_findings(without) == "b 0.20"
-    assert top_findings(edema) == "pulmonary edema 0.86"  # 'normal' is never a finding
-    assert top_findings(fake_review(["a"], [0.1], [0.5])) == "none above threshold"
+    assert top_findings(without) == "b 0.200"
+    assert top_findings(edema) == "pulmonary edema 0.860"  # 'normal' is never a finding
+    assert top_findings(fake_review(["a"], [0.1], [0.5])) == "No finding above threshold."
 
 
 def test_zip_members_are_expanded_and_bad_archives_listed():
