@@ -1,11 +1,10 @@
 """Keyboard shortcuts for reading (Review and Worklist pages). Streamlit has no key bindings,
-so a tiny script in a zero-height component maps a key to a click on the labelled control the
-page already has; nothing happens while the reader types in a field."""
+so a tiny script in a 1 px high iframe maps a key to a click on the labelled control the page
+already has; nothing happens while the reader types in a field."""
 
 from __future__ import annotations
 
 import streamlit as st
-import streamlit.components.v1 as components
 
 #: key -> what it does (shown in the help popover, in this order)
 SHORTCUTS = {
@@ -62,7 +61,9 @@ if (!doc.__cxrShortcuts) {
 
 def keyboard_shortcuts() -> None:
     """Install the key bindings once per browser tab and list them in a help popover."""
-    components.html(_SCRIPT, height=0)
+    # st.iframe (components.v1.html is deprecated): 1 px, the least it accepts ("content"
+    # measures the script's empty page as 150 px)
+    st.iframe(_SCRIPT, height=1, alt="keyboard shortcuts")
     with st.popover("⌨ Keyboard shortcuts"):
         st.markdown("\n".join(f"- **{key}**: {what}" for key, what in SHORTCUTS.items()))
         st.caption("Not while typing in a field.")
