@@ -127,3 +127,41 @@ def tiny_cache(root, n_train: int = 8, n_val: int = 4, n_test: int = 2, size: in
     split_csv = root / "split.csv"
     pd.DataFrame(rows).to_csv(split_csv, index=False)
     return cache, split_csv
+
+
+TINY_ARCH = "TinyNet"
+
+
+def tiny_backbone(include_top=False, weights=None, input_tensor=None, **kwargs):
+    """A stand-in for a `keras.applications` backbone with the parts training touches (strided
+    convolutions, batch normalisation, a depthwise convolution, a last feature map), small
+    enough that a training step traces in about a second instead of tens of seconds."""
+    import keras
+    from keras import layers
+
+    if weights is not None:
+        raise ValueError("TinyNet has no pretrained weights")
+    x = layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="conv1")(input_tensor)
+    x = layers.BatchNormalization(name="conv1_bn")(x)
+    x = layers.ReLU(name="conv1_relu")(x)
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False, name="conv_dw")(x)
+    x = layers.BatchNormalization(name="conv_dw_bn")(x)
+    x = layers.ReLU(name="conv_dw_relu")(x)
+    x = layers.Conv2D(16, 1, use_bias=False, name="conv_pw")(x)
+    x = layers.BatchNormalization(name="conv_pw_bn")(x)
+    x = layers.ReLU(name="conv_pw_relu")(x)
+    return keras.Model(keras.utils.get_source_inputs(input_tensor), x, name="tinynet")
+
+
+def register_tiny_arch(monkeypatch) -> str:
+    """Register TinyNet (see `tiny_backbone`) for the calling test; returns its name. For tests
+    of training mechanics (resume, fingerprints, precision, determinism) that hold for any
+    backbone; the registered architectures are trained by the end-to-end and distributed tests."""
+    import keras
+
+    from cxr_core.modeling.registry import ARCHITECTURES, ArchSpec
+
+    monkeypatch.setattr(keras.applications, TINY_ARCH, tiny_backbone, raising=False)
+    monkeypatch.setitem(ARCHITECTURES, TINY_ARCH, ArchSpec(
+        TINY_ARCH, TINY_ARCH, "tf", 32, 16, "conv_pw_relu", "tinynet_no_top.h5"))
+    return TINY_ARCH
