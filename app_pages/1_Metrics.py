@@ -360,6 +360,14 @@ if localisation:
     if len(flagged):
         st.warning("Map nearly the same on every X-ray (it does not follow the image): "
                    + ", ".join(flagged["label"]) + ".")
+    if localisation.get("lung_energy") is not None and len(localisation["lung_energy"]):
+        st.subheader("Energy of each lung finding's map on the lung fields")
+        st.caption("Share of the map on the lungs (plus the area below them) over every boxed X-ray, "
+                   "for every finding that lies on the lungs, beside a map uniform over the crop box "
+                   "(what a map that ignores the lungs gets). 95% patient-level intervals.")
+        show_table(localisation["lung_energy"].rename(columns={
+            "xrays": "X-rays", "energy_on_lungs": "energy on lungs", "low": "95% low",
+            "high": "95% high", "uniform_crop": "uniform over the crop"}))
     if entry.get("unknown_findings"):
         st.caption("Boxed findings not in this bundle's labels (skipped): " + ", ".join(entry["unknown_findings"]))
     if localisation["sheet"]:

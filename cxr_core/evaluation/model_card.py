@@ -93,6 +93,11 @@ def _localisation_lines(entry: dict | None) -> list[str]:
         if row:
             lines.append(f"| {name} | {_with_interval(row, 'model')} | {_fmt(row.get('uniform_lungs'))} | "
                          f"{_fmt(row.get('average_map'))} |")
+    energy = entry.get("lung_energy")
+    if energy and energy.get("model") is not None:
+        lines += ["", (f"Energy on the lungs of the lung findings' maps over these {energy.get('xrays')} "
+                       f"X-rays (every lung finding, boxed or not): {_with_interval(energy, 'model')}, "
+                       f"against {_fmt(energy.get('uniform_crop'))} for a map uniform over the crop box.")]
     if entry.get("flagged_labels"):
         lines += ["", "Maps nearly the same on every X-ray (they do not follow the image): "
                   + ", ".join(entry["flagged_labels"]) + "."]

@@ -354,8 +354,8 @@ def _lung_energy_entry(table: pd.DataFrame) -> dict | None:
 
 
 def stored_localisation(bundle: Bundle) -> dict | None:
-    """What `localise` stored in a bundle: the manifest entry, the summary and sameness tables
-    and the contact sheet's PNG bytes (None when absent); None when the bundle has no entry."""
+    """What `localise` stored in a bundle: the manifest entry, the summary, sameness and lung-energy
+    tables and the contact sheet's PNG bytes (None when absent); None when the bundle has no entry."""
     entry = bundle.metrics.get("localisation")
     if not entry:
         return None
@@ -365,9 +365,12 @@ def stored_localisation(bundle: Bundle) -> dict | None:
         sameness = pd.read_csv(bundle.path / tables["sameness"])
     except (KeyError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"Bundle {bundle.bundle_id} names localisation tables it does not hold ({exc}).") from exc
+    energy_path = bundle.path / tables.get("lung_energy", "")
+    lung_energy = pd.read_csv(energy_path) if tables.get("lung_energy") and energy_path.is_file() else None
     sheet_path = bundle.path / tables.get("cases", "")
     sheet = sheet_path.read_bytes() if tables.get("cases") and sheet_path.is_file() else None
-    return {"entry": entry, "summary": summary, "sameness": sameness, "sheet": sheet}
+    return {"entry": entry, "summary": summary, "sameness": sameness, "sheet": sheet,
+            "lung_energy": lung_energy}
 
 
 def contact_sheet(records: pd.DataFrame, reviews: dict[str, Review], cases: int = SHEET_CASES) -> bytes:

@@ -120,7 +120,11 @@ def synthetic_result() -> LocalisationResult:
     sameness = pd.DataFrame({"label": LABELS, "sameness": [0.95, 0.4, 0.5, 0.3]})
     sameness["flagged"] = sameness["sameness"] >= 0.9
     sheet = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
-    return LocalisationResult(summarise(records, 200, 0), records, sameness, ["nodule"], sheet=sheet)
+    lung_energy = pd.DataFrame({"finding": ["pleural effusion", "all lung findings"], "xrays": [10, 10],
+                                "energy_on_lungs": [0.82, 0.82], "low": [0.8, 0.8], "high": [0.84, 0.84],
+                                "uniform_crop": [0.65, 0.65]})
+    return LocalisationResult(summarise(records, 200, 0), records, sameness, ["nodule"], sheet=sheet,
+                              lung_energy=lung_energy)
 
 
 def test_stored_results_reach_the_bundle_and_its_model_card(tmp_path):
@@ -138,6 +142,9 @@ def test_stored_results_reach_the_bundle_and_its_model_card(tmp_path):
     assert "## Localisation against radiologists' boxes" in card
     assert "| pointing game | 0.700 [" in card and "| 0.000 | 0.000 |" in card
     assert f"do not follow the image): {LABELS[0]}." in card and "(skipped): nodule." in card
+    assert ("lung findings' maps over these 10 X-rays (every lung finding, boxed or not): 0.820 "
+            "[0.800, 0.840], against 0.650 for a map uniform over the crop box") in card
+    assert stored["lung_energy"].set_index("finding").loc["all lung findings", "energy_on_lungs"] == 0.82
     (bundle_dir / "metrics" / "localisation.csv").unlink()
     with pytest.raises(DataError, match="does not hold"):
         stored_localisation(Bundle.load(bundle_dir, verify=False))
