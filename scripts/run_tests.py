@@ -5,12 +5,13 @@ memory from leaking from one test module into the next (the whole suite in one p
 7 GB and made later, unrelated tests order-dependent). Extra arguments go to every pytest run.
 
 Each file's output is printed whole when it ends, headed by `== path (wall s)`; the closing lines
-list the ten slowest files. `-j N` (or CXR_TEST_JOBS=N) runs N files at once (default 2: a single
-file keeps about one of the 2 cores busy on average, so two at a time use the idle one). Every
-server a test starts (PostgreSQL, Orthanc, Streamlit, the two-worker cluster) takes a free port
-and a fresh temporary folder, so two files at once cannot collide; the files in EXCLUSIVE (real
-browsers, load and soak tests, multi-process training) still run on their own, after the rest, so
-their time limits are not judged on a machine shared with another file.
+list the ten slowest files. Test files or folders among the arguments narrow the run to them
+(`scripts/run_tests.py tests/evaluation -j 1`). `-j N` (or CXR_TEST_JOBS=N) runs N files at once
+(default 2: one file at a time kept about one of 2 cores busy on average, 47.7 CPU-minutes in
+50 minutes of CI, so two at a time use the idle one). Every server a test starts (PostgreSQL, Orthanc, Streamlit, the two-worker cluster) takes a free port
+and a fresh temporary folder, so two files at once cannot collide; the files in EXCLUSIVE (page
+timings, the load test, multi-process training) still run on their own, after the rest, so their
+time limits are not judged on a machine shared with another file.
 """
 
 from __future__ import annotations
@@ -26,16 +27,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 COUNTS = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)")
 DEFAULT_JOBS = 2
-# timing-sensitive or machine-filling files: run alone (after the concurrent part)
+# run alone (after the concurrent part): wall-time targets, or several processes that fill both
+# cores on their own and wait on each other under timeouts
 EXCLUSIVE = {
+    "tests/ui/test_browser.py",  # asserts page timings against targets
+    "tests/ui/test_load.py",  # several browser sessions at once, their times reported
     "tests/modeling/test_distributed.py",  # a two-process cluster and two logical devices
-    "tests/review/test_soak.py",
-    "tests/ui/test_browser.py",
-    "tests/ui/test_browser_race.py",
-    "tests/ui/test_load.py",
-    "tests/ui/test_worklist.py",  # a real-browser test among AppTest ones
-    "tests/ui/test_hostile_input.py",  # browser sessions at once
-    "tests/ui/test_dashboards.py",  # a real-browser check of the plots
 }
 # the slowest of the rest (measured), started first
 START_FIRST = {
@@ -70,7 +67,11 @@ def _jobs(argv: list[str]) -> tuple[int, list[str]]:
 
 def main(argv: list[str]) -> int:
     jobs, extra = _jobs(argv)
-    files = sorted(p.relative_to(REPO) for p in (REPO / "tests").rglob("test_*.py"))
+    # test files or folders among the arguments narrow the run to them
+    roots = [REPO / a for a in extra if not a.startswith("-") and (REPO / a).exists()]
+    extra = [a for a in extra if REPO / a not in roots]
+    files = sorted({p.relative_to(REPO) for root in (roots or [REPO / "tests"])
+                    for p in ([root] if root.is_file() else root.rglob("test_*.py"))})
     shared = [p for p in files if p.as_posix() not in EXCLUSIVE]
     alone = [p for p in files if p.as_posix() in EXCLUSIVE]
     totals: dict[str, int] = {}
