@@ -238,7 +238,8 @@ def _cmd_explain(args) -> int:
     failures = explain_paths(args.inputs, args.bundle or _default_bundle(), args.out,
                              all_labels=args.all_labels, uncertainty=args.uncertainty,
                              batch_size=args.batch_size, engine=args.engine,
-                             dicom_out=args.dicom_out, force=args.force, save_maps=args.save_maps)
+                             dicom_out=args.dicom_out, force=args.force, save_maps=args.save_maps,
+                             map_method=args.map_method)
     return _report_failures(failures, f"reports and predictions written to {args.out}")
 
 
@@ -247,7 +248,8 @@ def _cmd_localise(args) -> int:
 
     result = localise(args.bundle or _default_bundle(), args.images, args.boxes, args.out,
                       metadata=args.metadata, engine=args.engine, n_resamples=args.resamples,
-                      seed=args.seed, batch_size=args.batch_size, store=not args.no_store)
+                      seed=args.seed, batch_size=args.batch_size, store=not args.no_store,
+                      map_method=args.map_method)
     overall = result.summary[result.summary["finding"] == "overall"].set_index("measure")
     for measure, row in overall.iterrows():
         print(f"{measure:>14}: model {row['model']:.3f} [{row['model_low']:.3f}, {row['model_high']:.3f}]"
@@ -307,6 +309,14 @@ def _imagenet_weights_argument(p) -> None:
     p.add_argument("--imagenet-weights", type=Path, action="append", default=None,
                    metavar="PATH", help="ImageNet weights file to start from (repeatable; "
                    "default: Keras's own file name under ~/.keras/models)")
+
+
+def _map_method_argument(p) -> None:
+    from .explain.occlusion import MAP_METHODS
+
+    p.add_argument("--map-method", choices=list(MAP_METHODS), default=None,
+                   help="how the maps are computed: the method's Grad-CAM or occlusion sensitivity "
+                        "(default: the bundle's choice; docs/explanations.md)")
 
 
 def _outside_lungs_argument(p, default) -> None:
@@ -460,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-maps", action="store_true",
                    help="also write <stem>_maps.npz: every label's map in the original image's "
                         "frame at display size, the lung fields and the probabilities")
+    _map_method_argument(p)
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("localise", help="do the bundle's maps point at the findings? measured "
@@ -479,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inference engine (default: CXR_ENGINE or auto)")
     p.add_argument("--no-store", action="store_true",
                    help="do not store the tables in the bundle (metrics/ and its manifest)")
+    _map_method_argument(p)
     p.set_defaults(func=_cmd_localise)
 
     p = sub.add_parser("audit", help="shortcut audit: test AUC per finding within each view, sex, "

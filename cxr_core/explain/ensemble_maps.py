@@ -172,12 +172,21 @@ def engine_grid(engine) -> Grid:
     return tuple(grid) if grid is not None else None
 
 
-def explain_arrays(members: list, crops: np.ndarray, size: int, flip: bool = False) -> Explanation:
+def explain_arrays(members: list, crops: np.ndarray, size: int, flip: bool = False,
+                   method: str = "gradcam") -> Explanation:
     """Probabilities and all-label maps of every member (Keras classifiers or engines from
     `cxr_core.engines`), resized to `size`, normalised and combined into the ensemble mean and
     the across-member standard deviation; `flip` averages each member over the crop and its
-    mirror (the bundle's test-time flips). Lite engines only: all in NumPy, TensorFlow unused."""
+    mirror (the bundle's test-time flips). `method`: "gradcam" (the method's) or "occlusion"
+    (`explain.occlusion`: maps at the input's pixels, placed exactly). Lite engines only: all in
+    NumPy, TensorFlow unused."""
+    from .occlusion import MAP_METHODS
+
+    if method not in MAP_METHODS:
+        raise ValueError(f"Unknown map method '{method}'; choose one of: {', '.join(MAP_METHODS)}.")
     engines = [as_engine(member) for member in members]
+    if method == "occlusion":
+        return _occlusion_explanation(engines, crops, size, flip)
     if all(getattr(engine, "kind", None) == "lite" for engine in engines):
         probs, cams = [], []
         for engine in engines:
@@ -199,3 +208,19 @@ def explain_arrays(members: list, crops: np.ndarray, size: int, flip: bool = Fal
     mean, std = _ensemble_graph(int(size), grids)(tuple(cams))
     return Explanation(np.stack(probs), [np.asarray(c) for c in cams], np.asarray(mean), np.asarray(std),
                        list(grids))
+
+
+def _occlusion_explanation(engines: list, crops: np.ndarray, size: int, flip: bool) -> Explanation:
+    """`explain_arrays` with occlusion maps: the probabilities as for Grad-CAM (same engines,
+    same flips), each member's maps at its input's pixels (no cell grid), combined in NumPy."""
+    from .occlusion import engine_occlusion
+
+    probs, maps = [], []
+    for engine in engines:
+        x = resize_batch(crops, engine.input_size)
+        p, _ = _member_explain(engine, crops, flip)
+        probs.append(np.asarray(p))
+        maps.append(engine_occlusion(engine, x, flip))
+    grids = (None,) * len(engines)
+    mean, std = ensemble_numpy(maps, int(size), grids)
+    return Explanation(np.stack(probs), maps, mean.astype(np.float32), std.astype(np.float32), list(grids))

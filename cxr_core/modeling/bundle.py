@@ -422,6 +422,12 @@ class Bundle:
         return bool(self.manifest.get("inference", {}).get("tta_flip", False))
 
     @property
+    def map_method(self) -> str:
+        """How the maps are computed unless a caller asks otherwise: "gradcam" (the method's,
+        the default) or "occlusion", chosen on radiologists' boxes (`inference.map_method`)."""
+        return str(self.manifest.get("inference", {}).get("map_method", "gradcam"))
+
+    @property
     def has_lite(self) -> bool:
         """Whether every member has a TensorFlow Lite export (`explain.engines.compile_bundle`)."""
         return all(m.get("lite") for m in self.manifest["members"])

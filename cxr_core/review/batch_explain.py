@@ -32,15 +32,16 @@ def explain_paths(inputs: list[Path], bundle_dir: Path, out_dir: Path, all_label
                   uncertainty: bool = False, batch_size: int = 8,
                   reviewer: Reviewer | None = None, engine: str | None = None,
                   dicom_out: bool = False, force: bool = False,
-                  save_maps: bool = False) -> list[tuple[str, str]]:
+                  save_maps: bool = False, map_method: str | None = None) -> list[tuple[str, str]]:
     """Write `<stem>_report.png/.pdf` per image and `predictions.csv/json`; with `dicom_out`,
     also `<stem>_findings_sr.dcm` and `<stem>_report_sc.dcm` for each DICOM input
     (`dicom_out.write_dicom_results`); with `save_maps`, `<stem>_maps.npz` (`saved_maps`).
     Returns failures.
 
     Images the input check refuses are skipped with its reason (listed under "refused" in
-    predictions.json) unless `force`, which explains them with the refusal in the report."""
-    reviewer = reviewer or Reviewer.from_paths(bundle_dir, engine=engine)
+    predictions.json) unless `force`, which explains them with the refusal in the report.
+    `map_method`: "gradcam" or "occlusion" (default: the bundle's choice)."""
+    reviewer = reviewer or Reviewer.from_paths(bundle_dir, engine=engine, map_method=map_method)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = expand_inputs(inputs)

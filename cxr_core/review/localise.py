@@ -48,6 +48,8 @@ BOXES_CSV = "localisation_boxes.csv"
 SAMENESS_CSV = "localisation_sameness.csv"
 LUNG_ENERGY_CSV = "localisation_lung_energy.csv"
 SHEET_PNG = "localisation_cases.png"
+#: How the tables name the map methods.
+MAP_METHOD_NAMES = {"gradcam": "Grad-CAM (the method's)", "occlusion": "occlusion sensitivity"}
 #: Cases of each kind (best, worst) on the contact sheet.
 SHEET_CASES = 4
 
@@ -66,6 +68,7 @@ class LocalisationResult:
     #: per lung finding and for all of them: share of its map on the lung fields over every
     #: reviewed X-ray (boxed for that finding or not), beside a map uniform over the crop
     lung_energy: pd.DataFrame = field(default_factory=pd.DataFrame)
+    map_method: str = "gradcam"  # how the maps measured were computed
 
 
 def read_boxes(path: Path) -> pd.DataFrame:
@@ -121,12 +124,14 @@ def _bundle_label(finding: str, labels: list[str]) -> int | None:
 def localise(bundle_dir: Path, images_dir: Path, boxes_csv: Path, out_dir: Path,
              metadata: Path | None = None, engine: str | None = None,
              n_resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED, batch_size: int = 8,
-             store: bool = True, reviewer: Reviewer | None = None) -> LocalisationResult:
+             store: bool = True, reviewer: Reviewer | None = None,
+             map_method: str | None = None) -> LocalisationResult:
     """Measure the bundle's maps against the boxes, write the tables and the contact sheet into
-    `out_dir` and, with `store`, into `<bundle>/metrics/` with a manifest entry."""
+    `out_dir` and, with `store`, into `<bundle>/metrics/` with a manifest entry. `map_method`:
+    "gradcam" or "occlusion" (default: the bundle's choice); the tables say which."""
     boxes = read_boxes(boxes_csv)
     boxes["patient"] = patient_ids(boxes, metadata)
-    reviewer = reviewer or Reviewer.from_paths(bundle_dir, engine=engine)
+    reviewer = reviewer or Reviewer.from_paths(bundle_dir, engine=engine, map_method=map_method)
     labels = reviewer.bundle.labels
     boxes["label_index"] = [_bundle_label(f, labels) for f in boxes["finding"]]
     unknown = sorted(boxes.loc[boxes["label_index"].isna(), "finding"].unique())
@@ -152,7 +157,8 @@ def localise(bundle_dir: Path, images_dir: Path, boxes_csv: Path, out_dir: Path,
                     row.label, row.sameness)
     patient_of = dict(zip(boxes["image"], boxes["patient"].astype(str)))
     lung_energy = lung_energy_table(reviews, labels, patient_of, n_resamples, seed)
-    result = LocalisationResult(summary, records, sameness, unknown, failures, lung_energy=lung_energy)
+    result = LocalisationResult(summary, records, sameness, unknown, failures, lung_energy=lung_energy,
+                                map_method=reviewer.map_method)
     result.sheet = contact_sheet(records, reviews)
     result.written = write_results(result, Path(out_dir), n_resamples, seed)
     if store:
@@ -273,7 +279,8 @@ def sameness_markdown(sameness: pd.DataFrame) -> str:
 def report_markdown(result: LocalisationResult, n_resamples: int, seed: int) -> str:
     """The Markdown page: the summary table, the notes, the sameness table, what was skipped."""
     model = result.boxes[result.boxes["source"] == "model"]
-    text = [(f"Boxes measured: {len(model)} on {model['image'].nunique()} X-rays of "
+    text = [(f"Maps: {MAP_METHOD_NAMES.get(result.map_method, result.map_method)}. "
+             f"Boxes measured: {len(model)} on {model['image'].nunique()} X-rays of "
             f"{model['patient'].nunique()} patients. Values are means over boxes with 95% "
             f"patient-level bootstrap intervals ({n_resamples} resamples, seed {seed}).\n\n"),
             markdown_table(result.summary),
@@ -325,7 +332,7 @@ def store_in_bundle(bundle: Bundle, result: LocalisationResult, n_resamples: int
         "boxes": len(model_rows), "images": int(model_rows["image"].nunique()),
         "patients": int(model_rows["patient"].nunique()),
         "findings": sorted(model_rows["finding"].unique()), "unknown_findings": result.unknown,
-        "resamples": n_resamples, "seed": seed,
+        "resamples": n_resamples, "seed": seed, "map_method": result.map_method,
         "overall": {measure: {"model": row["model"], "model_low": row["model_low"],
                               "model_high": row["model_high"], "uniform_lungs": row["uniform_lungs"],
                               "average_map": row["average_map"]}

@@ -97,6 +97,8 @@ class Review:
     operating_point: str | None = None  # the reading point ('balanced', ...) when one is used
     #: M member grids: where each member's map cells look (`explain.ensemble_maps.Grid`)
     map_grids: list = field(default_factory=list)
+    #: how the maps were computed: "gradcam" (the method's) or "occlusion" (`explain.occlusion`)
+    map_method: str = "gradcam"
     _display: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -294,8 +296,15 @@ class Reviewer:
     """Holds the bundle and segmenter once per process and reviews images with them."""
 
     def __init__(self, bundle: Bundle, segmenter: LungSegmenter, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 map_size: int | None = None, engine: str | None = None):
+                 map_size: int | None = None, engine: str | None = None, map_method: str | None = None):
+        from ..explain.occlusion import MAP_METHODS
+
         self.bundle = bundle
+        #: how the maps are computed: as asked, else the bundle's choice (`Bundle.map_method`)
+        self.map_method = map_method or bundle.map_method
+        if self.map_method not in MAP_METHODS:
+            raise ValueError(f"Unknown map method '{self.map_method}'; choose one of: "
+                             f"{', '.join(MAP_METHODS)}.")
         self.engines = bundle_engines(bundle, engine)  # opened now: the first review pays no set-up
         self.segmenter = segmenter
         self.input_model = load_input_model(bundle)  # None (warned) when the bundle has none
@@ -327,7 +336,8 @@ class Reviewer:
         timings["input_check_s"] = time.perf_counter() - t_check
         t1 = time.perf_counter()
         crops = np.stack([p.crop for p in pres])
-        expl = explain_arrays(self.engines, crops, self.map_size, flip=self.bundle.tta_flip)
+        expl = explain_arrays(self.engines, crops, self.map_size, flip=self.bundle.tta_flip,
+                              method=self.map_method)
         timings["ensemble_and_maps_s"] = time.perf_counter() - t1
         ens_t, mem_t = self.bundle.thresholds(method)
         ensemble = combine(self.bundle.calibrate(expl.member_probs, method), ens_t, mem_t)
@@ -341,6 +351,7 @@ class Reviewer:
                 thresholds=ens_t, findings=findings[i], agreement=ensemble.agreement[i],
                 mean_maps=expl.mean_maps[i], std_maps=expl.std_maps[i],
                 member_cams=[cams[i] for cams in expl.member_cams], map_grids=list(expl.map_grids),
+                map_method=self.map_method,
                 bundle_id=self.bundle.bundle_id,
                 label_set=self.bundle.label_set,
                 threshold_method=method or self.bundle.threshold_method,
