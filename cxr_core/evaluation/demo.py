@@ -34,7 +34,7 @@ def demo_train_config(seed: int = 0, **overrides):
 
     settings = dict(weights="imagenet", input_size=224, learning_rate=3e-4, epochs=15, patience=5,
                     batch_size=32, augment="mild", monitor="val_auc", seed=seed,
-                    deterministic=True, bn_momentum=0.9)
+                    deterministic=True, bn_momentum=0.9, outside_lungs=0.5)
     settings.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**settings)
 

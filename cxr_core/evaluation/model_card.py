@@ -166,6 +166,10 @@ def render_model_card(bundle: Bundle) -> str:
     if flips:
         lines.append(f"- Test-time left-right flips: {'on' if flips.get('tta_flip') else 'off'} (validation "
                      f"macro AUC {flips.get('val_auc_plain')} without, {flips.get('val_auc_flip')} with)")
+    method = bundle.map_method
+    chosen_on = bundle.inference.get("map_method_chosen_on")
+    lines.append(f"- Heatmaps: {'occlusion sensitivity' if method == 'occlusion' else 'Grad-CAM (the method)'}"
+                 + (f", chosen on {chosen_on}" if chosen_on else ""))
     lines.append("")
     if data:
         lines += ["## Data", ""]

@@ -88,3 +88,19 @@ def test_the_shipped_bundle_is_what_build_demo_trains():
             assert crops == crop_identity(LungSegmenter.load())
         assert run["fingerprint"] == run_fingerprint(run["arch"], table, TrainConfig(**expected),
                                                      None, crops)
+
+
+def test_the_shipped_bundle_never_trained_on_the_boxed_x_rays():
+    """Every X-ray with a radiologist's box, and every other X-ray of its patient, is in the
+    shipped bundle's test split: `localise` measures its maps on X-rays it never saw."""
+    from cxr_core.data.split_table import read_split
+    from cxr_core.evaluation.demo import boxed_images
+    from tests.conftest import SHARED, require
+
+    require(SHARED / "nih-sample" / "boxes.csv")
+    boxed = boxed_images(SHARED)
+    frame = read_split(Path(__file__).resolve().parents[2] / "models" / "cxr-demo" / "split.csv").frame
+    names = frame["ImageID"].map(lambda i: Path(str(i)).name)
+    patients = set(frame.loc[names.isin(boxed), "PatientID"])
+    assert len(boxed) >= 30 and names.isin(boxed).sum() == len(boxed)
+    assert (frame.loc[frame["PatientID"].isin(patients), "split"] == "test").all()

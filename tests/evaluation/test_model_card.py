@@ -201,3 +201,10 @@ def test_model_card_shows_intervals_and_lineage_as_a_chain(tmp_path):
     assert f"{ctp['auc_macro']:.3f} [{ctp['auc_macro_low']:.3f}, {ctp['auc_macro_high']:.3f}]" in card
     assert "too few positives" in card and "patient-level bootstrap" in card
     assert "`parent-1` → `synthetic`" in card and "{" not in card.split("## Lineage")[1]
+
+
+def test_the_map_method_and_what_it_was_chosen_on_are_stated():
+    assert "- Heatmaps: Grad-CAM (the method)\n" in _card()
+    card = _card(inference={"tta_flip": False, "map_method": "occlusion",
+                            "map_method_chosen_on": "35 radiologists' boxes"})
+    assert "- Heatmaps: occlusion sensitivity, chosen on 35 radiologists' boxes" in card
