@@ -16,6 +16,7 @@ import streamlit as st
 from cxr_core.base.config import REPO_ROOT
 from cxr_core.base.errors import CxrError
 from cxr_core.explain.attention import OUTSIDE_LUNGS_NOTE
+from cxr_core.explain.occlusion import MAP_METHOD_DESCRIPTIONS, MAP_METHOD_NAMES, MAP_METHODS
 from cxr_core.imaging.laterality import MIRROR_WARNING
 from cxr_core.explain.overlay import (
     DEFAULT_ALPHA,
@@ -121,6 +122,15 @@ def review_page() -> None:
 
     with st.sidebar:
         st.caption(f"Model: {bundle.bundle_id} ({len(bundle.labels)} findings, {len(bundle.archs)} models)")
+        methods = [bundle.map_method] + [m for m in MAP_METHODS if m != bundle.map_method]
+        map_method = st.radio("Heatmaps", methods, key=kept_key("map_method", bundle.map_method),
+                              format_func=lambda m: MAP_METHOD_NAMES[m].capitalize() + (
+                                  " (this model's choice)" if m == bundle.map_method else ""),
+                              help="Occlusion: how much covering each part of the X-ray lowers the "
+                                   "finding's probability. Grad-CAM (the published method): read "
+                                   "off the last 7 x 7 feature map. docs/explanations.md compares "
+                                   "them on radiologists' boxes.")
+        remember("map_method")
 
     # --- input: one source at a time ----------------------------------------------------------
     upload_col, sample_col = st.columns([3, 2])
@@ -165,7 +175,7 @@ def review_page() -> None:
     # everything below draws into one slot, so that a new image replaces the previous image's
     # results at once (a "working" notice) instead of leaving them on screen while it runs
     slot = st.empty()
-    key = (bundle.bundle_id, source["digest"])
+    key = (bundle.bundle_id, source["digest"], map_method)
     if st.session_state.get("review_key") != key:
         # the previous review goes first: a run stopped half-way never leaves it paired with
         # this source
@@ -175,7 +185,7 @@ def review_page() -> None:
             with slot.container():
                 st.info(f"Working on **{_escape(source['name'])}** (SHA-256 `{source['digest'][:12]}`)...")
                 with st.spinner("Segmenting the lungs, running the models and computing heatmaps..."):
-                    review = reviewer.review_one(data, filename=source["name"])
+                    review = reviewer.review_one(data, filename=source["name"], map_method=map_method)
         except CxrError as exc:
             slot.error(f"This file cannot be reviewed: {exc}")
             st.stop()
@@ -361,6 +371,7 @@ def heatmaps_and_report(review) -> None:
     members = c3.toggle("Each model's map", key=kept_key("members", False))
     for name in ("alpha", "cutoff", "show_all", "uncertainty", "members"):
         remember(name)
+    st.caption(MAP_METHOD_DESCRIPTIONS[review.map_method])
     show_heatmaps(review, review.order(include_all=show_all), alpha, cutoff, uncertainty, members)
     show_report(review, ReportOptions(include_all=show_all, uncertainty=uncertainty,
                                       members=members, alpha=alpha, cutoff=cutoff,

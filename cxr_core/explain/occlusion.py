@@ -18,6 +18,14 @@ import numpy as np
 
 #: Map methods: "gradcam" (the method's) and "occlusion" (this module).
 MAP_METHODS = ("gradcam", "occlusion")
+#: How the app, the report and the tables name them, and what a reader is told about each.
+MAP_METHOD_NAMES = {"gradcam": "Grad-CAM (the method's)", "occlusion": "occlusion sensitivity"}
+MAP_METHOD_DESCRIPTIONS = {
+    "occlusion": "Occlusion sensitivity: each region is as hot as covering it lowers the finding's "
+                 "probability.",
+    "gradcam": "Grad-CAM, as the published method computes it: the last feature map's channels "
+               "weighted by the finding's mean gradient.",
+}
 #: Side of the occluding patch as a share of the model input (48 px at 224 px, about one and a
 #: half of the last feature map's 32 px cells) and the step between patches as a share of it.
 PATCH_SHARE = 48 / 224

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..imaging.laterality import MIRROR_WARNING
 from .attention import OUTSIDE_LUNGS_NOTE
+from .occlusion import MAP_METHOD_NAMES
 from .overlay import (
     DEFAULT_ALPHA,
     DEFAULT_CUTOFF,
@@ -233,7 +234,8 @@ def _build(review, options: ReportOptions) -> list:
              f"Segmentation: {segmentation}\n"
              f"{textwrap.fill(reading_settings(review), 125)}\n"
              f"{int(review.findings.sum())} positive finding(s) of {len(review.labels)}; "
-             f"heatmaps: Grad-CAM averaged over the {review.n_members} models.")
+             f"heatmaps: {MAP_METHOD_NAMES[review.map_method]} "
+             f"averaged over the {review.n_members} models.")
     doc.y += 0.1
     notice = (DEMO_DISCLAIMER + " " if review.is_demo else "") + DISCLAIMER
     wrapped = textwrap.fill(notice, 118)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from ..base.errors import CxrError, DataError
 from ..data.label_sets import in_lungs
 from ..explain.attention import lung_energy_share
+from ..explain.occlusion import MAP_METHOD_NAMES
 from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ..evaluation.localisation import (
     SAMENESS_FLAG,
@@ -48,8 +49,6 @@ BOXES_CSV = "localisation_boxes.csv"
 SAMENESS_CSV = "localisation_sameness.csv"
 LUNG_ENERGY_CSV = "localisation_lung_energy.csv"
 SHEET_PNG = "localisation_cases.png"
-#: How the tables name the map methods.
-MAP_METHOD_NAMES = {"gradcam": "Grad-CAM (the method's)", "occlusion": "occlusion sensitivity"}
 #: Cases of each kind (best, worst) on the contact sheet.
 SHEET_CASES = 4
 

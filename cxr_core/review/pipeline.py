@@ -325,8 +325,14 @@ class Reviewer:
     def load(self, source, filename: str | None = None) -> LoadedImage:
         return load_image(source, filename=filename, max_pixels=self.max_pixels)
 
-    def review(self, images: list[LoadedImage], method: str | None = None) -> list[Review]:
-        """Review decoded images in one batch."""
+    def review(self, images: list[LoadedImage], method: str | None = None,
+               map_method: str | None = None) -> list[Review]:
+        """Review decoded images in one batch; `map_method` overrides the reviewer's for this call."""
+        from ..explain.occlusion import MAP_METHODS
+
+        map_method = map_method or self.map_method
+        if map_method not in MAP_METHODS:
+            raise ValueError(f"Unknown map method '{map_method}'; choose one of: {', '.join(MAP_METHODS)}.")
         timings = {}
         t0 = time.perf_counter()
         pres = preprocess_batch(images, self.segmenter)
@@ -337,7 +343,7 @@ class Reviewer:
         t1 = time.perf_counter()
         crops = np.stack([p.crop for p in pres])
         expl = explain_arrays(self.engines, crops, self.map_size, flip=self.bundle.tta_flip,
-                              method=self.map_method)
+                              method=map_method)
         timings["ensemble_and_maps_s"] = time.perf_counter() - t1
         ens_t, mem_t = self.bundle.thresholds(method)
         ensemble = combine(self.bundle.calibrate(expl.member_probs, method), ens_t, mem_t)
@@ -351,7 +357,7 @@ class Reviewer:
                 thresholds=ens_t, findings=findings[i], agreement=ensemble.agreement[i],
                 mean_maps=expl.mean_maps[i], std_maps=expl.std_maps[i],
                 member_cams=[cams[i] for cams in expl.member_cams], map_grids=list(expl.map_grids),
-                map_method=self.map_method,
+                map_method=map_method,
                 bundle_id=self.bundle.bundle_id,
                 label_set=self.bundle.label_set,
                 threshold_method=method or self.bundle.threshold_method,
@@ -383,8 +389,8 @@ class Reviewer:
         log.info("pipeline warmed up in %.1f s", seconds)
         return seconds
 
-    def review_one(self, source, filename: str | None = None) -> Review:
-        return self.review([self.load(source, filename)])[0]
+    def review_one(self, source, filename: str | None = None, map_method: str | None = None) -> Review:
+        return self.review([self.load(source, filename)], map_method=map_method)[0]
 
 
 def resolve_segmenter(bundle: Bundle) -> Path:

@@ -455,3 +455,25 @@ def test_previous_and_next_study_walk_the_images_this_tab_reviewed():
     assert any(p.proto.popover.label.endswith("Keyboard shortcuts") for p in at.get("popover"))
     listed = " ".join(m.value for m in at.markdown)
     assert all(f"**{key}**: {what}" in listed for key, what in SHORTCUTS.items())
+
+
+def test_the_heatmap_method_is_the_bundles_choice_and_can_be_switched_in_the_sidebar():
+    """The shipped bundle chose occlusion maps (measured better on radiologists' boxes); the
+    sidebar offers the method's Grad-CAM too, the review is computed again with it, and the
+    caption above the maps names the method shown."""
+    from cxr_core.explain.occlusion import MAP_METHOD_DESCRIPTIONS
+
+    name, data = sample_bytes()
+    at = run_review((name, data, "image/png"))
+    radio = next(r for r in at.radio if r.label == "Heatmaps")
+    assert radio.value == "occlusion" and radio.options[0].endswith("(this model's choice)")
+    assert at.session_state["review"].map_method == "occlusion"
+    assert any(c.value == MAP_METHOD_DESCRIPTIONS["occlusion"] for c in at.caption)
+    occlusion_maps = at.session_state["review"].mean_maps.copy()
+    radio.set_value("gradcam")
+    at.run()
+    assert not at.exception
+    review = at.session_state["review"]
+    assert review.map_method == "gradcam" and review.image.sha256 == hashlib.sha256(data).hexdigest()
+    assert any(c.value == MAP_METHOD_DESCRIPTIONS["gradcam"] for c in at.caption)
+    assert not np.allclose(review.mean_maps, occlusion_maps)
