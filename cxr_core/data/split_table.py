@@ -57,21 +57,24 @@ def lungs_cache_path(cache_dir: str | Path, image_id: str) -> Path:
     return Path(cache_dir) / LUNGS_DIR / (Path(str(image_id)).stem + ".png")
 
 
-def cached_lung_paths(cache_dir: str | Path, frame: pd.DataFrame) -> list[str]:
-    """Lung-mask paths of the rows, refusing with a clear message when some are missing."""
-    paths = [lungs_cache_path(cache_dir, i) for i in frame["ImageID"]]
+def _existing(paths: list[Path], message) -> list[str]:
+    """The paths as strings, or a DataError with `message(missing count, total, first missing
+    name)` when some are missing."""
     missing = [p for p in paths if not p.is_file()]
     if missing:
-        raise DataError(f"{len(missing)} of {len(paths)} crops in {cache_dir} have no lung mask "
-                        f"(first: {missing[0].name}); run 'preprocess' again to add them.")
+        raise DataError(message(len(missing), len(paths), missing[0].name))
     return [str(p) for p in paths]
+
+
+def cached_lung_paths(cache_dir: str | Path, frame: pd.DataFrame) -> list[str]:
+    """Lung-mask paths of the rows, refusing with a clear message when some are missing."""
+    return _existing([lungs_cache_path(cache_dir, i) for i in frame["ImageID"]],
+                     lambda n, total, first: f"{n} of {total} crops in {cache_dir} have no lung mask "
+                     f"(first: {first}); run 'preprocess' again to add them.")
 
 
 def cached_paths(cache_dir: str | Path, frame: pd.DataFrame) -> list[str]:
     """Cache paths of the rows, refusing with a clear message when some are missing."""
-    paths = [cache_path(cache_dir, i) for i in frame["ImageID"]]
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise DataError(f"{len(missing)} of {len(paths)} images are missing from the cache "
-                        f"{cache_dir} (first: {missing[0].name}); run 'preprocess' first.")
-    return [str(p) for p in paths]
+    return _existing([cache_path(cache_dir, i) for i in frame["ImageID"]],
+                     lambda n, total, first: f"{n} of {total} images are missing from the cache "
+                     f"{cache_dir} (first: {first}); run 'preprocess' first.")
