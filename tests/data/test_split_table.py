@@ -104,3 +104,19 @@ def test_cached_paths_in_row_order_or_a_clear_refusal(tmp_path):
     assert "2 of 5 images are missing from the cache" in message
     assert "first: 0003.png" in message and "run 'preprocess' first" in message
     assert cached_paths(cache, frame.iloc[:2]) == paths[:2]
+
+
+def test_missing_lung_masks_are_refused_in_one_sentence_naming_the_fix(tmp_path):
+    import pandas as pd
+    import pytest
+
+    from cxr_core.base.errors import DataError
+    from cxr_core.data.split_table import cached_lung_paths, lungs_cache_path
+
+    frame = pd.DataFrame({"ImageID": ["a.png", "b.png"]})
+    lungs_cache_path(tmp_path, "a.png").parent.mkdir()
+    lungs_cache_path(tmp_path, "a.png").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"1 of 2 crops .* no lung mask \(first: b.png\); run 'preprocess' again"):
+        cached_lung_paths(tmp_path, frame)
+    lungs_cache_path(tmp_path, "b.png").write_bytes(b"x")
+    assert cached_lung_paths(tmp_path, frame) == [str(tmp_path / "lungs" / n) for n in ("a.png", "b.png")]
