@@ -1,6 +1,7 @@
 """End-to-end: preprocess real X-rays, train two members briefly, bundle, evaluate."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -396,3 +397,43 @@ def test_a_resumed_run_with_augmentation_and_several_batches_is_bit_identical(sy
         assert logs[0][column].tolist() == logs[1][column].tolist(), column
     weights = [full["classifier"].model.get_weights(), resumed["classifier"].model.get_weights()]
     assert all(np.array_equal(a, b) for a, b in zip(*weights))
+
+
+def _lung_masks(cache):
+    """A lung-field mask for every crop of a tiny cache: two side-by-side blocks, 0/255."""
+    import cv2
+
+    from cxr_core.data.split_table import lungs_cache_path
+
+    for crop in sorted(Path(cache).glob("*.png")):
+        mask = np.zeros((32, 32), np.uint8)
+        mask[6:28, 3:14] = mask[6:28, 18:29] = 255
+        target = lungs_cache_path(cache, crop.name)
+        target.parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(target), mask)
+
+
+def test_swapping_outside_the_lungs_trains_deterministically_and_needs_the_masks(synthetic, tmp_path):
+    """`outside_lungs` (the demo recipe's 0.5): refused without the cache's lung masks and
+    outside 0-1; with them two runs of the same seed give the same weights, and not those of a
+    run without the swap; the share is part of the run's fingerprint."""
+    from cxr_core.base.errors import DataError
+    from cxr_core.modeling.training import train_member
+
+    cache, split = synthetic
+    config = TrainConfig(**{**TINY, "epochs": 2, "augment": "mild", "deterministic": True,
+                            "outside_lungs": 0.5})
+    with pytest.raises(DataError, match="no lung mask"):
+        train_member(ARCH, cache, split, tmp_path / "none", config)
+    _lung_masks(cache)
+    with pytest.raises(ValueError, match="share of the training images"):
+        train_member(ARCH, cache, split, tmp_path / "bad", TrainConfig(**{**TINY, "outside_lungs": 1.5}))
+    first = train_member(ARCH, cache, split, tmp_path / "a", config)
+    second = train_member(ARCH, cache, split, tmp_path / "b", config)
+    plain = train_member(ARCH, cache, split, tmp_path / "c",
+                         TrainConfig(**{**TINY, "epochs": 2, "augment": "mild", "deterministic": True}))
+    weights = [r["classifier"].model.get_weights() for r in (first, second, plain)]
+    assert all(np.array_equal(a, b) for a, b in zip(weights[0], weights[1]))
+    assert not all(np.array_equal(a, b) for a, b in zip(weights[0], weights[2]))
+    assert first["config"]["outside_lungs"] == 0.5 and first["fingerprint"] != plain["fingerprint"]
+    assert np.isfinite(pd.read_csv(tmp_path / "a" / "training_log.csv")["loss"]).all()
