@@ -354,7 +354,9 @@ if localisation:
                f"bootstrap intervals ({entry.get('resamples')} resamples).")
     loc_table = localisation["summary"].copy()
     loc_table["measure"] = loc_table["measure"].map(lambda m: MEASURE_NAMES.get(m, m))
-    show_table(loc_table.rename(columns={s: SOURCE_NAMES[s] for s in SOURCE_NAMES}))
+    # each source and its interval under one name ("uniform over lungs low", not "uniform_lungs low")
+    show_table(loc_table.rename(columns={f"{s}{end}": f"{name}{end.replace('_', ' ')}"
+                                         for s, name in SOURCE_NAMES.items() for end in ("", "_low", "_high")}))
     flagged = localisation["sameness"]
     flagged = flagged[flagged["flagged"].astype(bool)]
     if len(flagged):

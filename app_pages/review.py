@@ -121,10 +121,12 @@ def review_page() -> None:
     limit = upload_limit_mb()
 
     with st.sidebar:
-        st.caption(f"Model: {bundle.bundle_id} ({len(bundle.labels)} findings, {len(bundle.archs)} models)")
+        n_models = len(bundle.archs)
+        st.caption(f"Model: {bundle.bundle_id} ({len(bundle.labels)} findings, {n_models} "
+                   f"model{'s' if n_models != 1 else ''})")
         methods = [bundle.map_method] + [m for m in MAP_METHODS if m != bundle.map_method]
         map_method = st.radio("Heatmaps", methods, key=kept_key("map_method", bundle.map_method),
-                              format_func=lambda m: MAP_METHOD_NAMES[m].capitalize() + (
+                              format_func=lambda m: _first_upper(MAP_METHOD_NAMES[m]) + (
                                   " (this model's choice)" if m == bundle.map_method else ""),
                               help="Occlusion: how much covering each part of the X-ray lowers the "
                                    "finding's probability. Grad-CAM (the published method): read "
@@ -151,9 +153,11 @@ def review_page() -> None:
     _remember_study(source)
     studies = [study["digest"] for study in kept["studies"]]
     position = studies.index(source["digest"])
-    name_col, prev_col, next_col, keys_col, clear_col = st.columns([5, 1, 1, 1, 1])
-    name_col.markdown(f"Reviewing **{_escape(source['name'])}** ({source['kind']}, "
-                      f"SHA-256 `{source['digest'][:12]}`)")
+    # the name on its own line, the buttons below it: five columns in one row cut their labels
+    # at 1400 px ("◀ Previo…", "⌨ Ke…")
+    st.markdown(f"Reviewing **{_escape(source['name'])}** ({source['kind']}, "
+                f"SHA-256 `{source['digest'][:12]}`)")
+    prev_col, next_col, keys_col, clear_col, _ = st.columns([2, 2, 3, 2, 3], vertical_alignment="bottom")
     prev_col.button("◀ Previous study", on_click=_step_study, args=(-1,), disabled=position == 0,
                     help=f"study {position + 1} of the {len(studies)} this tab has reviewed")
     next_col.button("Next study ▶", on_click=_step_study, args=(1,),
@@ -227,6 +231,12 @@ def show_review(review, data: bytes) -> None:
     heatmaps_and_report(review)
     st.subheader("Expert feedback")
     feedback_form(review, data, key="review", key_for=kept_key, keep=remember)
+
+
+def _first_upper(text: str) -> str:
+    """Capitalised at its first letter only ("Grad-CAM" stays as written, str.capitalize made it
+    "Grad-cam")."""
+    return text[:1].upper() + text[1:]
 
 
 def _escape(text: str) -> str:

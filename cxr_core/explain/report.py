@@ -230,12 +230,13 @@ def _build(review, options: ReportOptions) -> list:
              f"assistance", size=8.5)
     doc.y += 0.05
     doc.text(f"Image SHA-256: {review.image.sha256}", size=7.5, family="monospace")
-    doc.text(f"Bundle: {review.bundle_id} (label set {review.label_set}, {review.n_members} models)\n"
+    n_models = f"{review.n_members} model" + ("s" if review.n_members != 1 else "")
+    doc.text(f"Bundle: {review.bundle_id} (label set {review.label_set}, {n_models})\n"
              f"Segmentation: {segmentation}\n"
              f"{textwrap.fill(reading_settings(review), 125)}\n"
              f"{int(review.findings.sum())} positive finding(s) of {len(review.labels)}; "
              f"heatmaps: {MAP_METHOD_NAMES[review.map_method]} "
-             f"averaged over the {review.n_members} models.")
+             + (f"averaged over the {n_models}." if review.n_members > 1 else "of the one model."))
     doc.y += 0.1
     notice = (DEMO_DISCLAIMER + " " if review.is_demo else "") + DISCLAIMER
     wrapped = textwrap.fill(notice, 118)

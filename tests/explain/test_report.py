@@ -54,6 +54,9 @@ def test_report_header_table_disclaimer_and_colour_scale(review):
     for k, label in enumerate(review.labels):  # the whole findings table, screen precision
         assert label in text and review.fmt(review.probs[k]) in text
     assert "not drawn below 0.25" in text  # the colour scale and its cut-off
+    # "1 model", "of the one model" (the demo bundle has one); "1/1 models positive" is a count
+    assert not re.search(r"(?<![/\d])1 models", flat)
+    assert f"{review.n_members} model" in flat
     assert "Doe" not in text  # the uploaded file name never appears
     assert report_name(review, "pdf") == f"cxr_report_{review.image.sha256[:12]}.pdf"
 

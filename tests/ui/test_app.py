@@ -467,6 +467,7 @@ def test_the_heatmap_method_is_the_bundles_choice_and_can_be_switched_in_the_sid
     at = run_review((name, data, "image/png"))
     radio = next(r for r in at.radio if r.label == "Heatmaps")
     assert radio.value == "occlusion" and radio.options[0].endswith("(this model's choice)")
+    assert radio.options[1].startswith("Grad-CAM")  # written as the method's name, not "Grad-cam"
     assert at.session_state["review"].map_method == "occlusion"
     assert any(c.value == MAP_METHOD_DESCRIPTIONS["occlusion"] for c in at.caption)
     occlusion_maps = at.session_state["review"].mean_maps.copy()

@@ -20,6 +20,10 @@ from tests.ui.browser_driver import streamlit_server
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(os.environ.get("CXR_SCREENSHOT_DIR", "")) if os.environ.get("CXR_SCREENSHOT_DIR") else None
+#: the X-ray of the first review (and of the Review and report screenshots) instead of the first
+#: sample; the README's are taken with a pneumonia-positive X-ray of the bundle's test split
+#: (CXR_SCREENSHOT_XRAY=../shared/data/nih-sample/images/00011136_002.png)
+FIRST_XRAY = os.environ.get("CXR_SCREENSHOT_XRAY")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 #: Targets (seconds) and the bounds asserted here (targets x 10: the test machine may be shared)
@@ -44,6 +48,11 @@ def _shot(page, name: str, tmp_path: Path, height: int | None = None) -> Path:
     if height:
         page.set_viewport_size({"width": size["width"], "height": height})
         page.wait_for_timeout(1500)
+    # from the page's top (a click further down scrolled the page; the title and X-ray were cut)
+    page.evaluate("""() => { window.scrollTo(0, 0);
+        for (const e of document.querySelectorAll('[data-testid="stMain"], [data-testid="stAppViewContainer"], section.main'))
+            e.scrollTop = 0; }""")
+    page.wait_for_timeout(500)
     page.screenshot(path=str(target))
     if height:
         page.set_viewport_size(size)
@@ -110,6 +119,8 @@ def test_review_state_speed_report_and_feedback_in_a_real_browser(server):
 
     url, tmp_path = server
     samples = sorted((REPO / "assets" / "samples").glob("*.png"))
+    if FIRST_XRAY:
+        samples[0] = Path(FIRST_XRAY).resolve()
     digests = [hashlib.sha256(p.read_bytes()).hexdigest()[:12] for p in samples]
     big = _big_xray(tmp_path / "big_6500.png")
     timings: dict[str, float | list[float]] = {}
@@ -132,8 +143,9 @@ def test_review_state_speed_report_and_feedback_in_a_real_browser(server):
             table_rows = page.locator('[data-testid="stDataFrame"]').first
             table_rows.wait_for()
             n_labels = len(_bundle_labels())  # the form has one answer per finding
-            page.wait_for_function("""(n) => document.querySelectorAll(
-                '[data-testid="stRadio"]').length === n""", arg=n_labels, timeout=60_000)
+            page.wait_for_function("""(n) => Array.from(document.querySelectorAll(
+                '[data-testid="stRadio"]')).filter(e => !e.closest('[data-testid="stSidebar"]'))
+                .length === n""", arg=n_labels, timeout=60_000)  # the sidebar has the Heatmaps radio
             positives = page.locator("text=/models positive, above threshold/").count()
 
             # toggles: each must redraw the maps fast (no reports, maps cached per image)

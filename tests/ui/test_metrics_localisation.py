@@ -21,6 +21,8 @@ def test_metrics_page_shows_localisation_only_when_the_bundle_has_it(models_dir)
     table = next(df.value for df in at.dataframe if "uniform over lungs" in df.value.columns)
     overall = table[(table["finding"] == "overall") & (table["measure"] == "pointing game")].iloc[0]
     assert overall["model"] == 0.7 and overall["average map"] == 0
+    assert {"uniform over lungs low", "average map high"} <= set(table.columns)  # intervals named alike
+    assert not any("_" in str(c) for c in table.columns)
     assert len(at.get("image")) == 1  # the contact sheet
     energy = next(df.value for df in at.dataframe if "energy on lungs" in df.value.columns)
     assert energy.set_index("finding").loc["all lung findings", "energy on lungs"] == 0.82
