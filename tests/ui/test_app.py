@@ -38,6 +38,11 @@ def run_review(upload: tuple[str, bytes, str], query: dict | None = None) -> App
     return at
 
 
+def answers(at: AppTest) -> list:
+    """The feedback form's answer radios (the main page's; the sidebar holds the heatmap choice)."""
+    return list(at.main.radio)
+
+
 def toggle(at: AppTest, label: str) -> AppTest:
     next(t for t in at.toggle if t.label == label).set_value(True)
     return at.run()
@@ -111,7 +116,7 @@ def test_state_survives_a_reload_of_the_tab():
     name, data = sample_bytes()
     at = run_review((name, data, "image/png"))
     toggle(at, "Uncertainty maps")
-    at.radio[0].set_value("disagree")
+    answers(at)[0].set_value("disagree")
     at.text_area[0].input("draft, not submitted")
     at.text_input[0].input("Dr Reload")
     at.run()
@@ -121,7 +126,7 @@ def test_state_survives_a_reload_of_the_tab():
     assert len(again.dataframe) == 1
     assert any("(upload, SHA-256" in m.value for m in again.markdown)
     assert next(t for t in again.toggle if t.label == "Uncertainty maps").value is True
-    assert again.radio[0].value == "disagree"
+    assert answers(again)[0].value == "disagree"
     assert again.text_area[0].value == "draft, not submitted"
     assert any("Draft kept for this tab (20 characters)" in c.value for c in again.caption)
     assert again.text_input[0].value == "Dr Reload"
@@ -140,11 +145,11 @@ def test_answers_of_earlier_images_do_not_pile_up_in_the_session():
         at.file_uploader[0].set_value((name, data, "image/png"))
         at.run()
         assert not at.exception
-        assert all(r.value is None for r in at.radio), "an earlier image's answers were carried over"
-        at.radio[0].set_value("disagree")
+        assert all(r.value is None for r in answers(at)), "an earlier image's answers were carried over"
+        answers(at)[0].set_value("disagree")
         at.text_area[0].input(f"comment {index}")
         at.run()
-        assert at.radio[0].value == "disagree"
+        assert answers(at)[0].value == "disagree"
         key_sets.append({str(k) for k in at.session_state.keys() if "_decision_" in str(k)})
     assert key_sets[0] == key_sets[1] == key_sets[2]
     assert len(key_sets[0]) == len(at.session_state["review"].labels)
@@ -228,15 +233,15 @@ def test_feedback_has_no_default_answer_and_no_duplicate_versions(app_env):
     name, data = sample_bytes()
     at = run_review((name, data, "image/png"))
     labels = len(at.dataframe[0].value)
-    assert len(at.radio) == labels  # every finding, whatever the display toggles
-    assert all(r.value is None for r in at.radio)  # nothing pre-selected
+    assert len(answers(at)) == labels  # every finding, whatever the display toggles
+    assert all(r.value is None for r in answers(at))  # nothing pre-selected
     at.text_input[0].input("<script>alert(1)</script>Dr Test")
     submit(at)
     assert any("unanswered" in e.value for e in at.error)  # an unread submit stores nothing
     next(b for b in at.button if b.label.startswith("Agree with the model")).click()
     at.run()
-    assert all(r.value == "agree" for r in at.radio)
-    at.radio[-1].set_value("disagree")
+    assert all(r.value == "agree" for r in answers(at))
+    answers(at)[-1].set_value("disagree")
     at.text_area[0].input("looks right")
     submit(at)
     assert not at.exception
