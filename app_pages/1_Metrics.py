@@ -88,7 +88,7 @@ if display.chosen_on == "unknown":
 overall = display.tables["overall"].set_index("model")
 r = display.resampling
 st.caption(f"{display.targets.shape[0]} test images, {len(display.labels)} labels, {len(display.archs)} "
-           f"models; thresholds `{method}`"
+           f"model{'s' if len(display.archs) != 1 else ''}; thresholds `{method}`"
            + (f" on `{display.calibration}`-calibrated probabilities" if display.calibration else "")
            + (f", chosen on the {display.chosen_on} split" if display.chosen_on != "unknown" else
               ", chosen on an unrecorded split (the bundle predates that record)")

@@ -185,19 +185,25 @@ def review_page() -> None:
         # this source
         for name in ("review_key", "review", "images"):
             st.session_state.pop(name, None)
-        try:
-            with slot.container():
-                st.info(f"Working on **{_escape(source['name'])}** (SHA-256 `{source['digest'][:12]}`)...")
-                with st.spinner("Segmenting the lungs, running the models and computing heatmaps..."):
-                    review = reviewer.review_one(data, filename=source["name"], map_method=map_method)
-        except CxrError as exc:
-            slot.error(f"This file cannot be reviewed: {exc}")
-            st.stop()
-        except Exception:  # never show a traceback to the user
-            log.exception("unexpected error while reviewing an upload")
-            slot.error("Something went wrong while analysing this image. Please try another file.")
-            st.stop()
-        st.session_state.update(review_key=key, review=review, images={})
+        # this image's reviews by heatmap method: switching back shows the kept one at once
+        kept_reviews = {k: v for k, v in st.session_state.get("reviews_by_method", {}).items()
+                        if k[:2] == key[:2]}
+        review = kept_reviews.get(key)
+        if review is None:
+            try:
+                with slot.container():
+                    st.info(f"Working on **{_escape(source['name'])}** (SHA-256 `{source['digest'][:12]}`)...")
+                    with st.spinner("Segmenting the lungs, running the models and computing heatmaps..."):
+                        review = reviewer.review_one(data, filename=source["name"], map_method=map_method)
+            except CxrError as exc:
+                slot.error(f"This file cannot be reviewed: {exc}")
+                st.stop()
+            except Exception:  # never show a traceback to the user
+                log.exception("unexpected error while reviewing an upload")
+                slot.error("Something went wrong while analysing this image. Please try another file.")
+                st.stop()
+        kept_reviews[key] = review
+        st.session_state.update(review_key=key, review=review, images={}, reviews_by_method=kept_reviews)
     review = st.session_state.get("review")
     if not belongs_to(review, source):  # never draw one image's findings under another's name
         slot.info(f"Still working on **{_escape(source['name'])}**: the page updates when its "

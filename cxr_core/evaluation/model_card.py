@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..explain.occlusion import MAP_METHOD_NAMES
 from ..modeling.bundle import Bundle
 from .shortcut_audit import audit_markdown
 
@@ -168,7 +169,7 @@ def render_model_card(bundle: Bundle) -> str:
                      f"macro AUC {flips.get('val_auc_plain')} without, {flips.get('val_auc_flip')} with)")
     method = bundle.map_method
     chosen_on = bundle.inference.get("map_method_chosen_on")
-    lines.append(f"- Heatmaps: {'occlusion sensitivity' if method == 'occlusion' else 'Grad-CAM (the method)'}"
+    lines.append(f"- Heatmaps: {MAP_METHOD_NAMES[method]}"
                  + (f", chosen on {chosen_on}" if chosen_on else ""))
     lines.append("")
     if data:

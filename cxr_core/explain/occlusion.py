@@ -19,7 +19,7 @@ import numpy as np
 #: Map methods: "gradcam" (the method's) and "occlusion" (this module).
 MAP_METHODS = ("gradcam", "occlusion")
 #: How the app, the report and the tables name them, and what a reader is told about each.
-MAP_METHOD_NAMES = {"gradcam": "Grad-CAM (the method's)", "occlusion": "occlusion sensitivity"}
+MAP_METHOD_NAMES = {"gradcam": "Grad-CAM (the published method)", "occlusion": "occlusion sensitivity"}
 MAP_METHOD_DESCRIPTIONS = {
     "occlusion": "Occlusion sensitivity: each region is as hot as covering it lowers the finding's "
                  "probability.",

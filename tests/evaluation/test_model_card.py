@@ -204,7 +204,7 @@ def test_model_card_shows_intervals_and_lineage_as_a_chain(tmp_path):
 
 
 def test_the_map_method_and_what_it_was_chosen_on_are_stated():
-    assert "- Heatmaps: Grad-CAM (the method)\n" in _card()
+    assert "- Heatmaps: Grad-CAM (the published method)\n" in _card()
     card = _card(inference={"tta_flip": False, "map_method": "occlusion",
                             "map_method_chosen_on": "35 radiologists' boxes"})
     assert "- Heatmaps: occlusion sensitivity, chosen on 35 radiologists' boxes" in card

@@ -476,6 +476,7 @@ def test_the_heatmap_method_is_the_bundles_choice_and_can_be_switched_in_the_sid
     assert at.session_state["review"].map_method == "occlusion"
     assert any(c.value == MAP_METHOD_DESCRIPTIONS["occlusion"] for c in at.caption)
     occlusion_maps = at.session_state["review"].mean_maps.copy()
+    occlusion_timings = dict(at.session_state["review"].timings)
     radio.set_value("gradcam")
     at.run()
     assert not at.exception
@@ -483,3 +484,9 @@ def test_the_heatmap_method_is_the_bundles_choice_and_can_be_switched_in_the_sid
     assert review.map_method == "gradcam" and review.image.sha256 == hashlib.sha256(data).hexdigest()
     assert any(c.value == MAP_METHOD_DESCRIPTIONS["gradcam"] for c in at.caption)
     assert not np.allclose(review.mean_maps, occlusion_maps)
+    radio = next(r for r in at.radio if r.label == "Heatmaps")
+    radio.set_value("occlusion")
+    at.run()
+    back = at.session_state["review"]
+    assert back.map_method == "occlusion" and np.allclose(back.mean_maps, occlusion_maps)
+    assert back.timings == occlusion_timings  # the kept review, not computed again
