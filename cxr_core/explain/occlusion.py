@@ -55,7 +55,7 @@ def occlusion_maps(predict, x: np.ndarray, patch_share: float = PATCH_SHARE,
     """All-label occlusion maps (N, S, S, K) float32 >= 0 for inputs `x` (N, S, S, 1) in [0, 1];
     `predict` maps (B, S, S, 1) to probabilities (B, K)."""
     x = np.asarray(x, np.float32)
-    n, size = x.shape[0], x.shape[1]
+    size = x.shape[1]
     patch, starts = patch_layout(size, patch_share, stride_share)
     places = [(y0, x0) for y0 in starts for x0 in starts]
     cover = np.zeros((size, size), np.float32)
