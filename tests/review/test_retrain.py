@@ -33,6 +33,16 @@ def test_consensus_policy_majority_tie_counts_present():
     assert out.loc["b", "L1"] == 1 and out.loc["b", "L2"] == 0
 
 
+def _cut(part: pd.DataFrame, labels: list[str], size: int) -> pd.DataFrame:
+    """`size` rows of one split: two positives of every label first (whatever the split holds),
+    the rest a seeded sample of the others."""
+    keep = []
+    for label in labels:
+        keep += [i for i in part.index[part[label].eq(1)] if i not in keep][:2]
+    rest = part.drop(index=keep)
+    return pd.concat([part.loc[keep], rest.sample(max(0, size - len(keep)), random_state=0)])
+
+
 def test_retrain_end_to_end_on_default_bundle(tmp_path, cxr_public):
     # a compiled copy of the default bundle: the child must keep the Lite members
     data_root = cxr_public.parent  # the bundle's ImageDir is '<collection>/images' below it
@@ -45,7 +55,7 @@ def test_retrain_end_to_end_on_default_bundle(tmp_path, cxr_public):
     shipped = Bundle.load(parent_dir)
     labels = shipped.labels
     split = pd.read_csv(parent_dir / "split.csv")
-    split = pd.concat([part.sample(32, random_state=0) for _, part in split.groupby("split")])
+    split = pd.concat([_cut(part, labels, 32) for _, part in split.groupby("split")])
     for part in ("train", "val", "test"):
         assert split.loc[split["split"] == part, labels].eq(1).sum().min() > 0, part
     split.to_csv(parent_dir / "split.csv", index=False)
