@@ -20,6 +20,7 @@ from cxr_core.base.config import REPO_ROOT, settings
 from cxr_core.base.errors import CxrError, DataError
 from cxr_core.explain.report import DEMO_DISCLAIMER
 from cxr_core.modeling.bundle import Bundle, find_bundles
+from cxr_core.modeling.input_model import load_input_model
 from cxr_core.review.feedback import FeedbackStore, Submission, save_feedback
 from cxr_core.review.pipeline import Reviewer
 from cxr_core.review.worklist import Worklist
@@ -35,8 +36,8 @@ _WARM_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxr-warm-up")
 MAX_WORKLISTS = 16  # worklists kept per server process (least recently used dropped)
 
 
-def _build_reviewer(bundle_path: str, max_pixels: int) -> Reviewer:
-    reviewer = Reviewer.from_paths(bundle_path, max_pixels=max_pixels)
+def _build_reviewer(bundle: Bundle, input_model, max_pixels: int) -> Reviewer:
+    reviewer = Reviewer.from_paths(bundle, max_pixels=max_pixels, input_model=input_model)
     reviewer.warm_up()  # compile the graphs now, while the user picks a file
     # what is alive now (libraries, models) lives as long as the server: keep it out of the
     # garbage collector's scans, which otherwise walk it again during later reviews
@@ -53,7 +54,18 @@ def warm_up_in_background(bundle_path: str) -> Future:
     with _WARM_LOCK:
         future = _WARMING.get(key)
         if future is None or (future.done() and future.exception() is not None):
-            future = _WARM_POOL.submit(_build_reviewer, str(bundle_path), cfg.max_pixels)
+            # the bundle and its input check (NumPy files) are read here, in the page's thread:
+            # reading a .npy header parses it with the ast module, and CPython 3.11 can fail a
+            # script's compile with "AST constructor recursion depth mismatch" when another
+            # thread does that at the same moment; the warm-up thread then only opens the
+            # engines and runs them
+            try:
+                bundle = Bundle.load(bundle_path)
+                future = _WARM_POOL.submit(_build_reviewer, bundle, load_input_model(bundle),
+                                           cfg.max_pixels)
+            except Exception as exc:  # kept in the future: get_reviewer reports it on the page
+                future = Future()
+                future.set_exception(exc)
             _WARMING[key] = future
     return future
 

@@ -292,11 +292,16 @@ def displayed_review(bundle: Bundle, review: Review, chosen: str | None = None) 
     return review if review.threshold_method == method else reread(bundle, review, method)
 
 
+#: `Reviewer(input_model=...)` default: load the bundle's input check.
+_LOAD = object()
+
+
 class Reviewer:
     """Holds the bundle and segmenter once per process and reviews images with them."""
 
     def __init__(self, bundle: Bundle, segmenter: LungSegmenter, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 map_size: int | None = None, engine: str | None = None, map_method: str | None = None):
+                 map_size: int | None = None, engine: str | None = None, map_method: str | None = None,
+                 input_model=_LOAD):
         from ..explain.occlusion import MAP_METHODS
 
         self.bundle = bundle
@@ -307,17 +312,20 @@ class Reviewer:
                              f"{', '.join(MAP_METHODS)}.")
         self.engines = bundle_engines(bundle, engine)  # opened now: the first review pays no set-up
         self.segmenter = segmenter
-        self.input_model = load_input_model(bundle)  # None (warned) when the bundle has none
+        # None (warned) when the bundle has none; a caller may pass it already loaded
+        self.input_model = load_input_model(bundle) if input_model is _LOAD else input_model
         self.max_pixels = max_pixels
         self.map_size = map_size or bundle.input_size
 
     @classmethod
-    def from_paths(cls, bundle_dir: str | Path, segmenter_dir: str | Path | None = None, **kwargs) -> "Reviewer":
-        """Open a bundle and its segmenter; with the Lite engine the segmenter's Lite export
-        too when it has one, so that the process never imports TensorFlow."""
+    def from_paths(cls, bundle_dir: str | Path | Bundle, segmenter_dir: str | Path | None = None,
+                   **kwargs) -> "Reviewer":
+        """Open a bundle (a folder, or a Bundle already loaded) and its segmenter; with the Lite
+        engine the segmenter's Lite export too when it has one, so that the process never
+        imports TensorFlow."""
         from ..base.config import settings
 
-        bundle = Bundle.load(bundle_dir)
+        bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.load(bundle_dir)
         seg_dir = segmenter_dir or resolve_segmenter(bundle)
         kind = resolve_engine(kwargs.get("engine") or settings().engine, bundle.has_lite)
         return cls(bundle, load_segmenter(seg_dir, lite=kind == "lite"), **kwargs)
