@@ -246,7 +246,8 @@ def summarise(records: pd.DataFrame, n_resamples: int = DEFAULT_RESAMPLES, seed:
     return pd.DataFrame(rows, columns=columns)
 
 
-def _fmt(value: float, low: float, high: float) -> str:
+def format_interval(value: float, low: float, high: float) -> str:
+    """'0.34 [0.21, 0.48]' (two decimals); the value alone without an interval, '–' without one."""
     if not np.isfinite(value):
         return "–"
     if not (np.isfinite(low) and np.isfinite(high)):
@@ -261,6 +262,6 @@ def markdown_table(summary: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in summary.iterrows():
         cells = [str(row["finding"]), MEASURE_NAMES.get(row["measure"], row["measure"]), str(row["boxes"])]
-        cells += [_fmt(row[s], row[f"{s}_low"], row[f"{s}_high"]) for s in SOURCES]
+        cells += [format_interval(row[s], row[f"{s}_low"], row[f"{s}_high"]) for s in SOURCES]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -180,10 +180,9 @@ def explain_arrays(members: list, crops: np.ndarray, size: int, flip: bool = Fal
     mirror (the bundle's test-time flips). `method`: "gradcam" (the method's) or "occlusion"
     (`explain.occlusion`: maps at the input's pixels, placed exactly). Lite engines only: all in
     NumPy, TensorFlow unused."""
-    from .occlusion import MAP_METHODS
+    from .occlusion import check_map_method
 
-    if method not in MAP_METHODS:
-        raise ValueError(f"Unknown map method '{method}'; choose one of: {', '.join(MAP_METHODS)}.")
+    check_map_method(method)
     engines = [as_engine(member) for member in members]
     if method == "occlusion":
         return _occlusion_explanation(engines, crops, size, flip)

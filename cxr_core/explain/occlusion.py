@@ -28,6 +28,13 @@ MAP_METHOD_DESCRIPTIONS = {
 }
 #: Side of the occluding patch as a share of the model input (48 px at 224 px, about one and a
 #: half of the last feature map's 32 px cells) and the step between patches as a share of it.
+def check_map_method(method: str) -> str:
+    """`method` when it is one of `MAP_METHODS`; a ValueError in one sentence otherwise."""
+    if method not in MAP_METHODS:
+        raise ValueError(f"Unknown map method '{method}'; choose one of: {', '.join(MAP_METHODS)}.")
+    return method
+
+
 PATCH_SHARE = 48 / 224
 STRIDE_SHARE = 1 / 3
 _EPS = 1e-6

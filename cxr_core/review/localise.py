@@ -28,6 +28,7 @@ from ..evaluation.localisation import (
     average_map,
     bootstrap_mean,
     box_measures,
+    format_interval,
     map_sameness,
     markdown_table,
     scale_box,
@@ -225,30 +226,30 @@ def lung_energy_table(reviews: dict[str, Review], labels: list[str], patient_of:
     share of its map's energy on the lung fields over the reviewed X-rays, with a patient-level
     interval, beside a map uniform over the crop box (what a map that ignores the lungs gets).
     X-rays whose segmentation fell back (lungs unknown) are left out."""
-    rows, pooled, pooled_groups, pooled_uniform = [], [], [], []
     usable = {name: r for name, r in reviews.items() if not r.pre.fallback and r.lungs_display().any()}
+    lungs = {name: r.lungs_display() for name, r in usable.items()}
+    groups = [patient_of.get(name, name) for name in usable]
+    uniform = []  # per X-ray: the share of a map uniform over the crop box that lies on the lungs
+    for name, review in usable.items():
+        crop = np.zeros(lungs[name].shape, np.float32)
+        x0, y0, x1, y1 = review.box_display()
+        crop[y0:y1, x0:x1] = 1.0
+        uniform.append(lung_energy_share(crop, lungs[name]))
+    uniform_mean = float(np.nanmean(uniform)) if uniform else np.nan
+    rows, pooled, pooled_groups = [], [], []
     for k, label in enumerate(labels):
         if not in_lungs(label):
             continue
-        values, groups, uniform = [], [], []
-        for name, review in usable.items():
-            lungs = review.lungs_display()
-            values.append(lung_energy_share(review.heatmap_display(k), lungs))
-            groups.append(patient_of.get(name, name))
-            crop = np.zeros(lungs.shape, np.float32)
-            x0, y0, x1, y1 = review.box_display()
-            crop[y0:y1, x0:x1] = 1.0
-            uniform.append(lung_energy_share(crop, lungs))
+        values = [lung_energy_share(review.heatmap_display(k), lungs[name]) for name, review in usable.items()]
         mean, low, high = bootstrap_mean(values, groups, n_resamples, seed)
         rows.append({"finding": label, "xrays": len(values), "energy_on_lungs": mean, "low": low,
-                     "high": high, "uniform_crop": float(np.nanmean(uniform)) if uniform else np.nan})
+                     "high": high, "uniform_crop": uniform_mean})
         pooled += values
         pooled_groups += groups
-        pooled_uniform += uniform
     if rows:
         mean, low, high = bootstrap_mean(pooled, pooled_groups, n_resamples, seed)
         rows.append({"finding": ALL_LUNG_FINDINGS, "xrays": len(usable), "energy_on_lungs": mean,
-                     "low": low, "high": high, "uniform_crop": float(np.nanmean(pooled_uniform))})
+                     "low": low, "high": high, "uniform_crop": uniform_mean})
     return pd.DataFrame(rows, columns=["finding", "xrays", "energy_on_lungs", "low", "high",
                                        "uniform_crop"])
 
@@ -256,15 +257,9 @@ def lung_energy_table(reviews: dict[str, Review], labels: list[str], patient_of:
 def lung_energy_markdown(table: pd.DataFrame) -> str:
     lines = ["| finding | X-rays | energy on lungs | map uniform over the crop |", "|---|---|---|---|"]
     for row in table.itertuples():
-        lines.append(f"| {row.finding} | {row.xrays} | {_fmt_interval(row.energy_on_lungs, row.low, row.high)} "
+        lines.append(f"| {row.finding} | {row.xrays} | {format_interval(row.energy_on_lungs, row.low, row.high)} "
                      f"| {row.uniform_crop:.2f} |")
     return "\n".join(lines) + "\n"
-
-
-def _fmt_interval(value: float, low: float, high: float) -> str:
-    if not np.isfinite(value):
-        return "–"
-    return f"{value:.2f} [{low:.2f}, {high:.2f}]" if np.isfinite(low) and np.isfinite(high) else f"{value:.2f}"
 
 
 def sameness_markdown(sameness: pd.DataFrame) -> str:

@@ -302,14 +302,11 @@ class Reviewer:
     def __init__(self, bundle: Bundle, segmenter: LungSegmenter, max_pixels: int = DEFAULT_MAX_PIXELS,
                  map_size: int | None = None, engine: str | None = None, map_method: str | None = None,
                  input_model=_LOAD):
-        from ..explain.occlusion import MAP_METHODS
+        from ..explain.occlusion import check_map_method
 
         self.bundle = bundle
         #: how the maps are computed: as asked, else the bundle's choice (`Bundle.map_method`)
-        self.map_method = map_method or bundle.map_method
-        if self.map_method not in MAP_METHODS:
-            raise ValueError(f"Unknown map method '{self.map_method}'; choose one of: "
-                             f"{', '.join(MAP_METHODS)}.")
+        self.map_method = check_map_method(map_method or bundle.map_method)
         self.engines = bundle_engines(bundle, engine)  # opened now: the first review pays no set-up
         self.segmenter = segmenter
         # None (warned) when the bundle has none; a caller may pass it already loaded
@@ -336,11 +333,9 @@ class Reviewer:
     def review(self, images: list[LoadedImage], method: str | None = None,
                map_method: str | None = None) -> list[Review]:
         """Review decoded images in one batch; `map_method` overrides the reviewer's for this call."""
-        from ..explain.occlusion import MAP_METHODS
+        from ..explain.occlusion import check_map_method
 
-        map_method = map_method or self.map_method
-        if map_method not in MAP_METHODS:
-            raise ValueError(f"Unknown map method '{map_method}'; choose one of: {', '.join(MAP_METHODS)}.")
+        map_method = check_map_method(map_method or self.map_method)
         timings = {}
         t0 = time.perf_counter()
         pres = preprocess_batch(images, self.segmenter)
