@@ -3,12 +3,13 @@ chosen operating point) probabilities, and the same sentence when no finding pas
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
+
+from tests.ui.test_worklist import reviewed_worklist
 
 pytestmark = pytest.mark.usefixtures("app_env")  # tests/ui/conftest.py
 
@@ -27,16 +28,7 @@ def review_page() -> AppTest:
 
 
 def worklist_page() -> AppTest:
-    at = AppTest.from_file(str(REPO / "app_pages" / "0_Worklist.py"), default_timeout=TIMEOUT)
-    at.run()
-    at.file_uploader[0].set_value([(SAMPLE.name, SAMPLE.read_bytes(), "image/png")])
-    at.run()
-    deadline = time.time() + TIMEOUT
-    while any("Reviewing" in p.proto.text for p in at.get("progress")) and time.time() < deadline:
-        time.sleep(1)
-        at.run()
-    assert not at.exception, at.exception
-    return at
+    return reviewed_worklist([(SAMPLE.name, SAMPLE.read_bytes(), "image/png")])
 
 
 def shown_messages(at: AppTest) -> list[str]:

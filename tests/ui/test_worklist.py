@@ -26,12 +26,14 @@ TIMEOUT = 300
 
 
 
-def reviewed_worklist() -> AppTest:
-    """The page after uploading the five mixed files and waiting for the background review."""
+def reviewed_worklist(files: list[tuple[str, bytes, str]] | None = None) -> AppTest:
+    """The page after uploading `files` (default: the five mixed files) and waiting for the
+    background review."""
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
     at.run()
     assert not at.exception
-    at.file_uploader[0].set_value([(n, d, "application/octet-stream") for n, d in mixed_files()])
+    at.file_uploader[0].set_value(files if files is not None else
+                                  [(n, d, "application/octet-stream") for n, d in mixed_files()])
     at.run()
     deadline = time.time() + TIMEOUT
     while any("Reviewing" in p.proto.text for p in at.get("progress")) and time.time() < deadline:
